@@ -1,0 +1,255 @@
+"""Stored benchmark runs -> the tables, plots and verdicts on the docs pages.
+
+The only source of the docs' numbers is ``docs/bench/<primitive>.json``, a
+slim summary of one pytest-benchmark run plus the machine it ran on::
+
+    python docs/_ext/benchreport.py store counter RAW.json   # after a run
+    python docs/_ext/benchreport.py render [counter ...]     # tables + plots
+
+``render`` writes ``docs/_generated/`` (not committed; the pages include it).
+What a primitive's page shows is in ``report_<primitive>.py`` beside this
+file: its ``pages(run)`` returns markdown parts, ``plots(run)`` drawing
+functions, ``summary(run)`` rows for the index page, ``WAYS`` the labels.
+As a Sphinx extension this module renders every stored run when a build
+starts, so the pages always show what the JSON says.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import os
+import platform
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+DOCS = Path(__file__).resolve().parent.parent
+STORED = DOCS / "bench"
+GENERATED = DOCS / "_generated"
+
+STATS = ("min", "median", "mean", "max", "stddev", "rounds")
+
+
+# ---------------------------------------------------------------- storing
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def store(name: str, raw_path: str) -> Path:
+    """Keep the statistics and the machine of a raw --benchmark-json file."""
+    raw = json.loads(Path(raw_path).read_text())
+    info = raw.get("machine_info", {})
+    cpu = info.get("cpu", {})
+    commit = raw.get("commit_info", {})
+    summary = {
+        "primitive": name,
+        "generated_by": f"nox -s bench -- {name}",
+        "datetime": raw.get("datetime"),
+        "commit": (commit.get("id") or "")[:12] + ("+dirty" if commit.get("dirty") else ""),
+        "machine": {
+            "cpu": cpu.get("brand_raw") or info.get("processor") or platform.processor(),
+            "cores": os.cpu_count(),
+            "memory_gib": _memory_gib(),
+            "arch": info.get("machine") or platform.machine(),
+            "os": f"{info.get('system', platform.system())} {info.get('release', '')}".strip(),
+            "python": f"{info.get('python_implementation', '')} {info.get('python_version', '')}",
+            "start_method": multiprocessing.get_start_method(),
+            "pytest_benchmark": raw.get("version"),
+        },
+        "benchmarks": [
+            {
+                "name": b["name"],
+                "group": b["group"],
+                "extra": b.get("extra_info", {}),
+                "stats": {k: b["stats"][k] for k in STATS},
+            }
+            for b in raw["benchmarks"]
+        ],
+    }
+    STORED.mkdir(exist_ok=True)
+    out = STORED / f"{name}.json"
+    out.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    print(f"stored {len(summary['benchmarks'])} benchmarks in {out.relative_to(DOCS.parent)}")
+    return out
+
+
+# ---------------------------------------------------------------- reading
+
+
+class Run:
+    """One stored run, with look-ups by group and extra_info."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.data = json.loads((STORED / f"{name}.json").read_text())
+        self.machine = self.data["machine"]
+
+    def find(self, group: str, **extra: Any) -> dict[str, Any] | None:
+        for b in self.data["benchmarks"]:
+            if b["group"] == group and all(b["extra"].get(k) == v for k, v in extra.items()):
+                return b
+        return None
+
+    def get(self, group: str, **extra: Any) -> dict[str, Any]:
+        b = self.find(group, **extra)
+        if b is None:
+            raise LookupError(f"{self.name}.json has no {group} benchmark with {extra}")
+        return b
+
+    def per_op(self, group: str, **extra: Any) -> float:
+        """Median seconds per operation."""
+        b = self.get(group, **extra)
+        return float(b["stats"]["median"]) / b["extra"]["ops"]
+
+    def rate(self, group: str, **extra: Any) -> float:
+        """Operations per second at the median round."""
+        return 1.0 / self.per_op(group, **extra)
+
+
+def fmt_time(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale or unit == "ns":
+            value = seconds / scale
+            return f"{value:.3g} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    raise AssertionError
+
+
+def fmt_rate(per_second: float) -> str:
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if per_second >= scale:
+            return f"{per_second / scale:.3g} {unit}/s"
+    return f"{per_second:.3g} /s"
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2g}x" if x < 10 else f"{x:.0f}x"
+
+
+def table(header: list[str], rows: Iterable[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(run: Run) -> str:
+    m = run.machine
+    mem = f", {m['memory_gib']} GiB" if m.get("memory_gib") else ""
+    return (
+        f"Measured with `{run.data['generated_by']}` on {m['cpu']} ({m['cores']} cores{mem}), "
+        f"{m['os']}, {m['python'].strip()}, start method `{m['start_method']}`, "
+        f"at {run.data['datetime']} (commit `{run.data['commit'] or 'unknown'}`). "
+        "Each figure is the median of its rounds.\n"
+    )
+
+
+def about(measured: float, claimed: float, fmt: Callable[[float], str]) -> str:
+    """Verdict for a claim of the form 'about X': same order if within 2x."""
+    ratio = measured / claimed
+    if 0.5 <= ratio <= 2:
+        return f"**Confirmed**: {fmt(measured)} here, {fmt_ratio(ratio)} the claim"
+    side = "more" if ratio > 1 else "less"
+    factor = ratio if ratio > 1 else 1 / ratio
+    return f"**Not confirmed**: {fmt(measured)} here, {fmt_ratio(factor)} {side} than claimed"
+
+
+def within(measured: float, low: float, high: float) -> str:
+    """Verdict for a claim of the form 'between low and high'."""
+    if low <= measured <= high:
+        return f"**Confirmed**: {fmt_ratio(measured)} here"
+    side = "below" if measured < low else "above"
+    return f"**Not confirmed**: {fmt_ratio(measured)} here, {side} the claimed range"
+
+
+def goal(measured: float, text: str, ok: bool) -> list[str]:
+    return [text, fmt_ratio(measured), "met" if ok else "**not met**"]
+
+
+# ---------------------------------------------------------------- rendering
+
+HEADER = (
+    "<!-- generated by docs/_ext/benchreport.py from docs/bench/{name}.json: do not edit -->\n"
+)
+SUMMARY_HEADER = ["primitive", "way", "one operation", "vs fastest", "throughput, 2 processes"]
+
+
+def reports() -> dict[str, ModuleType]:
+    """The report module of every primitive that has a stored run."""
+    here = Path(__file__).parent
+    names = sorted(p.stem for p in STORED.glob("*.json"))
+    return {
+        name: importlib.import_module(f"report_{name}")
+        for name in names
+        if (here / f"report_{name}.py").exists()
+    }
+
+
+def render(names: list[str] | None = None, plots: bool = True, echo: bool = False) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    found = reports()
+    GENERATED.mkdir(exist_ok=True)
+    summary: list[list[str]] = []
+    for name, report in found.items():
+        run = Run(name)
+        summary += report.summary(run)
+        if names and name not in names:
+            continue
+        for part, text in report.pages(run).items():
+            _write(GENERATED / f"{name}-{part}.md", HEADER.format(name=name) + text)
+            if echo:
+                print(f"\n## {name}: {part}\n\n{text}")
+        if plots:
+            for part, draw in report.plots(run).items():
+                _plot(GENERATED / f"{name}-{part}.png", draw)
+    _write(GENERATED / "summary.md", HEADER.format(name="*") + table(SUMMARY_HEADER, summary))
+
+
+def _write(path: Path, text: str) -> None:
+    # Rewrite only on change so Sphinx does not rebuild every page each time.
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _plot(path: Path, draw: Callable[[Any], None]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    draw(ax)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("builder-inited", lambda app: render())
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 3 and argv[0] == "store":
+        store(argv[1], argv[2])
+        return 0
+    if argv and argv[0] == "render":
+        render(argv[1:] or None, echo=True)
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,39 @@
+"""Sphinx configuration for the shmref documentation."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE / "_ext"))
+sys.path.insert(0, str(HERE.parent))
+
+import shmref  # noqa: E402
+
+project = "shmref"
+author = "the shmref developers"
+copyright = "2026, the shmref developers"
+release = version = shmref.__version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.doctest",
+    "sphinx_copybutton",
+    "benchreport",
+]
+source_suffix = {".md": "markdown"}
+exclude_patterns = ["_build", "_generated", "bench", "README.md"]
+myst_heading_anchors = 3
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+
+# Examples start real processes; targets come from shmref so they work
+# under spawn and forkserver as well as fork.
+doctest_test_doctest_blocks = ""
+
+html_theme = "furo"
+html_title = "shmref"
+copybutton_prompt_text = r">>> |\.\.\. "
+copybutton_prompt_is_regexp = True

@@ -1,0 +1,109 @@
+"""shmref's tasks: ``nox -l`` lists them, ``nox -s NAME`` runs one."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.download_python = "never"
+nox.options.reuse_venv = "yes"
+
+ROOT = Path(__file__).parent
+SUPPORTED = ("3.10", "3.11", "3.12", "3.13")
+CURRENT = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _runs(version: str) -> bool:
+    """True if the ``pythonX.Y`` that nox would pick up actually starts."""
+    if version == CURRENT:
+        return True
+    exe = shutil.which(f"python{version}")
+    if exe is None:
+        return False
+    # A version manager's shim may exist and still fail to run (exit 127).
+    try:
+        done = subprocess.run([exe, "-c", "pass"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+# Only interpreters present here: a missing one must not fail CI elsewhere.
+PYTHONS = [v for v in SUPPORTED if _runs(v)] or [CURRENT]
+# Docs, lint and type checks run once, on one interpreter, so results do not vary.
+PINNED = "3.12" if "3.12" in PYTHONS else CURRENT
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite, the docs' examples and a quick pass of every benchmark."""
+    session.install("-e", ".[test]")
+    if session.python == PINNED:
+        session.install("numpy")  # the optional numpy paths are tested once
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PINNED)
+def docs(session: nox.Session) -> None:
+    """Build the HTML docs with warnings as errors and execute every example."""
+    session.install("-e", ".[docs]")
+    build = ROOT / "docs" / "_build"
+    shutil.rmtree(build, ignore_errors=True)
+    session.run("sphinx-build", "-b", "doctest", "-W", "docs", str(build / "doctest"))
+    session.run("sphinx-build", "-b", "html", "-W", "--keep-going", "docs", str(build / "html"))
+    session.log(f"open {build / 'html' / 'index.html'}")
+
+
+@nox.session(python=PINNED)
+def bench(session: nox.Session) -> None:
+    """Measure every way on this machine and regenerate the docs' tables and plots.
+
+    ``nox -s bench -- counter`` runs one primitive. Results go to
+    docs/bench/<primitive>.json with the machine they ran on.
+    """
+    session.install("-e", ".[bench]")
+    names = session.posargs or sorted(
+        p.stem.removeprefix("test_bench_")
+        for p in (ROOT / "tests" / "benchmarks").glob("test_bench_*.py")
+    )
+    for name in names:
+        raw = ROOT / "docs" / "_build" / f"bench-{name}-raw.json"
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            f"tests/benchmarks/test_bench_{name}.py",
+            "--benchmark-enable",
+            "--benchmark-only",
+            "-p",
+            "no:sybil",
+            "--benchmark-columns=min,median,max,rounds",
+            "--benchmark-sort=name",
+            f"--benchmark-json={raw}",
+            "-v",
+            "--timeout=1800",
+        )
+        session.run("python", "docs/_ext/benchreport.py", "store", name, str(raw))
+    session.run("python", "docs/_ext/benchreport.py", "render", *names)
+
+
+@nox.session(python=PINNED)
+def lint(session: nox.Session) -> None:
+    """Check style with ruff (lint and format)."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PINNED)
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package with mypy."""
+    session.install("mypy", "numpy")
+    session.run("mypy")

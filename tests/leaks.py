@@ -1,0 +1,150 @@
+"""Leak checks for tests that start processes.
+
+Two kinds of leak outlive the test that caused them:
+
+* a process or a ``/dev/shm`` entry still there when a test ends, caught by
+  the autouse fixture :func:`no_leaks`, which a ``conftest.py`` enables for
+  its directory with ``from tests.leaks import no_leaks``;
+* a semaphore or shared memory block that nobody unlinked, which only the
+  ``resource_tracker`` process notices, and only when it shuts down, after
+  pytest has exited. :func:`start_tracker_log` (from ``pytest_configure``)
+  starts the tracker with its stderr sent to a file, and
+  :func:`check_tracker_log` (from ``pytest_sessionfinish``) stops it, echoes
+  what it wrote and fails the session if it reported a leak. Both may be
+  called from several conftests: only the first call does anything.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from multiprocessing import resource_tracker
+from typing import Any
+
+import pytest
+
+SHM = "/dev/shm"
+
+#: Seconds a child still alive after its test may take to finish exiting
+#: before it counts as leaked. A bound, not a synchronisation point.
+GRACE = 1.0
+
+
+def _shm_entries() -> set[str]:
+    try:
+        return set(os.listdir(SHM))
+    except FileNotFoundError:  # not Linux
+        return set()
+
+
+def _children() -> dict[int | None, Any]:
+    # active_children() does not list the resource_tracker or the forkserver:
+    # both are started outside multiprocessing.Process.
+    return {process.pid: process for process in multiprocessing.active_children()}
+
+
+def _end(process: Any) -> None:
+    """Stop a leaked child so that it does not leak into the next test too."""
+    for stop in (process.terminate, process.kill):
+        if not process.is_alive():
+            return
+        stop()
+        process.join(GRACE)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a child process or a new /dev/shm entry behind."""
+    gc.collect()
+    shm_before = _shm_entries()
+    children_before = set(_children())
+    failure_before = getattr(sys, "last_value", None)
+    yield
+    if getattr(sys, "last_value", None) is not failure_before:
+        # pytest keeps a failed test's exception in sys.last_* for post-mortem
+        # debugging (done by now); its frames would keep the test's objects
+        # alive, reported here as leaks on top of the failure itself.
+        for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+            if hasattr(sys, name):
+                delattr(sys, name)
+    # Fixture values stay referenced from item.funcargs until pytest's own
+    # teardown ends; a closed counter still holds its spawn-context locks,
+    # which live in /dev/shm as sem.mp-* until the object is freed.
+    funcargs = getattr(request.node, "funcargs", None)
+    if funcargs:
+        funcargs.clear()
+    leaked = []
+    for pid, process in _children().items():
+        if pid in children_before:
+            continue
+        process.join(GRACE)
+        if process.is_alive():
+            leaked.append(f"child process {process.name!r} (pid {pid}) still alive")
+            _end(process)
+    gc.collect()
+    leaked += [f"{SHM}/{name}" for name in sorted(_shm_entries() - shm_before)]
+    if leaked:
+        pytest.fail("leaked: " + ", ".join(leaked), pytrace=False)
+
+
+_tracker_log = pytest.StashKey[str]()
+
+
+def start_tracker_log(config: pytest.Config) -> None:
+    """Start the resource_tracker with its stderr sent to a log file.
+
+    Every process this session starts (spawn and forkserver children, the
+    forkserver itself, a Manager's server) reuses this tracker, so its
+    warnings all land in the log. Call before anything starts the tracker.
+    """
+    if _tracker_log in config.stash:
+        return
+    if getattr(resource_tracker._resource_tracker, "_fd", None) is not None:
+        # Already started with another stderr: its warnings cannot be caught.
+        config.stash[_tracker_log] = ""
+        return
+    fd, path = tempfile.mkstemp(prefix="shmref-resource-tracker-", suffix=".log")
+    saved = os.dup(2)
+    try:
+        sys.stderr.flush()
+        os.dup2(fd, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
+    config.stash[_tracker_log] = path
+
+
+def check_tracker_log(session: pytest.Session) -> None:
+    """Stop the resource_tracker, echo its log, fail the session on a leak."""
+    path = session.config.stash.get(_tracker_log, None)
+    if path is None:
+        return
+    del session.config.stash[_tracker_log]
+    if not path:
+        return
+    gc.collect()  # run the finalizers that unregister what is already freed
+    # Closing our end of its pipe makes the tracker unlink what is still
+    # registered and print one warning per kind; _stop() waits for it.
+    resource_tracker._resource_tracker._stop()
+    with open(path, errors="replace") as log:
+        text = log.read()
+    os.unlink(path)
+    if not text.strip():
+        return
+    leaked = "leaked" in text
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        title = "resource_tracker reported leaks" if leaked else "resource_tracker output"
+        reporter.write("\n")
+        reporter.write_sep("=", title, red=leaked, yellow=not leaked)
+        reporter.write(text if text.endswith("\n") else text + "\n")
+    else:
+        sys.stderr.write(text)
+    if leaked:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
