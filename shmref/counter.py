@@ -26,6 +26,7 @@ import ctypes
 import multiprocessing
 import os
 import queue
+import threading
 import weakref
 from multiprocessing import util
 from multiprocessing.context import BaseContext
@@ -81,6 +82,13 @@ def _increment(n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"increment must be an int, not {type(n).__name__}")
     return int(n)
+
+
+def _initial(value: object) -> int:
+    value = _increment(value)
+    if value > INT64_MAX or value < INT64_MIN:
+        raise OverflowError(f"initial value {value} is outside the signed 64-bit range")
+    return value
 
 
 def _overflow(total: int, n: int) -> OverflowError:
@@ -145,7 +153,7 @@ class CtypesCounter(_Closable):
     ) -> None:
         ctx = _context(ctx)
         # A plain Lock, not Value's default RLock: add() never re-enters.
-        self._shared = ctx.Value(ctypes.c_int64, _increment(value), lock=ctx.Lock())
+        self._shared = ctx.Value(ctypes.c_int64, _initial(value), lock=ctx.Lock())
         self._timeout = timeout
         self._attach()
 
@@ -248,7 +256,7 @@ class SlotCounter(_Closable):
         ctx = _context(ctx)
         # Slot 0 holds the initial value and is never written again.
         self._slots = ctx.RawArray(ctypes.c_int64, slots + 1)
-        self._slots[0] = _increment(value)
+        self._slots[0] = _initial(value)
         self._next_slot = ctx.Value(ctypes.c_int64, 1, lock=ctx.Lock())
         self._timeout = timeout
         self._slot: int | None = None
@@ -307,14 +315,17 @@ _GET = "get"
 _STOP = "stop"
 
 
-def _queue_owner(requests: Any, replies: Any, total: int, parent: int) -> None:
+def _queue_owner(requests: Any, replies: Any, total: int) -> None:
     """Owner process of a :class:`QueueCounter`: applies messages in order."""
+    # The creator, watched through its sentinel: under forkserver os.getppid()
+    # is the fork server, not the creator.
+    creator = multiprocessing.parent_process()
     rejected: list[int] = []
     while True:
         try:
             message = requests.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # the creator died without close()
+            if creator is not None and not creator.is_alive():  # died without close()
                 return
             continue
         if message.__class__ is int:
@@ -374,7 +385,8 @@ class QueueCounter(_Closable):
 
     With ``batch=k`` a process sums up to ``k`` adds locally and sends one
     message; ``get``, ``flush``, ``close`` and the process's normal exit send
-    the rest. A process killed with SIGKILL loses its unsent adds.
+    the rest. A process killed with SIGKILL loses its unsent adds. The owner
+    checks the 64-bit range once per message, on the batch's sum.
 
     Part of the contract it cannot keep: ``add`` does not wait, so a total
     that would overflow is not reported by that ``add``. The owner refuses
@@ -397,7 +409,7 @@ class QueueCounter(_Closable):
     ) -> None:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch must be a positive int, not {batch!r}")
-        value = _increment(value)
+        value = _initial(value)
         context = _context(ctx)
         self._requests = context.Queue()
         self._replies = context.Queue()
@@ -411,7 +423,7 @@ class QueueCounter(_Closable):
         self._pending: _Pending | None = None
         self._owner: Any = context.Process(
             target=_queue_owner,
-            args=(self._requests, self._replies, value, os.getpid()),
+            args=(self._requests, self._replies, value),
             name="shmref-counter-owner",
             daemon=True,
         )
@@ -439,8 +451,13 @@ class QueueCounter(_Closable):
         pending = self._pending
         if pending is None:
             pending = self._pending = _Pending(self._requests)
-            # Runs at this process's normal exit, and if the handle is dropped.
-            util.Finalize(self, pending.flush, exitpriority=10)
+            # Runs at this process's normal exit, and if the handle is dropped;
+            # before the Queue's own exit finalizer (priority 10) closes it.
+            util.Finalize(self, pending.flush, exitpriority=20)
+        if not INT64_MIN <= pending.total + n <= INT64_MAX:
+            # Send what is buffered first, so that the owner refuses only
+            # the add that overflows, not the ones batched before it.
+            pending.flush()
         pending.total += n
         pending.count += 1
         if pending.count >= self._batch:
@@ -482,19 +499,25 @@ class QueueCounter(_Closable):
     def close(self) -> None:
         if self._closed:
             return
+        stopped = False
         try:
             if os.getpid() == self._creator and self._owner is not None:
                 self._request(_STOP)
+                stopped = True
         finally:
             self._closed = True
             if self._owner is not None and os.getpid() == self._creator:
-                self._owner.join(self._timeout)
+                self._owner.join(self._timeout if stopped else 0)
                 if self._owner.is_alive():
                     self._owner.kill()
                     self._owner.join()
                 self._owner.close()
                 self._owner = None
                 for q in (self._requests, self._replies):
+                    if not stopped:
+                        # Nobody will read what is still buffered: do not
+                        # wait for the feeder thread to write it.
+                        q.cancel_join_thread()
                     q.close()
                     q.join_thread()
             elif self._pending is not None:
@@ -506,12 +529,16 @@ class _CounterState:
 
     def __init__(self, value: int = 0) -> None:
         self._value = value
+        # The server serves each client connection in a thread of its own:
+        # without this lock two processes' adds could interleave.
+        self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
-        total = self._value + n
-        if total > INT64_MAX or total < INT64_MIN:
-            raise _overflow(self._value, n)
-        self._value = total
+        with self._lock:
+            total = self._value + n
+            if total > INT64_MAX or total < INT64_MIN:
+                raise _overflow(self._value, n)
+            self._value = total
 
     def get(self) -> int:
         return self._value
@@ -527,13 +554,13 @@ CounterManager.register("Counter", _CounterState, exposed=("add", "get"))
 class ManagerCounter(_Closable):
     """A counter living in a Manager server; every call is one round trip.
 
-    ``add`` runs in the server, which serves one call at a time per object
-    (its method runs under the GIL of a single server process), so every
-    ``add`` is atomic and ``get`` sees every ``add`` that has returned in
-    any process. Pass a started :class:`CounterManager` as ``manager`` to
-    share one server between counters; otherwise each counter starts its
-    own. A dead server makes calls fail at once (``EOFError`` or
-    ``ConnectionError``) rather than hang. The server could run on another
+    ``add`` runs in the server under a lock (the server answers each client
+    connection in a thread of its own), so every ``add`` is atomic and
+    ``get`` sees every ``add`` that has returned in any process. Pass a
+    started :class:`CounterManager` as ``manager`` to share one server
+    between counters; otherwise each counter starts its own. A dead server
+    makes calls fail at once (``EOFError`` or ``ConnectionError``) rather
+    than hang. The server could run on another
     host; this class starts it locally.
 
     >>> from shmref.counter import ManagerCounter
@@ -550,7 +577,7 @@ class ManagerCounter(_Closable):
         manager: CounterManager | None = None,
         ctx: BaseContext | None = None,
     ) -> None:
-        value = _increment(value)
+        value = _initial(value)
         self._manager: CounterManager | None = None
         self._creator = os.getpid()
         if manager is None:
@@ -607,7 +634,7 @@ class NaiveManagerCounter(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        value = _increment(value)
+        value = _initial(value)
         self._creator = os.getpid()
         self._manager: SyncManager | None = SyncManager(ctx=_context(ctx))
         self._manager.start()
@@ -658,7 +685,7 @@ class UnsafeCounter(_Closable):
     """
 
     def __init__(self, value: int = 0, *, ctx: BaseContext | None = None) -> None:
-        self._value = _context(ctx).Value(ctypes.c_int64, _increment(value))
+        self._value = _context(ctx).Value(ctypes.c_int64, _initial(value))
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()

@@ -4,7 +4,8 @@ Two kinds of leak outlive the test that caused them:
 
 * a process or a ``/dev/shm`` entry still there when a test ends, caught by
   the autouse fixture :func:`no_leaks`, which a ``conftest.py`` enables for
-  its directory with ``from tests.leaks import no_leaks``;
+  its directory with ``from tests.leaks import no_leaks`` (or, for another
+  granularity, by :func:`snapshot` and :func:`leaks_since`);
 * a semaphore or shared memory block that nobody unlinked, which only the
   ``resource_tracker`` process notices, and only when it shuts down, after
   pytest has exited. :func:`start_tracker_log` (from ``pytest_configure``)
@@ -16,6 +17,7 @@ Two kinds of leak outlive the test that caused them:
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -23,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -41,6 +43,46 @@ def _shm_entries() -> set[str]:
         return set()
 
 
+def _mapped_by_others(names: set[str]) -> set[str]:
+    """The entries among ``names`` that a process outside this one's tree maps.
+
+    /dev/shm is shared by the whole machine: another test session running
+    at the same time creates entries too. An entry that an unrelated process
+    has mapped (an open semaphore or shared memory block) is its. Entries are
+    matched by inode: sem_open() maps a file under a temporary name first.
+    """
+    inodes: dict[tuple[str, int], str] = {}
+    for name in names:
+        with contextlib.suppress(OSError):
+            st = os.stat(f"{SHM}/{name}")
+            inodes[(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}", st.st_ino)] = name
+    parent: dict[int, int] = {}
+    held: dict[int, set[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/maps") as maps:
+                for line in maps:
+                    fields = line.split(maxsplit=5)
+                    found = inodes.get((fields[3], int(fields[4])))
+                    if found is not None:
+                        held.setdefault(int(entry), set()).add(found)
+        except (OSError, ValueError, IndexError):  # exited meanwhile
+            continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    return {name for pid, held_names in held.items() if not ours(pid) for name in held_names}
+
+
 def _children() -> dict[int | None, Any]:
     # active_children() does not list the resource_tracker or the forkserver:
     # both are started outside multiprocessing.Process.
@@ -56,12 +98,44 @@ def _end(process: Any) -> None:
         process.join(GRACE)
 
 
+class Snapshot(NamedTuple):
+    shm: frozenset[str]
+    children: frozenset[int | None]
+
+
+def snapshot() -> Snapshot:
+    """The /dev/shm entries and live children now, to compare with later."""
+    gc.collect()
+    return Snapshot(frozenset(_shm_entries()), frozenset(_children()))
+
+
+def leaks_since(before: Snapshot) -> list[str]:
+    """Children and /dev/shm entries that appeared since ``before`` and remain.
+
+    A child still alive after :data:`GRACE` seconds is reported and stopped.
+    Drop your references to shared objects first: spawn-context locks stay
+    in /dev/shm as ``sem.mp-*`` as long as their object lives.
+    """
+    leaked = []
+    for pid, process in _children().items():
+        if pid in before.children:
+            continue
+        process.join(GRACE)
+        if process.is_alive():
+            leaked.append(f"child process {process.name!r} (pid {pid}) still alive")
+            _end(process)
+    gc.collect()
+    new = _shm_entries() - before.shm
+    if new:
+        new -= _mapped_by_others(new)
+    leaked += [f"{SHM}/{name}" for name in sorted(new)]
+    return leaked
+
+
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves a child process or a new /dev/shm entry behind."""
-    gc.collect()
-    shm_before = _shm_entries()
-    children_before = set(_children())
+    before = snapshot()
     failure_before = getattr(sys, "last_value", None)
     yield
     if getattr(sys, "last_value", None) is not failure_before:
@@ -72,21 +146,11 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
             if hasattr(sys, name):
                 delattr(sys, name)
     # Fixture values stay referenced from item.funcargs until pytest's own
-    # teardown ends; a closed counter still holds its spawn-context locks,
-    # which live in /dev/shm as sem.mp-* until the object is freed.
+    # teardown ends, and with them whatever shared objects they hold.
     funcargs = getattr(request.node, "funcargs", None)
     if funcargs:
         funcargs.clear()
-    leaked = []
-    for pid, process in _children().items():
-        if pid in children_before:
-            continue
-        process.join(GRACE)
-        if process.is_alive():
-            leaked.append(f"child process {process.name!r} (pid {pid}) still alive")
-            _end(process)
-    gc.collect()
-    leaked += [f"{SHM}/{name}" for name in sorted(_shm_entries() - shm_before)]
+    leaked = leaks_since(before)
     if leaked:
         pytest.fail("leaked: " + ", ".join(leaked), pytrace=False)
 
@@ -131,7 +195,7 @@ def check_tracker_log(session: pytest.Session) -> None:
     gc.collect()  # run the finalizers that unregister what is already freed
     # Closing our end of its pipe makes the tracker unlink what is still
     # registered and print one warning per kind; _stop() waits for it.
-    resource_tracker._resource_tracker._stop()
+    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
     with open(path, errors="replace") as log:
         text = log.read()
     os.unlink(path)

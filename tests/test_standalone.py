@@ -59,6 +59,210 @@ if __name__ == "__main__":
             print(cls.__name__, [worker.exitcode for worker in workers], c.get())
 """
 
+ARRAYS_SCRIPT = """\
+import multiprocessing
+import os
+import sys
+
+sys.modules["numpy"] = None  # numpy is optional: the module must work without it
+
+import array
+
+import arrays
+
+assert os.path.dirname(os.path.abspath(arrays.__file__)) == os.getcwd(), arrays.__file__
+assert hasattr(array, "array"), "arrays.py shadows the standard library's array"
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {shmref.__file__}")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    for make in (
+        lambda: arrays.CtypesArray("q", 6, ctx=ctx),
+        lambda: arrays.CtypesArray("q", 6, segment=True, ctx=ctx),
+        lambda: arrays.QueueArray("q", 6, ctx=ctx),
+        lambda: arrays.ManagerArray("q", 6, ctx=ctx),
+    ):
+        with make() as a:
+            workers = [
+                ctx.Process(target=arrays.fill, args=(a, i + 1, 3 * i, 3 * i + 3))
+                for i in range(2)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            try:
+                a.as_numpy()
+            except (ModuleNotFoundError, NotImplementedError) as error:
+                view = type(error).__name__
+            print(type(a).__name__, [worker.exitcode for worker in workers], a[:], view)
+"""
+
+LOCKS_SCRIPT = """\
+import multiprocessing
+import os
+
+import locks
+
+assert os.path.dirname(os.path.abspath(locks.__file__)) == os.getcwd(), locks.__file__
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {shmref.__file__}")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    for cls in (locks.CtypesLock, locks.QueueLock, locks.ManagerLock, locks.RobustLock):
+        lock = cls(ctx=ctx)
+        seen = locks.Occupancy(1, 4, ctx=ctx)
+        workers = [ctx.Process(target=locks.occupy, args=(lock, seen, 2)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        print(cls.__name__, [worker.exitcode for worker in workers], seen.peak, seen.entered)
+        lock.close()
+        seen.close()
+    lock = locks.RobustLock(ctx=ctx)
+    holder = ctx.Process(target=locks.die_holding, args=(lock,))
+    holder.start()
+    holder.join(60)
+    print("after die_holding:", holder.exitcode, lock.acquire(timeout=60), lock.holder_died)
+    lock.release()
+    lock.close()
+"""
+
+VALUE_SCRIPT = """\
+import ctypes
+import multiprocessing
+import os
+
+import value
+
+assert os.path.dirname(os.path.abspath(value.__file__)) == os.getcwd(), value.__file__
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {shmref.__file__}")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    for cls in (value.CtypesValue, value.QueueValue, value.ManagerValue):
+        with cls(ctypes.c_longlong, ctx=ctx) as v:
+            workers = [ctx.Process(target=value.update_worker, args=(v, 500)) for _ in range(2)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            print(cls.__name__, [worker.exitcode for worker in workers], v.get())
+"""
+
+METRICS_SCRIPT = """\
+import multiprocessing
+import os
+
+import metrics
+
+assert os.path.dirname(os.path.abspath(metrics.__file__)) == os.getcwd(), metrics.__file__
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {shmref.__file__}")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    for cls in (metrics.CtypesMetrics, metrics.QueueMetrics, metrics.ManagerMetrics):
+        with cls(workers=2, ctx=ctx) as board:
+            workers = [
+                ctx.Process(target=metrics.metrics_worker, args=(board, i, 50)) for i in range(2)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            done = board.totals()
+            print(cls.__name__, [w.exitcode for w in workers], done["completed"], done["errors"])
+"""
+
+TABLE_SCRIPT = """\
+import multiprocessing
+import os
+
+import table
+
+assert os.path.dirname(os.path.abspath(table.__file__)) == os.getcwd(), table.__file__
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {shmref.__file__}")
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    for cls in (table.CtypesDict, table.QueueDict, table.ManagerDict):
+        with cls(capacity=16, ctx=ctx) as t:
+            t["a"] = 0
+            workers = [
+                ctx.Process(target=table.update_worker, args=(t, ["a", b"b"], 100))
+                for _ in range(2)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            items = sorted(t.items(), key=repr)
+            print(cls.__name__, [worker.exitcode for worker in workers], items)
+"""
+
+CHANNEL_SCRIPT = """\
+import multiprocessing
+import os
+
+import channel
+
+assert os.path.dirname(os.path.abspath(channel.__file__)) == os.getcwd(), channel.__file__
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {shmref.__file__}")
+
+if __name__ == "__main__":
+    ways = (channel.CtypesChannel, channel.QueueChannel, channel.ManagerChannel)
+    # The ctypes way under every start method: its segment and the resource tracker.
+    for method in ("spawn", "forkserver", "fork"):
+        ctx = multiprocessing.get_context(method)
+        for cls in ways if method == "spawn" else ways[:1]:
+            with cls(capacity=8, max_size=64, ctx=ctx) as ch:
+                reader, writer = ctx.Pipe(duplex=False)
+                workers = [
+                    ctx.Process(target=channel.send_worker, args=(ch, p, 200)) for p in range(2)
+                ]
+                workers.append(ctx.Process(target=channel.receive_worker, args=(ch, 2, writer)))
+                for worker in workers:
+                    worker.start()
+                got = reader.recv()
+                for worker in workers:
+                    worker.join(60)
+                print(method, cls.__name__, [w.exitcode for w in workers], len(got))
+    with channel.PickleChannel(channel.CtypesChannel(capacity=2, max_size=64)) as objects:
+        objects.put({"n": 1})
+        print(objects.get())
+"""
+
 MODULES = [
     Standalone(
         "counter",
@@ -67,6 +271,50 @@ MODULES = [
         "SlotCounter [0, 0] 1000\n"
         "QueueCounter [0, 0] 1000\n"
         "ManagerCounter [0, 0] 1000\n",
+    ),
+    Standalone(
+        "arrays",
+        ARRAYS_SCRIPT,
+        "CtypesArray [0, 0] [1, 1, 1, 2, 2, 2] ModuleNotFoundError\n"
+        "CtypesArray [0, 0] [1, 1, 1, 2, 2, 2] ModuleNotFoundError\n"
+        "QueueArray [0, 0] [1, 1, 1, 2, 2, 2] NotImplementedError\n"
+        "ManagerArray [0, 0] [1, 1, 1, 2, 2, 2] NotImplementedError\n",
+    ),
+    Standalone(
+        "locks",
+        LOCKS_SCRIPT,
+        "CtypesLock [0, 0] 1 4\n"
+        "QueueLock [0, 0] 1 4\n"
+        "ManagerLock [0, 0] 1 4\n"
+        "RobustLock [0, 0] 1 4\n"
+        "after die_holding: -9 True True\n",
+    ),
+    Standalone(
+        "value",
+        VALUE_SCRIPT,
+        "CtypesValue [0, 0] 1000\nQueueValue [0, 0] 1000\nManagerValue [0, 0] 1000\n",
+    ),
+    Standalone(
+        "metrics",
+        METRICS_SCRIPT,
+        "CtypesMetrics [0, 0] 90 10\nQueueMetrics [0, 0] 90 10\nManagerMetrics [0, 0] 90 10\n",
+    ),
+    Standalone(
+        "table",
+        TABLE_SCRIPT,
+        "CtypesDict [0, 0] [('a', 200), (b'b', 200)]\n"
+        "QueueDict [0, 0] [('a', 200), (b'b', 200)]\n"
+        "ManagerDict [0, 0] [('a', 200), (b'b', 200)]\n",
+    ),
+    Standalone(
+        "channel",
+        CHANNEL_SCRIPT,
+        "spawn CtypesChannel [0, 0, 0] 400\n"
+        "spawn QueueChannel [0, 0, 0] 400\n"
+        "spawn ManagerChannel [0, 0, 0] 400\n"
+        "forkserver CtypesChannel [0, 0, 0] 400\n"
+        "fork CtypesChannel [0, 0, 0] 400\n"
+        "{'n': 1}\n",
     ),
 ]
 

@@ -1,0 +1,179 @@
+"""What docs/channel.md shows of a stored channel run (see benchreport.py)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table, within
+
+WAYS = {
+    "ctypes": "`CtypesChannel`",
+    "queue": "`QueueChannel`",
+    "manager": "`ManagerChannel`",
+    "mp-queue": "bare `multiprocessing.Queue()`",
+    "manager-queue": "bare `manager.Queue()`",
+}
+CORE = ["ctypes", "queue", "manager"]
+BARE = ["mp-queue", "manager-queue"]
+MIB = 1024 * 1024
+SIZES = {64: "64 B", 4096: "4 KiB", MIB: "1 MiB"}
+TOPOLOGIES = {"1x1": (1, 1), "2x2": (2, 2)}
+GROUP = "channel-throughput"
+
+
+def _bench(run: Run, way: str, size: int, topology: str, batched: bool) -> dict[str, Any]:
+    wanted = (way, size, *TOPOLOGIES[topology], batched)
+    for b in run.data["benchmarks"]:
+        e = b["extra"]
+        found = (e["way"], e["size"], e["producers"], e["consumers"], e["batch"] > 1)
+        if b["group"] == GROUP and found == wanted:
+            return b  # type: ignore[no-any-return]
+    raise LookupError(f"channel.json has no {way} {size} B {topology} batched={batched} run")
+
+
+def rate(run: Run, way: str, size: int, topology: str = "1x1", batched: bool = False) -> float:
+    """Messages per second, all consumers together, at the median round."""
+    b = _bench(run, way, size, topology, batched)
+    return float(b["extra"]["ops"] / b["stats"]["median"])
+
+
+def _batch(run: Run, size: int) -> int:
+    return int(_bench(run, "ctypes", size, "1x1", True)["extra"]["batch"])
+
+
+def _label(run: Run, way: str, batched: bool) -> str:
+    if not batched:
+        return WAYS[way]
+    sizes = sorted({_batch(run, s) for s in SIZES}, reverse=True)
+    return f"{WAYS[way]}, batches of {' or '.join(map(str, sizes))}"
+
+
+def _throughput(run: Run, topology: str) -> str:
+    rows = []
+    for way in CORE:
+        for batched in (False, True):
+            rates = [rate(run, way, s, topology, batched) for s in SIZES]
+            rows.append([_label(run, way, batched), *map(fmt_rate, rates)])
+    if topology == "1x1":
+        for way in BARE:
+            rows.append([WAYS[way], *(fmt_rate(rate(run, way, s)) for s in SIZES)])
+    return table(["way", *SIZES.values()], rows)
+
+
+def pages(run: Run) -> dict[str, str]:
+    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages["throughput-1x1"] = _throughput(run, "1x1")
+    pages["throughput-2x2"] = _throughput(run, "2x2")
+
+    rows = []
+    for way in CORE:
+        for topology in TOPOLOGIES:
+            gains = [
+                rate(run, way, s, topology, True) / rate(run, way, s, topology, False)
+                for s in SIZES
+            ]
+            rows.append([f"{WAYS[way]}, {topology}", *map(fmt_ratio, gains)])
+    pages["batching"] = table(["way, producers x consumers", *SIZES.values()], rows)
+
+    rows = []
+    for way in CORE:
+        for batched in (False, True):
+            ratios = [rate(run, way, s, batched=batched) / rate(run, "mp-queue", s) for s in SIZES]
+            rows.append([_label(run, way, batched), *map(fmt_ratio, ratios)])
+    pages["vs-queue"] = table(["way", *SIZES.values()], rows)
+
+    ctypes64, queue64 = rate(run, "ctypes", 64), rate(run, "mp-queue", 64)
+    manager64 = rate(run, "manager-queue", 64)
+    ctypes1m, queue1m = rate(run, "ctypes", MIB), rate(run, "mp-queue", MIB)
+    small, large = ctypes64 / queue64, ctypes1m / queue1m
+    grows = large > small
+    claims = [
+        [
+            "Shared memory is 5-20x faster than a Queue for many small messages",
+            f"`CtypesChannel` {fmt_rate(ctypes64)}, bare `multiprocessing.Queue()` "
+            f"{fmt_rate(queue64)} (64 B messages, 1 producer, 1 consumer)",
+            within(small, 5, 20),
+        ],
+        [
+            "A Manager is the slowest way to pass messages: every call is a round trip",
+            f"bare `manager.Queue()` {fmt_rate(manager64)}, bare `multiprocessing.Queue()` "
+            f"{fmt_rate(queue64)}, {fmt_ratio(queue64 / manager64)} as many (64 B)",
+            within(queue64 / manager64, 1, math.inf),
+        ],
+        [
+            "The larger the message, the more shared memory gains over a Queue "
+            "(no pickling, no pipe)",
+            f"`CtypesChannel` vs bare `multiprocessing.Queue()`: {fmt_ratio(small)} at 64 B, "
+            f"{fmt_ratio(large)} at 1 MiB",
+            f"**{'Confirmed' if grows else 'Not confirmed'}**: the lead "
+            f"{'grows' if grows else 'does not grow'} with the message size",
+        ],
+    ]
+    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+
+    manager_cost = rate(run, "manager-queue", 64) / rate(run, "manager", 64)
+    pages["goals"] = table(
+        ["design goal", "measured", "verdict"],
+        [
+            goal(
+                small,
+                "`CtypesChannel`, 64 B, 1 producer and 1 consumer: at least as many "
+                "messages per second as a bare `multiprocessing.Queue()`",
+                small >= 1,
+            ),
+            goal(
+                manager_cost,
+                "`ManagerChannel` costs at most 1.3x a bare `manager.Queue()` (64 B, 1x1)",
+                manager_cost <= 1.3,
+            ),
+        ],
+    )
+    return pages
+
+
+def plots(run: Run) -> dict[str, Callable[[Any], None]]:
+    def throughput(ax: Any) -> None:
+        sizes = list(SIZES)
+        for way, color in zip(CORE, ("C0", "C1", "C2"), strict=True):
+            for batched, style in ((False, "-"), (True, "--")):
+                ax.plot(
+                    sizes,
+                    [rate(run, way, s, batched=batched) for s in sizes],
+                    style,
+                    color=color,
+                    marker="o",
+                    label=_label(run, way, batched).replace("`", ""),
+                )
+        ax.plot(
+            sizes,
+            [rate(run, "mp-queue", s) for s in sizes],
+            ":",
+            color="black",
+            marker="s",
+            label=WAYS["mp-queue"].replace("`", ""),
+        )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, list(SIZES.values()))
+        ax.set_yscale("log")
+        ax.set_xlabel("message size")
+        ax.set_ylabel("messages per second (higher is better)")
+        ax.set_title("Channel throughput, 1 producer and 1 consumer")
+        ax.legend(fontsize="small")
+
+    return {"throughput": throughput}
+
+
+def summary(run: Run) -> list[list[str]]:
+    best = max(rate(run, way, 64) for way in CORE)
+    return [
+        [
+            "[Channel](channel.md)",
+            WAYS[way],
+            fmt_time(1 / rate(run, way, 64)),
+            fmt_ratio(best / rate(run, way, 64)),
+            fmt_rate(rate(run, way, 64)),
+        ]
+        for way in CORE
+    ]

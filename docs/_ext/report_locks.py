@@ -1,0 +1,225 @@
+"""What docs/locks.md shows of a stored locks run (see benchreport.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from benchreport import (
+    Run,
+    about,
+    fmt_rate,
+    fmt_ratio,
+    fmt_time,
+    goal,
+    machine_line,
+    table,
+    within,
+)
+
+CLASSES = {
+    "lock": {"ctypes": "CtypesLock", "robust": "RobustLock", "queue": "QueueLock"},
+    "rlock": {"ctypes": "CtypesRLock", "queue": "QueueRLock"},
+    "semaphore": {"ctypes": "CtypesSemaphore", "queue": "QueueSemaphore"},
+}
+for _primitive, _name in (("lock", "Lock"), ("rlock", "RLock"), ("semaphore", "Semaphore")):
+    CLASSES[_primitive]["manager"] = f"Manager{_name}"
+STDLIB = {
+    "lock": "multiprocessing.Lock",
+    "rlock": "multiprocessing.RLock",
+    "semaphore": "multiprocessing.BoundedSemaphore",
+}
+WAYS = {
+    "ctypes": "ctypes shared memory",
+    "robust": "ctypes shared memory, robust",
+    "queue": "Queue",
+    "manager": "Manager",
+    "stdlib": "bare `multiprocessing` object (baseline)",
+    "none": "no lock (baseline)",
+}
+ORDER = ["ctypes", "robust", "queue", "manager"]
+HOLDS = [0.0, 1e-4, 1e-3, 1e-2]
+
+
+def label(primitive: str, way: str) -> str:
+    if way == "stdlib":
+        return f"bare `{STDLIB[primitive]}`"
+    if way == "none":
+        return "no lock"
+    return f"`{CLASSES[primitive][way]}`"
+
+
+def fmt_hold(seconds: float) -> str:
+    return "0 (empty)" if seconds == 0 else fmt_time(seconds)
+
+
+def _uncontended(run: Run, primitive: str, way: str, style: str) -> float:
+    return run.per_op("locks-uncontended", primitive=primitive, way=way, style=style)
+
+
+def _slope(run: Run, way: str) -> float:
+    """Seconds of everyone's time per second held, between 1 ms and 10 ms holds."""
+    short = run.per_op("locks-hold", way=way, hold=1e-3)
+    long = run.per_op("locks-hold", way=way, hold=1e-2)
+    return (long - short) / (1e-2 - 1e-3)
+
+
+def pages(run: Run) -> dict[str, str]:
+    pages: dict[str, str] = {"machine": machine_line(run)}
+
+    rows = []
+    for primitive in CLASSES:
+        base = _uncontended(run, primitive, "stdlib", "with")
+        for way in [*[w for w in ORDER if w in CLASSES[primitive]], "stdlib"]:
+            calls = _uncontended(run, primitive, way, "calls")
+            block = _uncontended(run, primitive, way, "with")
+            rows.append(
+                [label(primitive, way), fmt_time(calls), fmt_time(block), fmt_ratio(block / base)]
+            )
+    pages["uncontended"] = table(
+        ["primitive", "`acquire()` + `release()`", "`with` block", "`with` vs bare"], rows
+    )
+
+    rows = []
+    for primitive in ("lock", "rlock"):
+        for way in [w for w in ORDER if w in CLASSES[primitive]]:
+            t = run.per_op("locks-handoff", primitive=primitive, way=way)
+            rows.append([label(primitive, way), fmt_time(t), fmt_rate(1 / t)])
+    pages["handoff"] = table(["primitive", "per acquisition", "acquisitions, 2 processes"], rows)
+
+    rows = []
+    for way in ORDER:
+        turns = run.get("locks-turns", way=way)["extra"]
+        rows.append(
+            [
+                label("lock", way),
+                f"{turns['changes']} of {turns['ops']}",
+                f"{100 * turns['handovers']:.2g} %",
+            ]
+        )
+    pages["turns"] = table(
+        ["primitive", "acquisitions by the other process than the previous one", "share"],
+        rows,
+    )
+
+    rows = []
+    for way in ("ctypes", "queue", "manager"):
+        t = run.per_op("locks-semaphore", way=way)
+        rows.append([f"`{CLASSES['semaphore'][way]}(2)`", fmt_time(t), fmt_rate(1 / t)])
+    pages["semaphore"] = table(["primitive", "per acquisition", "acquisitions, 4 processes"], rows)
+
+    rows = []
+    for hold in HOLDS:
+        rates = [run.rate("locks-hold", way=way, hold=hold) for way in ("ctypes", "queue")]
+        rates += [run.rate("locks-hold", way=way, hold=hold) for way in ("manager", "none")]
+        ideal = fmt_rate(1 / hold) if hold else "-"
+        rows.append([fmt_hold(hold), *map(fmt_rate, rates), ideal])
+    pages["hold"] = table(
+        [
+            "time held",
+            "`CtypesLock`",
+            "`QueueLock`",
+            "`ManagerLock`",
+            "no lock",
+            "one holder at a time: 1 / time held",
+        ],
+        rows,
+    )
+
+    claims = []
+    for way in ("ctypes", "robust", "queue", "manager"):
+        t = _uncontended(run, "lock", way, "with")
+        claims.append(
+            [
+                f"Lock acquisition is about 1 µs ({label('lock', way)}, "
+                "`with lock: pass`, acquire and release)",
+                fmt_time(t),
+                about(t, 1e-6, fmt_time),
+            ]
+        )
+    for way in ("ctypes", "queue", "manager"):
+        t1 = run.per_op("locks-hold", way=way, hold=1e-3)
+        t10 = run.per_op("locks-hold", way=way, hold=1e-2)
+        claims.append(
+            [
+                "Holding a lock for milliseconds degrades throughput linearly: each ms "
+                f"held costs every process a ms ({label('lock', way)}, 2 processes, "
+                "1 ms vs 10 ms held)",
+                f"{fmt_rate(1 / t1)} at 1 ms, {fmt_rate(1 / t10)} at 10 ms: each ms held "
+                f"adds {_slope(run, way):.2g} ms per acquisition",
+                within(_slope(run, way), 0.8, 1.25),
+            ]
+        )
+    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+
+    ctypes = _uncontended(run, "lock", "ctypes", "with")
+    bare = _uncontended(run, "lock", "stdlib", "with")
+    robust = _uncontended(run, "lock", "robust", "with")
+    pages["goals"] = table(
+        ["design goal", "measured", "verdict"],
+        [
+            goal(
+                ctypes / bare,
+                "`CtypesLock`'s `with` costs at most 2x a bare `multiprocessing.Lock`'s",
+                ctypes / bare <= 2,
+            ),
+            goal(
+                robust / ctypes,
+                "`RobustLock`'s `with` costs at most 4x `CtypesLock`'s: surviving "
+                "a dead holder is cheap",
+                robust / ctypes <= 4,
+            ),
+        ],
+    )
+    return pages
+
+
+def plots(run: Run) -> dict[str, Callable[[Any], None]]:
+    def hold(ax: Any) -> None:
+        held = [h for h in HOLDS if h]
+        ms = [h * 1e3 for h in held]
+        for way in ("ctypes", "queue", "manager", "none"):
+            ax.plot(
+                ms,
+                [run.rate("locks-hold", way=way, hold=h) for h in held],
+                marker="o",
+                label=label("lock", way).replace("`", ""),
+            )
+        ax.plot(ms, [1 / h for h in held], "k--", label="1 / time held (one holder at a time)")
+        ax.plot(ms, [2 / h for h in held], "k:", label="2 / time held (2 processes, no lock)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("time held inside the lock, ms")
+        ax.set_ylabel("acquisitions per second, 2 processes (higher is better)")
+        ax.set_title("Lock throughput by time held")
+        ax.legend(fontsize="small")
+
+    def uncontended(ax: Any) -> None:
+        names, times = [], []
+        for primitive in CLASSES:
+            for way in [w for w in ORDER if w in CLASSES[primitive]]:
+                names.append(label(primitive, way).replace("`", ""))
+                times.append(_uncontended(run, primitive, way, "with") * 1e6)
+        names.append(label("lock", "stdlib").replace("`", ""))
+        times.append(_uncontended(run, "lock", "stdlib", "with") * 1e6)
+        ax.barh(names[::-1], times[::-1])
+        ax.set_xscale("log")
+        ax.set_xlabel("µs per with block, one process (lower is better)")
+        ax.set_title("Uncontended acquire + release")
+
+    return {"hold": hold, "uncontended": uncontended}
+
+
+def summary(run: Run) -> list[list[str]]:
+    times = {way: _uncontended(run, "lock", way, "with") for way in ORDER}
+    best = min(times.values())
+    return [
+        [
+            "[Lock](locks.md)",
+            label("lock", way),
+            fmt_time(times[way]),
+            fmt_ratio(times[way] / best),
+            fmt_rate(run.rate("locks-handoff", primitive="lock", way=way)),
+        ]
+        for way in ORDER
+    ]

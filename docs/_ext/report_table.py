@@ -1,0 +1,179 @@
+"""What docs/table.md shows of a stored table run (see benchreport.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table
+
+WAYS = {
+    "ctypes": "`CtypesDict`",
+    "queue": "`QueueDict`",
+    "manager": "`ManagerDict`",
+    "manager-dict": "stdlib `manager.dict()`, `update` under a `manager.Lock()`",
+    "dict": "plain `dict` (one process, nothing shared)",
+}
+CORE = ["ctypes", "queue", "manager"]
+OPS = ["get", "set", "update"]
+#: (processes, keys) of the throughput runs, in column order.
+RUNS = [(1, "distinct"), (2, "distinct"), (2, "shared"), (4, "distinct"), (4, "shared")]
+
+
+def _latency(run: Run, way: str, op: str) -> float:
+    return run.per_op(f"table-{op}", way=way)
+
+
+def _rate(run: Run, way: str, op: str, processes: int, keys: str) -> float:
+    return run.rate(f"table-throughput-{op}", way=way, processes=processes, keys=keys)
+
+
+def slower(ratio: float) -> str:
+    """Verdict for a claim of the form 'X is slower than Y', from time(X) / time(Y)."""
+    if ratio > 1:
+        return f"**Confirmed**: {fmt_ratio(ratio)} slower here"
+    return f"**Not confirmed**: {fmt_ratio(1 / ratio)} faster here"
+
+
+def pages(run: Run) -> dict[str, str]:
+    pages: dict[str, str] = {"machine": machine_line(run)}
+
+    rows = []
+    for way in [*CORE, "manager-dict", "dict"]:
+        cells = []
+        for op in OPS:
+            t = _latency(run, way, op)
+            cells.append(f"{fmt_time(t)} ({fmt_ratio(t / _latency(run, 'ctypes', op))})")
+        rows.append([WAYS[way], *cells])
+    pages["latency"] = table(["way", *(f"`{op}` (time vs `CtypesDict`)" for op in OPS)], rows)
+
+    rows = [
+        [WAYS[way], f"`{op}`", *(fmt_rate(_rate(run, way, op, p, k)) for p, k in RUNS)]
+        for way in CORE
+        for op in OPS
+    ]
+    columns = [f"{p} process{'es' if p > 1 else ''}, {k} keys" for p, k in RUNS]
+    header = ["way", "operation", *columns]
+    pages["throughput"] = table(header, rows)
+
+    method = run.get("table-startup", way="ctypes")["extra"]["method"]
+    pages["startup"] = table(
+        ["create + close", f"start method `{method}`"],
+        [[WAYS[way], fmt_time(run.per_op("table-startup", way=way))] for way in CORE],
+    )
+
+    claims = []
+    for op in OPS:
+        manager, ctypes = _latency(run, "manager", op), _latency(run, "ctypes", op)
+        claims.append(
+            [
+                f"The Manager is slower than shared memory: `{op}`, one process",
+                f"`ManagerDict` {fmt_time(manager)}, `CtypesDict` {fmt_time(ctypes)}",
+                slower(manager / ctypes),
+            ]
+        )
+    for op in OPS:
+        manager, ctypes = (_rate(run, way, op, 4, "shared") for way in ("manager", "ctypes"))
+        claims.append(
+            [
+                f"The same, `{op}` from 4 processes on the same keys",
+                f"`ManagerDict` {fmt_rate(manager)}, `CtypesDict` {fmt_rate(ctypes)}",
+                slower(ctypes / manager),
+            ]
+        )
+    for op in OPS:
+        manager, queue = _latency(run, "manager", op), _latency(run, "queue", op)
+        claims.append(
+            [
+                f"The Manager is slower than message passing too: `{op}`, one process",
+                f"`ManagerDict` {fmt_time(manager)}, `QueueDict` {fmt_time(queue)}",
+                slower(manager / queue),
+            ]
+        )
+    faster = [_latency(run, "manager", op) / _latency(run, "ctypes", op) for op in OPS]
+    claims.append(
+        [
+            "Use the Manager only when you need complex types: for `str`, `bytes`, `int` "
+            "and `float` values, shared memory does the same job faster",
+            "`CtypesDict` passes the same contract tests; the Manager takes "
+            + ", ".join(f"{fmt_ratio(faster[i])} its time for `{op}`" for i, op in enumerate(OPS)),
+            "**Confirmed**" if min(faster) > 1 else "**Not confirmed**",
+        ]
+    )
+    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+
+    get_ratio = _latency(run, "manager", "get") / _latency(run, "ctypes", "get")
+    naive = _latency(run, "manager-dict", "update") / _latency(run, "manager", "update")
+    wrapper = _latency(run, "manager", "get") / _latency(run, "manager-dict", "get")
+    pages["goals"] = table(
+        ["design goal", "measured", "verdict"],
+        [
+            goal(
+                get_ratio,
+                "`CtypesDict.get` at least 20x faster than `ManagerDict.get`",
+                get_ratio >= 20,
+            ),
+            goal(
+                naive,
+                "`ManagerDict.update` (one round trip) at least 3x faster than "
+                "`manager.dict()` read and write under a `manager.Lock()`",
+                naive >= 3,
+            ),
+            goal(
+                wrapper,
+                "`ManagerDict.get` costs at most 1.3x a bare `manager.dict()` `get`",
+                wrapper <= 1.3,
+            ),
+        ],
+    )
+    return pages
+
+
+def plots(run: Run) -> dict[str, Callable[[Any], None]]:
+    def latency(ax: Any) -> None:
+        ways = [*CORE, "manager-dict"]
+        width = 0.8 / len(ways)
+        for i, way in enumerate(ways):
+            ax.bar(
+                [x + i * width for x in range(len(OPS))],
+                [_latency(run, way, op) * 1e6 for op in OPS],
+                width,
+                label=WAYS[way].replace("`", ""),
+            )
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(OPS))], OPS)
+        ax.set_yscale("log")
+        top = max(_latency(run, way, op) for way in ways for op in OPS) * 1e6
+        ax.set_ylim(top=top * 30)  # room for the legend above the bars
+        ax.set_ylabel("µs per operation, one process (lower is better)")
+        ax.set_title("Dict latency")
+        ax.legend(fontsize="small", ncols=2, loc="upper left")
+
+    def throughput(ax: Any) -> None:
+        procs = [1, 2, 4]
+        for way in CORE:
+            for op, style in (("get", "-"), ("update", "--")):
+                rates = [_rate(run, way, op, p, "distinct" if p == 1 else "shared") for p in procs]
+                ax.plot(procs, rates, style, marker="o", label=f"{WAYS[way].strip('`')} {op}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(procs, [str(p) for p in procs])
+        ax.set_yscale("log")
+        ax.set_xlabel("processes, all on the same 8 keys")
+        ax.set_ylabel("operations per second, all processes (higher is better)")
+        ax.set_title("Dict throughput")
+        ax.legend(fontsize="small", ncols=3)
+
+    return {"latency": latency, "throughput": throughput}
+
+
+def summary(run: Run) -> list[list[str]]:
+    best = min(_latency(run, way, "get") for way in CORE)
+    return [
+        [
+            "[Dict](table.md)",
+            f"{WAYS[way]} `get`",
+            fmt_time(_latency(run, way, "get")),
+            fmt_ratio(_latency(run, way, "get") / best),
+            fmt_rate(_rate(run, way, "get", 2, "shared")),
+        ]
+        for way in CORE
+    ]

@@ -1,0 +1,222 @@
+"""Benchmarks of shmref.channel: messages per second, by size, processes and batching.
+
+``nox -s bench -- channel`` measures and stores docs/bench/channel.json; the
+test suite runs each benchmark once, small (see timing.py). The report that
+turns the stored run into tables and verdicts is docs/_ext/report_channel.py;
+it reads the ``extra_info`` keys set here (way, size, producers, consumers,
+batch, ops).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from multiprocessing.managers import SyncManager
+from typing import Any
+
+import pytest
+
+from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel, receive_worker, send_worker
+
+from .timing import BARRIER_TIMEOUT, size, time_groups
+
+CTX = multiprocessing.get_context()
+
+KIB, MIB = 1024, 1024 * 1024
+SIZES = [64, 4 * KIB, MIB]
+#: (producers, consumers)
+TOPOLOGIES = {"1x1": (1, 1), "2x2": (2, 2)}
+
+
+def shape(message_size: int) -> tuple[int, int]:
+    """(capacity, batch) for a message size: the same for every way."""
+    return (8, 4) if message_size >= MIB else (256, 32)
+
+
+WAYS: dict[str, Callable[[int, int], Any]] = {
+    "ctypes": lambda capacity, max_size: CtypesChannel(capacity, max_size, ctx=CTX),
+    "queue": lambda capacity, max_size: QueueChannel(capacity, max_size, ctx=CTX),
+    "manager": lambda capacity, max_size: ManagerChannel(capacity, max_size, ctx=CTX),
+}
+
+# Messages per round, all producers together, sized so that a round lasts
+# roughly 0.1-0.3 s here; batched rounds move more.
+MESSAGES = {
+    ("ctypes", False): {64: 60_000, 4 * KIB: 40_000, MIB: 400},
+    ("ctypes", True): {64: 150_000, 4 * KIB: 80_000, MIB: 400},
+    ("queue", False): {64: 20_000, 4 * KIB: 10_000, MIB: 200},
+    ("queue", True): {64: 150_000, 4 * KIB: 60_000, MIB: 300},
+    ("manager", False): {64: 2_000, 4 * KIB: 2_000, MIB: 200},
+    ("manager", True): {64: 100_000, 4 * KIB: 40_000, MIB: 300},
+    ("mp-queue", False): {64: 40_000, 4 * KIB: 20_000, MIB: 300},
+    ("manager-queue", False): {64: 2_000, 4 * KIB: 2_000, MIB: 200},
+}
+
+
+class ChannelRound:
+    """P producers and C consumers that meet at a barrier, move messages, meet again.
+
+    The interface of timing.WorkerGroup: the benchmark times ``run()``, the
+    span between the two meetings, which ends when the last consumer has
+    received its share; process start-up and exit are not timed.
+    """
+
+    def __init__(
+        self,
+        producers: int,
+        consumers: int,
+        send: Callable[[int, Any], tuple[Any, ...]],
+        receive: Callable[[Any, Any], tuple[Any, ...]],
+        targets: tuple[Callable[..., None], Callable[..., None]] = (send_worker, receive_worker),
+    ) -> None:
+        self.barrier = CTX.Barrier(producers + consumers + 1)
+        pipes = [CTX.Pipe(duplex=False) for _ in range(consumers)]
+        self.readers = [reader for reader, _ in pipes]
+        self.processes = [
+            CTX.Process(target=targets[0], args=send(p, self.barrier)) for p in range(producers)
+        ]
+        self.processes += [
+            CTX.Process(target=targets[1], args=receive(writer, self.barrier))
+            for _, writer in pipes
+        ]
+        for process in self.processes:
+            process.start()
+        for _, writer in pipes:
+            writer.close()
+        self.received = 0
+
+    def run(self) -> None:
+        self.barrier.wait(BARRIER_TIMEOUT)
+        self.barrier.wait(BARRIER_TIMEOUT)
+
+    def join(self) -> None:
+        for reader in self.readers:
+            if reader.poll(BARRIER_TIMEOUT):
+                self.received += reader.recv()
+            reader.close()
+        for process in self.processes:
+            process.join(BARRIER_TIMEOUT)
+            if process.exitcode != 0:
+                raise RuntimeError(f"{process.name} exited with {process.exitcode}")
+
+
+def _rounds(benchmark: Any) -> int:
+    return size(benchmark, 7, 1)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
+@pytest.mark.parametrize("topology", list(TOPOLOGIES))
+@pytest.mark.parametrize("message_size", SIZES, ids=["64B", "4KiB", "1MiB"])
+@pytest.mark.parametrize("way", list(WAYS))
+def test_throughput(
+    benchmark: Any, way: str, message_size: int, topology: str, batched: bool
+) -> None:
+    """Messages per second from P producers to C consumers, start-up excluded."""
+    producers, consumers = TOPOLOGIES[topology]
+    capacity, batch = shape(message_size)
+    batch = batch if batched else 1
+    quick = 2 * producers * batch
+    each = size(benchmark, MESSAGES[way, batched][message_size], quick) // producers
+    benchmark.group = "channel-throughput"
+    benchmark.extra_info.update(
+        way=way,
+        size=message_size,
+        producers=producers,
+        consumers=consumers,
+        batch=batch,
+        capacity=capacity,
+        ops=each * producers,
+        processes=producers + consumers,
+    )
+    channel = WAYS[way](capacity, message_size)
+    rounds: list[ChannelRound] = []
+
+    def make() -> ChannelRound:
+        # size < 0: the same message each time, so the channel is timed, not
+        # the building of messages; the consumers only count them.
+        rounds.append(
+            ChannelRound(
+                producers,
+                consumers,
+                lambda p, barrier: (channel, p, each, -message_size, batch, consumers, barrier),
+                lambda conn, barrier: (channel, producers, conn, batch, False, barrier),
+            )
+        )
+        return rounds[-1]
+
+    try:
+        time_groups(benchmark, make, rounds=_rounds(benchmark))
+    finally:
+        channel.close()
+    assert [r.received for r in rounds] == [each * producers] * len(rounds)
+
+
+# The bare stdlib objects, as people use them: one producer, one consumer.
+
+
+def bare_send(q: Any, n: int, message_size: int, barrier: Any, timeout: float) -> None:
+    message = bytes(message_size)
+    barrier.wait(timeout)
+    for _ in range(n):
+        q.put(message)
+    q.put(b"")
+    barrier.wait(timeout)
+
+
+def bare_receive(q: Any, conn: Any, barrier: Any, timeout: float) -> None:
+    barrier.wait(timeout)
+    count = 0
+    while q.get():
+        count += 1
+    barrier.wait(timeout)
+    conn.send(count)
+    conn.close()
+
+
+@pytest.mark.parametrize("message_size", SIZES, ids=["64B", "4KiB", "1MiB"])
+@pytest.mark.parametrize("way", ["mp-queue", "manager-queue"])
+def test_throughput_bare(benchmark: Any, way: str, message_size: int) -> None:
+    """``multiprocessing.Queue()`` and ``manager.Queue()``, unbounded, 1x1."""
+    n = size(benchmark, MESSAGES[way, False][message_size], 8)
+    benchmark.group = "channel-throughput"
+    benchmark.extra_info.update(
+        way=way,
+        size=message_size,
+        producers=1,
+        consumers=1,
+        batch=1,
+        ops=n,
+        processes=2,
+        baseline=True,
+    )
+    manager = None
+    if way == "mp-queue":
+        q = CTX.Queue()
+    else:
+        manager = SyncManager(ctx=CTX)
+        manager.start()
+        q = manager.Queue()
+    rounds: list[ChannelRound] = []
+
+    def make() -> ChannelRound:
+        rounds.append(
+            ChannelRound(
+                1,
+                1,
+                lambda p, barrier: (q, n, message_size, barrier, BARRIER_TIMEOUT),
+                lambda conn, barrier: (q, conn, barrier, BARRIER_TIMEOUT),
+                targets=(bare_send, bare_receive),
+            )
+        )
+        return rounds[-1]
+
+    try:
+        time_groups(benchmark, make, rounds=_rounds(benchmark))
+    finally:
+        if manager is not None:
+            del q
+            manager.shutdown()
+        else:
+            q.close()
+            q.join_thread()
+    assert [r.received for r in rounds] == [n] * len(rounds)

@@ -1,0 +1,540 @@
+"""The contract of shmref.channel, once, for every way and start method.
+
+Each test is one clause of the :class:`~shmref.channel.Channel` contract. It
+runs for every way in :data:`FACTORIES` (or the ways :func:`ways` names) under
+every start method; a way that cannot keep a clause is marked at its
+parameter with the reason. Targets of child processes are module-level so
+that spawn and forkserver children can import them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shmref.channel import (
+    Channel,
+    ChannelClosed,
+    CtypesChannel,
+    ManagerChannel,
+    PickleChannel,
+    QueueChannel,
+    numbered,
+    receive_worker,
+    send_worker,
+)
+from tests.conftest import START_METHODS
+
+#: Seconds to wait for a child to finish or report; pytest-timeout is the backstop.
+JOIN = 60.0
+#: Seconds within which close() must have woken a waiting child.
+WAKE = 10.0
+#: A wait that only close() can end: longer than any test, shorter than for ever.
+LONG = 3600.0
+
+#: way id -> callable(ctx, **kwargs) -> a new channel of that way.
+FACTORIES: dict[str, Callable[..., Channel]] = {
+    "ctypes": lambda ctx, **kw: CtypesChannel(ctx=ctx, **kw),
+    "queue": lambda ctx, **kw: QueueChannel(ctx=ctx, **kw),
+    "manager": lambda ctx, **kw: ManagerChannel(ctx=ctx, **kw),
+}
+
+NO_DRAIN = "the messages live in the manager's server, which the creator's close() stops"
+
+
+def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
+    """Run a clause for the ways ``names`` (default: all) under every start method.
+
+    ``cannot`` maps a way to the reason it cannot keep the clause: its
+    parameters are xfail(strict=True), so the day it passes the mark must go.
+    """
+    cannot = cannot or {}
+    params = []
+    for name in names or FACTORIES:
+        marks = [pytest.mark.xfail(strict=True, reason=cannot[name])] if name in cannot else []
+        params += [
+            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
+            for method in START_METHODS
+        ]
+    return pytest.mark.parametrize(("way_name", "start_method"), params)
+
+
+@pytest.fixture
+def make(way_name: str, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
+    """Build channels of the way under test; all are closed afterwards."""
+    made: list[Channel] = []
+
+    def make(**kwargs: Any) -> Any:
+        channel = FACTORIES[way_name](ctx, **kwargs)
+        made.append(channel)
+        return channel
+
+    yield make
+    for channel in made:
+        channel.close()
+    made.clear()
+
+
+@pytest.fixture
+def way(make: Callable[..., Any]) -> Any:
+    """A channel of the way under test: 4 messages of up to 32 bytes."""
+    return make(capacity=4, max_size=32)
+
+
+def start(ctx: BaseContext, target: Callable[..., None], *args: Any) -> Any:
+    process = ctx.Process(target=target, args=args)  # type: ignore[attr-defined]
+    process.start()
+    return process
+
+
+def join(*processes: Any) -> None:
+    for process in processes:
+        process.join(JOIN)
+    assert [process.exitcode for process in processes] == [0] * len(processes)
+    for process in processes:
+        process.close()
+
+
+def receive(conn: Any, timeout: float = JOIN) -> Any:
+    assert conn.poll(timeout), f"no report from the child within {timeout} s"
+    return conn.recv()
+
+
+# Child process targets.
+
+
+def _outcome(call: Callable[[], object]) -> str:
+    try:
+        value = call()
+    except ChannelClosed as exc:
+        return f"ChannelClosed: {exc}"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return f"returned {value!r}"
+
+
+def wait_in_get(channel: Channel, conn: Any) -> None:
+    """Report ready, wait in get() until the channel closes, then try to put."""
+    conn.send("ready")
+    got = _outcome(lambda: channel.get(LONG))
+    conn.send((got, _outcome(lambda: channel.put(b"late", JOIN))))
+    conn.close()
+    channel.close()
+
+
+def wait_in_put(channel: Channel, conn: Any) -> None:
+    """Report ready, wait in put() on a full channel until it closes."""
+    conn.send("ready")
+    conn.send(_outcome(lambda: channel.put(b"late", LONG)))
+    conn.close()
+    channel.close()
+
+
+def drain_after_go(channel: Channel, conn: Any) -> None:
+    """Report ready, wait for "go", then get until the channel says it is closed."""
+    conn.send("ready")
+    assert conn.poll(JOIN)
+    conn.recv()
+    got = []
+    while True:
+        try:
+            got.append(channel.get(JOIN))
+        except ChannelClosed:
+            break
+    conn.send(got)
+    conn.close()
+    channel.close()
+
+
+def attach_and_exit(channel: Channel) -> None:
+    """Unpickle (attach to) the channel and exit without closing it."""
+
+
+# Moving messages between processes.
+
+
+TOPOLOGIES = [(1, 1, 1), (2, 2, 1), (4, 1, 1), (2, 2, 4)]
+TOPOLOGY_IDS = ["1x1", "2x2", "4x1", "2x2-batch4"]
+MESSAGES = 1200  # in all, shared among the producers
+
+
+@pytest.mark.parametrize(("producers", "consumers", "batch"), TOPOLOGIES, ids=TOPOLOGY_IDS)
+@ways()
+def test_messages_arrive_once_in_producer_order(
+    make: Callable[..., Any], ctx: BaseContext, producers: int, consumers: int, batch: int
+) -> None:
+    # A small capacity makes producers wait for room and consumers for
+    # messages, so the processes interleave.
+    channel = make(capacity=8, max_size=32)
+    each = MESSAGES // producers
+    pipes = [ctx.Pipe(duplex=False) for _ in range(consumers)]  # type: ignore[attr-defined]
+    workers = [
+        start(ctx, send_worker, channel, p, each, 24, batch, consumers) for p in range(producers)
+    ]
+    workers += [start(ctx, receive_worker, channel, producers, w, batch) for _, w in pipes]
+    for _, writer in pipes:
+        writer.close()
+    seen = [receive(reader) for reader, _ in pipes]
+    join(*workers)
+
+    every = [tuple(pair) for got in seen for pair in got]
+    assert len(every) == producers * each  # none lost, none duplicated ...
+    assert set(every) == {(p, i) for p in range(producers) for i in range(each)}  # ... exactly
+    for got in seen:
+        for p in range(producers):
+            sequence = [i for producer, i in got if producer == p]
+            assert sequence == sorted(sequence), f"producer {p}'s messages out of order"
+
+
+def put_batches(channel: Channel, producer: int, batches: int, size: int) -> None:
+    for b in range(batches):
+        channel.put_many([numbered(producer, b * size + i) for i in range(size)], JOIN)
+    channel.close()
+
+
+def take(channel: Channel, n: int) -> list[bytes]:
+    """``n`` messages through get_many: a Queue's get_many returns what has arrived."""
+    got: list[bytes] = []
+    while len(got) < n:
+        got += channel.get_many(n - len(got), JOIN)
+    return got
+
+
+def ids(msg: bytes) -> tuple[int, int]:
+    return int.from_bytes(msg[:4], "little"), int.from_bytes(msg[4:8], "little")
+
+
+@ways()
+def test_batches_arrive_whole(make: Callable[..., Any], ctx: BaseContext) -> None:
+    channel = make(capacity=8, max_size=16)
+    size, batches = 4, 50
+    writers = [start(ctx, put_batches, channel, p, batches, size) for p in range(2)]
+    got = [ids(channel.get(JOIN)) for _ in range(2 * batches * size)]
+    join(*writers)
+    for at in range(0, len(got), size):
+        producer, first = got[at]
+        assert first % size == 0
+        assert got[at : at + size] == [(producer, first + i) for i in range(size)], (
+            "a batch arrived split or mixed with another producer's messages"
+        )
+
+
+@ways()
+def test_fifo_in_one_process(way: Any) -> None:
+    way.put(b"a")
+    way.put_many([b"b", b"c"])
+    way.put(bytearray(b"d"))
+    assert way.get(JOIN) == b"a"
+    assert take(way, 3) == [b"b", b"c", b"d"]
+
+
+@ways()
+def test_get_and_get_many_share_a_batch(way: Any) -> None:
+    way.put_many([b"1", b"2", b"3"])
+    way.put(b"4")
+    assert way.get(JOIN) == b"1"
+    assert take(way, 3) == [b"2", b"3", b"4"]
+
+
+@ways()
+def test_messages_of_every_size_round_trip(make: Callable[..., Any]) -> None:
+    channel = make(capacity=8, max_size=130)
+    sizes = [0, 1, 7, 8, 63, 64, 65, 130]
+    sent = [bytes(i % 251 for i in range(n)) for n in sizes]
+    channel.put_many(sent[:4])
+    for msg in sent[4:]:
+        channel.put(memoryview(msg))
+    got = [channel.get(JOIN) for _ in sizes]
+    assert got == sent
+    assert all(type(msg) is bytes for msg in got)
+
+
+# Full, empty and the timeouts.
+
+
+@ways()
+def test_full_raises_after_timeout_and_changes_nothing(way: Any) -> None:
+    for i in range(4):
+        way.put(bytes([i]))
+    began = time.monotonic()
+    with pytest.raises(queue.Full):
+        way.put(b"x", timeout=0.2)
+    assert time.monotonic() - began >= 0.19
+    with pytest.raises(queue.Full):
+        way.put(b"x", timeout=0)
+    assert way.get(JOIN) == b"\0"
+    with pytest.raises(queue.Full):  # one slot is free, the batch needs two
+        way.put_many([b"y", b"z"], timeout=0.1)
+    way.put(b"w", timeout=0)
+    assert [way.get(JOIN) for _ in range(4)] == [b"\1", b"\2", b"\3", b"w"]
+
+
+@ways()
+def test_empty_raises_after_timeout(way: Any) -> None:
+    began = time.monotonic()
+    with pytest.raises(queue.Empty):
+        way.get(timeout=0.2)
+    assert time.monotonic() - began >= 0.19
+    with pytest.raises(queue.Empty):
+        way.get_many(3, timeout=0)
+    way.put(b"a")
+    assert way.get(JOIN) == b"a"
+
+
+# Bad input.
+
+
+@ways()
+def test_bad_input_raises_and_puts_nothing(way: Any) -> None:
+    for bad in ("text", 7, None, [b"a"]):
+        with pytest.raises(TypeError):
+            way.put(bad)
+    with pytest.raises(ValueError, match="exceeds max_size=32"):
+        way.put(b"x" * 33)
+    with pytest.raises(ValueError, match="exceeds max_size=32"):
+        way.put_many([b"ok", b"x" * 33])
+    with pytest.raises(TypeError):
+        way.put_many([b"ok", "text"])
+    with pytest.raises(TypeError):
+        way.put_many(b"one message")
+    with pytest.raises(ValueError, match="exceeds capacity=4"):
+        way.put_many([b"a"] * 5)
+    with pytest.raises(ValueError):
+        way.put(b"ok", timeout=-1)
+    with pytest.raises(ValueError):
+        way.get(timeout=-1)
+    for bad_count in (0, -1):
+        with pytest.raises(ValueError):
+            way.get_many(bad_count)
+    way.put(b"first")  # had anything been put, it would come out before this
+    assert way.get(JOIN) == b"first"
+    with pytest.raises(queue.Empty):
+        way.get(timeout=0.1)
+
+
+@ways()
+def test_bad_sizes_are_refused(make: Callable[..., Any]) -> None:
+    for bad in (0, -1, 1.5, True, "4"):
+        with pytest.raises(ValueError):
+            make(capacity=bad)
+        with pytest.raises(ValueError):
+            make(max_size=bad)
+
+
+# close().
+
+
+@ways()
+def test_closed_handle_refuses_calls(way: Any) -> None:
+    way.put(b"a")
+    way.close()
+    calls = [
+        lambda: way.put(b"b"),
+        lambda: way.put_many([b"b"]),
+        lambda: way.get(0),
+        lambda: way.get_many(1, 0),
+    ]
+    for call in calls:
+        with pytest.raises(ChannelClosed, match="handle is closed"):
+            call()
+    assert issubclass(ChannelClosed, ValueError)
+    way.close()
+
+
+@ways()
+def test_context_manager_closes(make: Callable[..., Any]) -> None:
+    channel = make(capacity=2, max_size=8)
+    assert isinstance(channel, Channel)
+    with channel as entered:
+        assert entered is channel
+        channel.put(b"in")
+        assert channel.get(JOIN) == b"in"
+    with pytest.raises(ChannelClosed):
+        channel.get(0)
+
+
+@ways()
+def test_close_wakes_waiting_getters(way: Any, ctx: BaseContext) -> None:
+    # Each child reports "ready" just before get(); whether it is already
+    # waiting when close() runs or calls get() after, it must end the same.
+    pipes = [ctx.Pipe(duplex=False) for _ in range(2)]  # type: ignore[attr-defined]
+    getters = [start(ctx, wait_in_get, way, writer) for _, writer in pipes]
+    for reader, writer in pipes:
+        writer.close()
+        assert receive(reader) == "ready"
+    way.close()
+    for reader, _ in pipes:
+        got, put = receive(reader, WAKE)
+        assert got.startswith("ChannelClosed") and "closed by its creator" in got, got
+        assert put.startswith("ChannelClosed"), put
+    join(*getters)
+
+
+@ways()
+def test_close_wakes_waiting_putters(way: Any, ctx: BaseContext) -> None:
+    way.put_many([b"1", b"2", b"3", b"4"])
+    reader, writer = ctx.Pipe(duplex=False)  # type: ignore[attr-defined]
+    putter = start(ctx, wait_in_put, way, writer)
+    writer.close()
+    assert receive(reader) == "ready"
+    way.close()
+    outcome = receive(reader, WAKE)
+    assert outcome.startswith("ChannelClosed"), outcome
+    join(putter)
+
+
+@ways(cannot={"manager": NO_DRAIN})
+def test_getters_drain_a_closed_channel(way: Any, ctx: BaseContext) -> None:
+    here, there = ctx.Pipe()  # type: ignore[attr-defined]
+    getter = start(ctx, drain_after_go, way, there)
+    # Under spawn and forkserver a child attaches when it unpickles its
+    # arguments, after start() returns: the creator closes only after that.
+    assert receive(here) == "ready"
+    producer = start(ctx, send_worker, way, 7, 3, 8, 1, 0)  # 3 messages, no end mark
+    join(producer)  # its messages are in the channel (a Queue's feeder has flushed)
+    way.put(numbered(0, 0))
+    way.close()
+    here.send("go")
+    got = receive(here, WAKE)
+    join(getter)
+    assert sorted(got) == sorted([numbered(7, i) for i in range(3)] + [numbered(0, 0)])
+    assert [m for m in got if m[:1] == b"\7"] == [numbered(7, i) for i in range(3)]
+
+
+@ways()
+def test_child_close_detaches_only_the_child(way: Any, ctx: BaseContext) -> None:
+    join(start(ctx, send_worker, way, 1, 3, 8, 1, 0))  # send_worker closes its handle
+    assert [way.get(JOIN) for _ in range(3)] == [numbered(1, i) for i in range(3)]
+    way.put(b"still open")
+    assert way.get(JOIN) == b"still open"
+
+
+@ways("manager")
+def test_creator_close_stops_the_server(make: Callable[..., Any]) -> None:
+    before = {process.pid for process in multiprocessing.active_children()}
+    channel = make()
+    started = {process.pid for process in multiprocessing.active_children()} - before
+    assert len(started) == 1
+    channel.close()
+    assert not started & {process.pid for process in multiprocessing.active_children()}
+
+
+# The ctypes way's segment, its locks and the resource tracker.
+
+
+def test_segment_is_unlinked_once_by_its_creator(ctx: BaseContext) -> None:
+    channel = CtypesChannel(capacity=4, max_size=16, ctx=ctx)
+    path = Path("/dev/shm") / channel.name
+    assert path.exists()
+    join(start(ctx, send_worker, channel, 1, 2, 8, 1, 0), start(ctx, attach_and_exit, channel))
+    assert path.exists(), "a child's close() or exit unlinked the segment"
+    assert [channel.get(JOIN) for _ in range(2)] == [numbered(1, 0), numbered(1, 1)]
+    channel.close()
+    assert not path.exists()
+    channel.close()
+
+
+TRACKER_SCRIPT = textwrap.dedent(
+    """\
+    import multiprocessing
+    from shmref.channel import CtypesChannel, receive_worker, send_worker
+
+    if __name__ == "__main__":
+        for method in ("fork", "forkserver", "spawn"):
+            ctx = multiprocessing.get_context(method)
+            with CtypesChannel(capacity=4, max_size=16, ctx=ctx) as channel:
+                reader, writer = ctx.Pipe(duplex=False)
+                workers = [
+                    ctx.Process(target=send_worker, args=(channel, 0, 20)),
+                    ctx.Process(target=receive_worker, args=(channel, 1, writer)),
+                    ctx.Process(target=id, args=(channel,)),  # attaches, exits, no close
+                ]
+                for worker in workers:
+                    worker.start()
+                writer.close()
+                print(method, len(reader.recv()))
+                for worker in workers:
+                    worker.join(60)
+    """
+)
+
+
+def test_resource_tracker_stays_silent() -> None:
+    # A fresh interpreter with a tracker of its own, whose stderr we read:
+    # a child that attached must neither make it unlink nor complain.
+    result = subprocess.run(
+        [sys.executable, "-c", TRACKER_SCRIPT],
+        cwd=Path(__file__).parent.parent,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTHON")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout == "fork 20\nforkserver 20\nspawn 20\n", result.stderr
+    assert result.stderr == ""
+
+
+def test_ctypes_times_out_when_a_lock_is_held(ctx: BaseContext) -> None:
+    with CtypesChannel(capacity=2, max_size=8, ctx=ctx, timeout=0.2) as channel:
+        channel._put_lock.acquire()
+        try:
+            with pytest.raises(TimeoutError):
+                channel.put(b"a")
+            with pytest.raises(TimeoutError):
+                channel.put_many([b"a", b"b"])
+        finally:
+            channel._put_lock.release()
+        channel.put_many([b"a", b"b"])  # both free slots were given back
+        channel._get_lock.acquire()
+        try:
+            with pytest.raises(TimeoutError):
+                channel.get()
+            with pytest.raises(TimeoutError):
+                channel.get_many(2)
+        finally:
+            channel._get_lock.release()
+        assert channel.get_many(2, JOIN) == [b"a", b"b"]  # both messages were left
+
+
+# PickleChannel.
+
+
+def put_objects(channel: PickleChannel) -> None:
+    channel.put({"from": "child", "pid": os.getpid()}, JOIN)
+    channel.put_many([(1, 2.5), None], JOIN)
+    channel.close()
+
+
+@ways()
+def test_pickle_channel_carries_objects(make: Callable[..., Any], ctx: BaseContext) -> None:
+    channel = PickleChannel(make(capacity=4, max_size=256))
+    join(start(ctx, put_objects, channel))
+    first = channel.get(JOIN)
+    assert first["from"] == "child" and first["pid"] != os.getpid()
+    assert take(channel, 2) == [(1, 2.5), None]  # type: ignore[arg-type]
+
+
+@ways()
+def test_pickle_channel_refuses_in_the_caller(make: Callable[..., Any]) -> None:
+    with PickleChannel(make(capacity=4, max_size=64)) as channel:
+        with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+            channel.put(lambda: None)
+        with pytest.raises(ValueError, match="over max_size=64"):
+            channel.put("x" * 100)
+        with pytest.raises(ValueError):
+            channel.put_many([1, "x" * 100])
+        channel.put("fits")
+        assert channel.get(JOIN) == "fits"
+        assert (channel.capacity, channel.max_size) == (4, 64)

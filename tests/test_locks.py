@@ -1,0 +1,642 @@
+"""The contract of shmref.locks, once, for every way and start method.
+
+Each test is one clause of the :class:`~shmref.locks.SyncPrimitive` contract.
+It runs for every kind in :data:`KINDS` (or the kinds :func:`kinds` names)
+under every start method; a kind that cannot keep a clause is marked at its
+parameter with the reason. A kind is a primitive (lock, rlock, semaphore)
+made one way (ctypes, queue, manager; robust is the ctypes lock that
+survives its holder). Targets of child processes are module-level so that
+spawn and forkserver children can import them.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import SyncManager
+from typing import Any, NamedTuple
+
+import pytest
+
+from shmref.locks import (
+    QUEUE_TOKENS_MAX,
+    CtypesLock,
+    CtypesRLock,
+    CtypesSemaphore,
+    ManagerLock,
+    ManagerRLock,
+    ManagerSemaphore,
+    Occupancy,
+    QueueLock,
+    QueueRLock,
+    QueueSemaphore,
+    ReleaseError,
+    RobustLock,
+    SyncPrimitive,
+    occupy,
+    outer_inner,
+)
+from tests.conftest import START_METHODS
+
+#: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
+JOIN = 60.0
+#: The timeout of an acquire that is expected to fail.
+SHORT = 0.05
+#: "Well under": a failed acquire returns long before this (a loose bound
+#: on purpose: the machine is shared and noisy).
+SLOW = 2.0
+
+
+class Kind(NamedTuple):
+    cls: type[Any]
+    family: str  # lock, rlock or semaphore
+    way: str  # ctypes, queue, manager or robust
+
+
+KINDS = {
+    "ctypes-lock": Kind(CtypesLock, "lock", "ctypes"),
+    "queue-lock": Kind(QueueLock, "lock", "queue"),
+    "manager-lock": Kind(ManagerLock, "lock", "manager"),
+    "robust-lock": Kind(RobustLock, "lock", "robust"),
+    "ctypes-rlock": Kind(CtypesRLock, "rlock", "ctypes"),
+    "queue-rlock": Kind(QueueRLock, "rlock", "queue"),
+    "manager-rlock": Kind(ManagerRLock, "rlock", "manager"),
+    "ctypes-sem": Kind(CtypesSemaphore, "semaphore", "ctypes"),
+    "queue-sem": Kind(QueueSemaphore, "semaphore", "queue"),
+    "manager-sem": Kind(ManagerSemaphore, "semaphore", "manager"),
+}
+LOCKS = [name for name, kind in KINDS.items() if kind.family == "lock"]
+RLOCKS = [name for name, kind in KINDS.items() if kind.family == "rlock"]
+SEMAPHORES = [name for name, kind in KINDS.items() if kind.family == "semaphore"]
+#: Kinds only their holder may release (the others: any process).
+OWNED = [*RLOCKS, "robust-lock"]
+#: Kinds a dead holder leaves taken for good.
+STAY_TAKEN = [name for name in KINDS if name != "robust-lock"]
+
+
+def kinds(
+    *names: str, cannot: dict[str, str] | None = None, skip: dict[str, str] | None = None
+) -> pytest.MarkDecorator:
+    """Run a clause for the kinds ``names`` (default: all) under every start method.
+
+    ``cannot`` maps a kind to the reason it cannot keep the clause: its
+    parameters are xfail(strict=True), so the day it passes the mark must go.
+    ``skip`` is for a clause whose outcome for that kind depends on a race.
+    """
+    cannot, skip = cannot or {}, skip or {}
+    params = []
+    for name in names or KINDS:
+        marks = []
+        if name in cannot:
+            marks.append(pytest.mark.xfail(strict=True, reason=cannot[name]))
+        if name in skip:
+            marks.append(pytest.mark.skip(reason=skip[name]))
+        params += [
+            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
+            for method in START_METHODS
+        ]
+    return pytest.mark.parametrize(("kind_name", "start_method"), params)
+
+
+@pytest.fixture
+def kind(kind_name: str) -> Kind:
+    return KINDS[kind_name]
+
+
+@pytest.fixture
+def make(kind: Kind, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
+    """Build primitives of the kind under test; all are closed afterwards.
+
+    The Manager kinds share one server per test, started on first use.
+    """
+    made: list[SyncPrimitive] = []
+    managers: list[SyncManager] = []
+
+    def make(**kwargs: Any) -> Any:
+        if kind.way == "manager" and "manager" not in kwargs:
+            if not managers:
+                managers.append(SyncManager(ctx=ctx))
+                managers[0].start()
+            kwargs["manager"] = managers[0]
+        primitive = kind.cls(ctx=ctx, **kwargs)
+        made.append(primitive)
+        return primitive
+
+    yield make
+    for primitive in made:
+        primitive.close()
+    made.clear()
+    for manager in managers:
+        manager.shutdown()
+
+
+@pytest.fixture
+def lock(make: Callable[..., Any]) -> Any:
+    """A primitive of the kind under test (a semaphore of 1) with a short ``with`` timeout."""
+    return make(timeout=SHORT)
+
+
+def probe_target(lock: SyncPrimitive, conn: Any) -> None:
+    """Child of :class:`Probe`: acquire or release when told, reply with the outcome."""
+    while conn.poll(JOIN):
+        command, timeout = conn.recv()
+        if command == "stop":
+            break
+        try:
+            if command == "acquire":
+                reply: object = lock.acquire(timeout=timeout)
+            else:
+                lock.release()
+                reply = "released"
+        except Exception as error:
+            reply = type(error).__name__
+        conn.send(reply)
+    lock.close()
+    conn.close()
+
+
+class Probe:
+    """Another process that acquires and releases ``lock`` when told to."""
+
+    def __init__(self, ctx: BaseContext, lock: SyncPrimitive) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process: Any = ctx.Process(target=probe_target, args=(lock, child), daemon=True)
+        self.process.start()
+        child.close()
+
+    def acquire(self, timeout: float = JOIN) -> object:
+        return self.ask("acquire", timeout)
+
+    def release(self) -> object:
+        return self.ask("release")
+
+    def ask(self, command: str, timeout: float | None = None) -> object:
+        self.conn.send((command, timeout))
+        assert self.conn.poll(JOIN), f"the probe did not reply to {command}"
+        return self.conn.recv()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(JOIN)
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.is_alive():
+            self.conn.send(("stop", None))
+            self.process.join(JOIN)
+        self.process.close()
+        self.conn.close()
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since
+
+
+def assert_times_out(call: Callable[[], object], timeout: float = SHORT) -> None:
+    """``call()`` returns False (or raises TimeoutError) after about ``timeout``."""
+    start = time.monotonic()
+    try:
+        result = call()
+    except TimeoutError:
+        result = False
+    took = elapsed(start)
+    assert result is False
+    assert timeout <= took < SLOW, f"took {took:.3f} s for a timeout of {timeout} s"
+
+
+def assert_with_times_out(lock: SyncPrimitive, timeout: float = SHORT) -> None:
+    """``with lock:`` raises TimeoutError after the constructor's ``timeout``."""
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=f"not acquired within {timeout} s"), lock:
+        pass
+    took = elapsed(start)
+    assert timeout <= took < SLOW, f"took {took:.3f} s for a timeout of {timeout} s"
+
+
+def assert_free(lock: SyncPrimitive) -> None:
+    """Nobody holds ``lock``: this process acquires it (and releases it again).
+
+    With a timeout, not ``blocking=False``: a Queue kind's release puts its
+    token back a moment later (see test_release_is_seen_at_once).
+    """
+    assert lock.acquire(timeout=JOIN) is True
+    lock.release()
+
+
+def run_all(processes: list[Any]) -> list[int]:
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(JOIN)
+    codes = [process.exitcode for process in processes]
+    for process in processes:
+        process.close()
+    return codes
+
+
+# Mutual exclusion, proven by counting who is inside.
+
+
+@kinds()
+def test_exclusion(make: Callable[..., Any], kind: Kind, ctx: BaseContext) -> None:
+    # A semaphore must admit exactly its value: the article's Semaphore(2)
+    # with 5 processes. Occupancy makes each holder wait (bounded) for company,
+    # so that "2 at once" is observed, and then linger, so that a third would
+    # be seen if the semaphore let one in.
+    if kind.family == "semaphore":
+        capacity, processes, rounds = 2, 5, 1
+        lock = make(value=capacity)
+    else:
+        capacity, processes, rounds = 1, 3, 2
+        lock = make()
+    depth = 2 if kind.family == "rlock" else 1
+    occupancy = Occupancy(capacity, processes * rounds, ctx=ctx, timeout=JOIN)
+    start = ctx.Barrier(processes)  # contend from the first round on
+    workers = [
+        ctx.Process(target=occupy, args=(lock, occupancy, rounds, depth, start))
+        for _ in range(processes)
+    ]
+    assert run_all(workers) == [0] * processes
+    assert (occupancy.peak, occupancy.entered, occupancy.inside) == (
+        capacity,
+        processes * rounds,
+        0,
+    )
+    occupancy.close()
+    # Every holder released, children included: all free again.
+    for _ in range(capacity):
+        assert lock.acquire(timeout=JOIN) is True
+    for _ in range(capacity):
+        lock.release()
+
+
+# Timeouts.
+
+
+@kinds()
+def test_acquire_times_out_while_another_process_holds(lock: Any, ctx: BaseContext) -> None:
+    with Probe(ctx, lock) as holder:
+        assert holder.acquire() is True
+        assert_times_out(lambda: lock.acquire(timeout=SHORT))
+        assert lock.acquire(blocking=False) is False
+        assert_with_times_out(lock)
+        assert holder.release() == "released"
+    assert_free(lock)
+
+
+@kinds(*LOCKS, "ctypes-sem", "queue-sem", "manager-sem")
+def test_lock_acquired_twice_by_its_holder_times_out(lock: Any, kind: Kind) -> None:
+    if kind.way == "robust":
+        # A robust mutex knows its owner: it refuses at once instead.
+        with pytest.raises(RuntimeError, match="already held by this thread"):
+            outer_inner(lock)
+        assert lock.acquire() is True
+        with pytest.raises(RuntimeError, match="already held by this thread"):
+            lock.acquire(timeout=SHORT)
+        with pytest.raises(RuntimeError, match="already held by this thread"):
+            lock.acquire(blocking=False)
+    else:
+        # The article's outer/inner example with a plain lock: inner's
+        # ``with`` waits for outer, which waits for inner, until the timeout.
+        assert_times_out(lambda: outer_inner(lock))
+        assert lock.acquire() is True
+        assert_times_out(lambda: lock.acquire(timeout=SHORT))
+        assert lock.acquire(blocking=False) is False
+    lock.release()
+    assert_free(lock)
+
+
+# A holder that dies.
+
+
+@kinds(*STAY_TAKEN)
+def test_dead_holder_leaves_lock_taken_and_waiters_time_out(lock: Any, ctx: BaseContext) -> None:
+    with Probe(ctx, lock) as holder:
+        assert holder.acquire() is True
+        # This process waits before the holder dies (for a Manager kind, its
+        # server thread exists before the dead holder's ends: see below).
+        assert lock.acquire(blocking=False) is False
+        holder.kill()
+    assert_times_out(lambda: lock.acquire(timeout=SHORT))
+    assert_with_times_out(lock)
+    # close() must not wait for the dead holder either (make closes it).
+
+
+@kinds(
+    *STAY_TAKEN,
+    skip={
+        "manager-rlock": "not guaranteed: the server knows an RLock's owner by its server "
+        "thread's id, and the thread serving a newcomer can reuse the dead holder's id "
+        "and inherit its RLock (seen on Linux)",
+    },
+)
+def test_process_started_after_holder_died_times_out(lock: Any, ctx: BaseContext) -> None:
+    with Probe(ctx, lock) as holder:
+        assert holder.acquire() is True
+        holder.kill()
+    with Probe(ctx, lock) as newcomer:
+        assert newcomer.acquire(SHORT) is False
+
+
+@kinds("robust-lock")
+def test_robust_lock_is_taken_over_once_after_holder_dies(
+    lock: RobustLock, ctx: BaseContext
+) -> None:
+    with Probe(ctx, lock) as holder:
+        assert holder.acquire() is True
+        holder.kill()
+    # Three processes race for the dead holder's lock: exactly one takes it
+    # over, and they still hold it one at a time.
+    occupancy = Occupancy(1, 3, ctx=ctx, timeout=JOIN)
+    reader, writer = ctx.Pipe(duplex=False)
+    racers = [ctx.Process(target=take_over, args=(lock, occupancy, writer)) for _ in range(3)]
+    assert run_all(racers) == [0] * 3
+    writer.close()
+    saw_death = [reader.recv() for _ in range(3)]
+    reader.close()
+    assert sorted(saw_death) == [False, False, True]
+    assert occupancy.peak == 1
+    occupancy.close()
+    assert lock.acquire(timeout=SHORT) is True
+    assert lock.holder_died is False
+    lock.release()
+
+
+def take_over(lock: RobustLock, occupancy: Occupancy, conn: Any) -> None:
+    if not lock.acquire(timeout=JOIN):
+        raise TimeoutError("RobustLock not acquired")
+    try:
+        conn.send(lock.holder_died)
+        occupancy.visit()
+    finally:
+        lock.release()
+    conn.close()
+    lock.close()
+
+
+def test_robust_lock_is_taken_over_after_holder_thread_ends() -> None:
+    lock = RobustLock(timeout=SHORT)
+    thread = threading.Thread(target=lock.acquire)
+    thread.start()
+    thread.join(JOIN)
+    assert lock.acquire(timeout=JOIN) is True
+    assert lock.holder_died is True
+    lock.release()
+    with lock:
+        assert lock.holder_died is False
+    lock.close()
+
+
+# A waiter that dies while it waits.
+
+
+def wait_on(lock: SyncPrimitive) -> None:
+    lock.acquire(timeout=JOIN)
+
+
+@kinds(
+    *LOCKS,
+    cannot={
+        "queue-lock": "Queue.get holds the queue's read lock while it waits: "
+        "a waiter killed then leaves it held, and every later get times out",
+    },
+    skip={
+        "manager-lock": "a race: the server takes the lock for the dead waiter only "
+        "if its request arrived before it died",
+    },
+)
+def test_waiter_killed_while_waiting_does_not_break_lock(
+    lock: Any, kind: Kind, ctx: BaseContext
+) -> None:
+    assert lock.acquire() is True
+    waiter = ctx.Process(target=wait_on, args=(lock,), daemon=True)
+    waiter.start()
+    if kind.way == "queue":
+        # Kill it only once it is inside Queue.get: it holds the read lock.
+        read_lock = lock._tokens._rlock
+        deadline = time.monotonic() + JOIN
+        while read_lock.acquire(False):
+            read_lock.release()
+            assert time.monotonic() < deadline, "the waiter never reached Queue.get"
+    waiter.kill()
+    waiter.join(JOIN)
+    waiter.close()
+    lock.release()
+    assert lock.acquire(timeout=SHORT) is True
+    lock.release()
+
+
+# Release.
+
+
+@kinds(
+    cannot=dict.fromkeys(
+        ["queue-lock", "queue-rlock", "queue-sem"],
+        "release() returns before the Queue's feeder thread has put the token back: "
+        "an acquire(blocking=False) right after it can miss the token",
+    )
+)
+def test_release_is_seen_at_once(lock: Any) -> None:
+    for _ in range(100):
+        assert lock.acquire(timeout=JOIN) is True
+        lock.release()
+        assert lock.acquire(blocking=False) is True
+        lock.release()
+
+
+# Re-entry.
+
+
+@kinds(*RLOCKS)
+def test_rlock_reenters_and_counts_depth(lock: Any, ctx: BaseContext) -> None:
+    assert outer_inner(lock) == "inner ran inside outer"
+    for _ in range(3):
+        assert lock.acquire(timeout=SHORT) is True
+    with Probe(ctx, lock) as other:
+        assert other.acquire(SHORT) is False
+        lock.release()
+        lock.release()
+        assert other.acquire(SHORT) is False  # still held once
+        assert other.release() == "ReleaseError"  # not its lock to release
+        lock.release()
+        assert other.acquire() is True
+        with pytest.raises(ReleaseError):
+            lock.release()  # the other process holds it now
+        assert other.release() == "released"
+    with pytest.raises(ReleaseError):
+        lock.release()  # held by nobody
+    assert_free(lock)
+
+
+@kinds()
+def test_context_manager(lock: Any, kind: Kind) -> None:
+    assert isinstance(lock, SyncPrimitive)
+    with lock as entered:
+        assert entered is True
+        if kind.family == "rlock":
+            assert lock.acquire(blocking=False) is True
+            lock.release()
+        elif kind.way == "robust":
+            with pytest.raises(RuntimeError, match="already held by this thread"):
+                lock.acquire(blocking=False)
+        else:
+            assert lock.acquire(blocking=False) is False
+    assert_free(lock)
+    with pytest.raises(KeyError), lock:
+        raise KeyError("released on the way out")
+    assert_free(lock)
+
+
+# Release: who may, and how often.
+
+
+@kinds(*OWNED)
+def test_only_the_holder_may_release(lock: Any, ctx: BaseContext) -> None:
+    with Probe(ctx, lock) as holder:
+        assert holder.acquire() is True
+        with pytest.raises(ReleaseError):
+            lock.release()
+        assert lock.acquire(blocking=False) is False  # still the holder's
+        assert holder.release() == "released"
+    assert_free(lock)
+
+
+@kinds(*[name for name in KINDS if name not in OWNED])
+def test_any_process_may_release(lock: Any, ctx: BaseContext) -> None:
+    # The standard library's Lock and Semaphore are not owned: any process
+    # may release what another acquired (a hand-off, or a clean-up).
+    with Probe(ctx, lock) as holder:
+        assert holder.acquire() is True
+        lock.release()
+        assert_free(lock)
+        assert holder.release() == "ReleaseError"  # free now: once too many
+
+
+@kinds()
+def test_release_of_unheld_raises_and_changes_nothing(lock: Any) -> None:
+    with pytest.raises(ReleaseError) as raised:
+        lock.release()
+    assert isinstance(raised.value, ValueError) and isinstance(raised.value, RuntimeError)
+    assert_free(lock)
+    with pytest.raises(ReleaseError):
+        lock.release()
+    assert_free(lock)
+
+
+@kinds(*SEMAPHORES)
+def test_semaphore_admits_value_holders_and_is_bounded(make: Callable[..., Any]) -> None:
+    semaphore = make(value=2)
+    for _ in range(2):
+        assert [semaphore.acquire(timeout=JOIN) for _ in range(2)] == [True, True]
+        assert semaphore.acquire(blocking=False) is False
+        assert_times_out(lambda: semaphore.acquire(timeout=SHORT))
+        semaphore.release()
+        semaphore.release()
+        with pytest.raises(ReleaseError):
+            semaphore.release()
+
+
+# Bad input.
+
+
+@kinds()
+def test_bad_acquire_arguments_raise_and_change_nothing(lock: Any) -> None:
+    for blocking in ("yes", 1, 0, 0.5, None):
+        with pytest.raises(TypeError, match="blocking must be True or False"):
+            lock.acquire(blocking)
+    for timeout in ("1", True, []):
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            lock.acquire(timeout=timeout)
+    for timeout in (-1, -0.5, math.nan):
+        with pytest.raises(ValueError, match="timeout must be"):
+            lock.acquire(timeout=timeout)
+    with pytest.raises(ValueError, match="non-blocking"):
+        lock.acquire(False, 1.0)
+    with pytest.raises(ReleaseError):
+        lock.release()  # none of the calls above acquired it
+    assert lock.acquire(timeout=math.inf) is True  # inf waits forever, like None
+    lock.release()
+
+
+@pytest.mark.parametrize("cls", [kind.cls for kind in KINDS.values()], ids=list(KINDS))
+def test_bad_constructor_arguments(cls: type[Any]) -> None:
+    # No manager may be left running (the leak check would see it).
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        cls(timeout="1")
+    with pytest.raises(ValueError, match="timeout must be"):
+        cls(timeout=-1)
+    if not issubclass(cls, (CtypesSemaphore, QueueSemaphore, ManagerSemaphore)):
+        with pytest.raises(TypeError):
+            cls(1)  # only a semaphore takes a positional argument, its value
+
+
+@pytest.mark.parametrize(
+    ("cls", "limit"),
+    [(CtypesSemaphore, 2**31 - 1), (QueueSemaphore, QUEUE_TOKENS_MAX), (ManagerSemaphore, None)],
+    ids=["ctypes", "queue", "manager"],
+)
+def test_bad_semaphore_values(cls: type[Any], limit: int | None) -> None:
+    for value in (-1, 0):
+        with pytest.raises(ValueError, match="at least 1"):
+            cls(value)
+    for value in (1.5, True, "2", None):
+        with pytest.raises(TypeError, match="must be an int"):
+            cls(value)
+    if limit is not None:
+        with pytest.raises(ValueError, match="at most"):
+            cls(limit + 1)
+
+
+def test_queue_semaphore_holds_its_most_tokens(ctx: BaseContext) -> None:
+    # All QUEUE_TOKENS_MAX tokens fit in the pipe: closing cannot block.
+    semaphore = QueueSemaphore(QUEUE_TOKENS_MAX, ctx=ctx)
+    assert all(semaphore.acquire(timeout=JOIN) for _ in range(QUEUE_TOKENS_MAX))
+    assert semaphore.acquire(blocking=False) is False
+    for _ in range(QUEUE_TOKENS_MAX):
+        semaphore.release()
+    semaphore.close()
+
+
+# close() and the owner of a Manager's server.
+
+
+@kinds()
+def test_closed_refuses_calls(lock: Any) -> None:
+    lock.close()
+    for call in (lock.acquire, lock.release, lock.__enter__):
+        with pytest.raises(ValueError, match="is closed"):
+            call()
+    lock.close()
+
+
+@kinds("manager-lock", "manager-rlock", "manager-sem")
+def test_creator_close_stops_its_server(kind: Kind, ctx: BaseContext) -> None:
+    before = {process.pid for process in multiprocessing.active_children()}
+    lock = kind.cls(ctx=ctx)
+    started = {process.pid for process in multiprocessing.active_children()} - before
+    assert len(started) == 1
+    lock.close()
+    assert not started & {process.pid for process in multiprocessing.active_children()}
+
+
+def test_manager_primitives_share_a_manager(ctx: BaseContext) -> None:
+    manager = SyncManager(ctx=ctx)
+    manager.start()
+    try:
+        lock, semaphore = ManagerLock(manager=manager), ManagerSemaphore(2, manager=manager)
+        with lock, semaphore:
+            pass
+        lock.close()
+        semaphore.close()
+        # Neither started the manager, so closing them left it serving.
+        rlock = ManagerRLock(manager=manager)
+        assert outer_inner(rlock) == "inner ran inside outer"
+        rlock.close()
+    finally:
+        manager.shutdown()

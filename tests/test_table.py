@@ -1,0 +1,788 @@
+"""The contract of shmref.table, once, for every way and start method.
+
+Each test is one clause of the :class:`~shmref.table.SharedDict` contract,
+run for every way in :data:`FACTORIES` (or the ways :func:`ways` names) under
+every start method. :class:`TableMachine` drives each way through random
+operation sequences beside a plain ``dict`` (the model, with the table's
+limits written out independently here). Targets of child processes are
+module-level so that spawn and forkserver children can import them.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from shmref.table import (
+    CtypesDict,
+    DictManager,
+    ManagerDict,
+    QueueDict,
+    SharedDict,
+    TableFull,
+    increment,
+    put_worker,
+    update_worker,
+)
+from tests.conftest import START_METHODS
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+#: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
+JOIN = 60.0
+#: Small limits, so that tests reach them: capacity, key and value sizes.
+LIMITS = {"capacity": 8, "key_size": 8, "value_size": 16}
+
+#: way id -> callable(ctx, **kwargs) -> a new table of that way.
+FACTORIES: dict[str, Callable[..., SharedDict]] = {
+    "ctypes": lambda ctx, **kw: CtypesDict(ctx=ctx, **{**LIMITS, **kw}),
+    "queue": lambda ctx, **kw: QueueDict(ctx=ctx, **{**LIMITS, **kw}),
+    "manager": lambda ctx, **kw: ManagerDict(ctx=ctx, **{**LIMITS, **kw}),
+}
+
+
+def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
+    """Run a clause for the ways ``names`` (default: all) under every start method.
+
+    ``cannot`` maps a way to the reason it cannot keep the clause: its
+    parameters are xfail(strict=True), so the day it passes the mark must go.
+    """
+    cannot = cannot or {}
+    params = [
+        pytest.param(
+            name,
+            method,
+            marks=[pytest.mark.xfail(strict=True, reason=cannot[name])] if name in cannot else [],
+            id=f"{name}-{method}",
+        )
+        for name in names or FACTORIES
+        for method in START_METHODS
+    ]
+    return pytest.mark.parametrize(("way_name", "start_method"), params)
+
+
+@pytest.fixture
+def make(way_name: str, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
+    """Build tables of the way under test; all are closed afterwards."""
+    made: list[SharedDict] = []
+
+    def make(**kwargs: Any) -> Any:
+        table = FACTORIES[way_name](ctx, **kwargs)
+        made.append(table)
+        return table
+
+    yield make
+    for table in made:
+        table.close()
+    made.clear()
+
+
+@pytest.fixture
+def way(make: Callable[..., Any]) -> Any:
+    """An empty table of the way under test, with :data:`LIMITS`."""
+    return make()
+
+
+def typed(mapping: dict[Any, Any]) -> dict[Any, tuple[type, Any]]:
+    """A mapping that compares equal only if every value has the same type too."""
+    return {key: (type(value), value) for key, value in mapping.items()}
+
+
+def run_children(
+    ctx: BaseContext, target: Callable[..., None], *args: Any, count: int = 1
+) -> None:
+    """Start ``count`` children running ``target(*args)``; all must exit with 0."""
+    processes = [ctx.Process(target=target, args=args) for _ in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(JOIN)
+    assert [process.exitcode for process in processes] == [0] * count
+    for process in processes:
+        process.close()
+
+
+# Child process targets.
+
+
+def check_then_put(table: SharedDict, expected: dict[Any, Any], new: dict[Any, Any]) -> None:
+    """Look up every expected key by key (so by hash), then store ``new``."""
+    for key, value in expected.items():
+        assert table[key] == value, (key, table.get(key))
+        assert key in table
+    for key, value in new.items():
+        table[key] = value
+    table.close()
+
+
+def flip_values(table: SharedDict, values: list[Any], started: Any, stop: Any) -> None:
+    """Store each of ``values`` in turn under "k" until ``stop`` is set."""
+    started.set()
+    deadline = time.monotonic() + JOIN
+    while not stop.is_set() and time.monotonic() < deadline:
+        for value in values:
+            table["k"] = value
+    table.close()
+
+
+# Values of every type, stored and read back.
+
+ROUND_TRIP: dict[Any, Any] = {
+    "int": 7,
+    "max": INT64_MAX,
+    "min": INT64_MIN,
+    "float": -0.0,
+    "inf": float("inf"),
+    "str": "é€😀\ud800",  # a lone surrogate too: any str round-trips
+    "": "",
+    "k": "text",
+    b"k": b"\x00\xff",  # "k" and b"k" are different keys
+    b"": b"",
+}
+
+
+@ways()
+def test_values_come_back_with_their_type(make: Callable[..., Any]) -> None:
+    table = make(capacity=len(ROUND_TRIP))
+    for key, value in ROUND_TRIP.items():
+        table[key] = value
+    for key, value in ROUND_TRIP.items():
+        assert typed({key: table[key]}) == typed({key: value})
+        assert typed({key: table.get(key)}) == typed({key: value})
+    assert typed(table.snapshot()) == typed(ROUND_TRIP)
+    assert typed(dict(table.items())) == typed(ROUND_TRIP)
+    assert sorted(table.keys(), key=repr) == sorted(ROUND_TRIP, key=repr)
+    assert len(table) == len(ROUND_TRIP)
+
+
+@ways()
+def test_mapping_api(way: SharedDict) -> None:
+    assert len(way) == 0 and way.snapshot() == {} and way.keys() == [] and way.items() == []
+    assert way.get("a") is None and way.get("a", 5) == 5 and "a" not in way
+    with pytest.raises(KeyError):
+        way["a"]
+    way["a"] = 1
+    way["a"] = 2  # overwriting does not add a key
+    way[b"a"] = 3
+    assert (way["a"], way[b"a"], len(way)) == (2, 3, 2)
+    assert "a" in way and b"a" in way and "b" not in way
+    assert way.pop("a") == 2
+    assert way.pop("a", None) is None
+    with pytest.raises(KeyError):
+        way.pop("a")
+    del way[b"a"]
+    with pytest.raises(KeyError):
+        del way[b"a"]
+    assert len(way) == 0 and way.snapshot() == {}
+
+
+@ways()
+def test_update_applies_fn_to_value_or_default(way: SharedDict) -> None:
+    assert way.update("n", increment, 0) == 1
+    assert way.update("n", increment, 0) == 2
+    assert way.update("x", increment, 1.5) == 2.5
+    way["s"] = "ab"
+    assert way.update("s", str.upper, "") == "AB"
+    assert way.snapshot() == {"n": 2, "x": 2.5, "s": "AB"}
+
+
+@ways()
+def test_update_result_refused_changes_nothing(way: SharedDict) -> None:
+    way["n"] = INT64_MAX
+    way["s"] = "x" * 16  # value_size
+    before = typed(way.snapshot())
+    for key, fn, error in [
+        ("s", increment, TypeError),  # fn raises
+        ("n", increment, OverflowError),  # fn's result leaves the 64-bit range
+        ("s", repr, ValueError),  # fn's result is over value_size
+        ("s", bool, TypeError),  # fn's result is of a refused type
+        ("new", increment, TypeError),  # fn(default) raises
+    ]:
+        with pytest.raises(error):
+            way.update(key, fn, None)
+        assert typed(way.snapshot()) == before, (key, fn)
+
+
+@ways("queue", "manager")
+def test_update_with_unpicklable_fn_raises_and_changes_nothing(way: SharedDict) -> None:
+    way["n"] = 1
+    # PicklingError, or AttributeError for a local object before Python 3.14.
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        way.update("n", lambda n: n + 1, 0)
+    assert way.snapshot() == {"n": 1}
+    assert way.update("n", increment, 0) == 2  # and the table still works
+
+
+def test_ctypes_update_runs_any_callable() -> None:
+    with CtypesDict(**LIMITS) as table:
+        assert table.update("n", lambda n: n + 1, 0) == 1
+
+
+# Bad input and limits: a clear error, and the table unchanged.
+
+BAD_WRITES: list[tuple[Any, Any, type[Exception]]] = [
+    (1, 1, TypeError),  # key type
+    (None, 1, TypeError),
+    (bytearray(b"a"), 1, TypeError),
+    ("k" * 9, 1, ValueError),  # key over key_size
+    ("é" * 5, 1, ValueError),  # 5 characters, 10 bytes
+    ("a", None, TypeError),  # value type
+    ("a", True, TypeError),  # a bool is an int, but it would come back as 1
+    ("a", [1], TypeError),
+    ("a", bytearray(b"x"), TypeError),
+    ("a", INT64_MAX + 1, OverflowError),
+    ("a", INT64_MIN - 1, OverflowError),
+    ("a", "x" * 17, ValueError),  # value over value_size
+    ("a", "é" * 9, ValueError),  # 9 characters, 18 bytes
+    ("a", b"x" * 17, ValueError),
+]
+
+
+@ways()
+def test_bad_write_changes_nothing(way: SharedDict) -> None:
+    way["a"] = "old"  # an existing key keeps its value
+    way["b"] = 2
+    before = typed(way.snapshot())
+    for key, value, error in BAD_WRITES:
+        with pytest.raises(error):
+            way[key] = value
+        assert typed(way.snapshot()) == before, (key, value)
+        if not isinstance(key, (str, bytes)) or len(key) > 8:
+            with pytest.raises(error):
+                way.update(key, increment, 0)
+            assert typed(way.snapshot()) == before, (key, "update")
+    assert len(way) == 2
+
+
+@ways()
+def test_lookups_check_the_key_type_and_ignore_its_size(way: SharedDict) -> None:
+    way["a"] = 1
+    for bad in (1, None, bytearray(b"a")):
+        for lookup in (way.get, way.__getitem__, way.__contains__, way.pop, way.__delitem__):
+            with pytest.raises(TypeError):
+                lookup(bad)
+    long = "k" * 100  # cannot be in the table, so it is absent
+    assert way.get(long) is None and long not in way and way.pop(long, 0) == 0
+    with pytest.raises(KeyError):
+        way[long]
+    assert way.snapshot() == {"a": 1}
+
+
+@ways()
+def test_full_table_changes_nothing(way: SharedDict) -> None:
+    for i in range(LIMITS["capacity"]):
+        way[f"k{i}"] = i
+    before = typed(way.snapshot())
+    with pytest.raises(TableFull):
+        way["new"] = 1
+    with pytest.raises(TableFull):
+        way.update("new", increment, 0)
+    assert typed(way.snapshot()) == before
+    way["k0"] = "changed"  # existing keys can still change
+    assert way.update("k1", increment, 0) == 2
+    assert len(way) == LIMITS["capacity"]
+    del way["k0"]
+    way["new"] = 1  # a freed place is used
+    assert len(way) == LIMITS["capacity"] and way["new"] == 1
+
+
+@ways()
+def test_deleted_places_are_reused(way: SharedDict) -> None:
+    # Far more distinct keys than the capacity, never more than 4 at a time.
+    capacity = LIMITS["capacity"]
+    live: list[str] = []
+    for i in range(25 * capacity):
+        key = f"c{i}"
+        way[key] = i
+        live.append(key)
+        if len(live) > 4:
+            assert way.pop(live.pop(0)) == i - 4
+    assert way.snapshot() == {key: int(key[1:]) for key in live}
+    for i in range(capacity - len(live)):
+        way[f"f{i}"] = i
+    with pytest.raises(TableFull):
+        way["one-more"] = 0
+    assert len(way) == capacity
+
+
+def test_ctypes_deletion_leaves_no_tombstones() -> None:
+    # Every slot in use holds a live key, and lookups still find them all,
+    # after thousands of inserts and deletions in a table of 8 slots.
+    import random
+
+    rng = random.Random(6)
+    model: dict[str, int] = {}
+    with CtypesDict(capacity=6, key_size=8, value_size=8) as table:
+        assert table._mask + 1 == 8
+        for step in range(4000):
+            key = f"k{rng.randrange(12)}"
+            if key in model or len(model) == 6:
+                victim = key if key in model else rng.choice(list(model))
+                assert table.pop(victim) == model.pop(victim)
+            else:
+                table[key] = model[key] = step
+            assert table._occupied() == len(table) == len(model)
+            assert all(table[k] == v for k, v in model.items())
+
+
+# Across processes.
+
+
+@ways()
+def test_key_lands_in_same_slot_in_every_process(way: SharedDict, ctx: BaseContext) -> None:
+    # Spawn and forkserver children hash str differently from the parent:
+    # each process looks up the other's keys by key.
+    parents = {f"p{i}": i for i in range(3)} | {b"pb": "bytes"}
+    for key, value in parents.items():
+        way[key] = value
+    children = {f"c{i}": -i for i in range(3)} | {"é": 1.5}
+    run_children(ctx, check_then_put, way, parents, children)
+    for key, value in {**parents, **children}.items():
+        assert way[key] == value and key in way
+
+
+#: update()s per process and key in the totals test, per way (round trips cost).
+UPDATES = {"ctypes": 3000, "queue": 300, "manager": 300}
+
+
+@ways()
+def test_updates_from_many_processes_give_exact_totals(
+    way: SharedDict, way_name: str, ctx: BaseContext
+) -> None:
+    processes, n = 3, UPDATES[way_name]
+    barrier = ctx.Barrier(processes + 1)  # the parent updates too
+    workers = [
+        ctx.Process(target=update_worker, args=(way, ["a", "b"], n, barrier))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    barrier.wait(JOIN)
+    for _ in range(n):
+        way.update("a", increment, 0)
+    barrier.wait(JOIN)
+    for worker in workers:
+        worker.join(JOIN)
+    assert [worker.exitcode for worker in workers] == [0] * processes
+    for worker in workers:
+        worker.close()
+    assert way.snapshot() == {"a": (processes + 1) * n, "b": processes * n}
+
+
+def slow_increment(value: int) -> int:
+    """``value + 1`` after a pause: the read and the write of an update are far apart."""
+    time.sleep(0.002)
+    return value + 1
+
+
+def slow_updates(table: SharedDict, n: int, barrier: Any) -> None:
+    barrier.wait(JOIN)
+    for _ in range(n):
+        table.update("a", slow_increment, 0)
+    table.close()
+
+
+@ways()
+def test_update_is_atomic_while_fn_runs(way: SharedDict, ctx: BaseContext) -> None:
+    # Without a lock around fn, every pause would let another update in.
+    processes, n = 3, 10
+    run_children(ctx, slow_updates, way, n, ctx.Barrier(processes), count=processes)
+    assert way["a"] == processes * n
+
+
+#: Values a writer flips between: different types and lengths, so that a read
+#: mixing two writes (a tag of one with the bytes of the other) shows.
+FLIPS = ["a" * 16, 7, b"bb", -1.5, "c"]
+#: Reads per test, per way.
+READS = {"ctypes": 100_000, "queue": 2_000, "manager": 2_000}
+
+
+@ways()
+def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: BaseContext) -> None:
+    way["k"] = FLIPS[0]
+    started, stop = ctx.Event(), ctx.Event()
+    writer = ctx.Process(target=flip_values, args=(way, FLIPS, started, stop))
+    writer.start()
+    try:
+        assert started.wait(JOIN)
+        allowed = typed(dict(enumerate(FLIPS))).values()
+        seen = set()
+        get = way.get
+        for _ in range(READS[way_name]):
+            value = get("k")
+            assert (type(value), value) in allowed, value
+            seen.add(repr(value))
+    finally:
+        stop.set()
+        writer.join(JOIN)
+    assert writer.exitcode == 0
+    writer.close()
+    assert len(seen) > 1  # the reads did overlap the writes
+
+
+@ways()
+def test_child_close_keeps_table_open(way: SharedDict, ctx: BaseContext) -> None:
+    run_children(ctx, put_worker, way, "child", 1)  # put_worker closes its handle
+    way["parent"] = 2
+    assert way.snapshot() == {"child": 1, "parent": 2}
+
+
+# close() and the context-manager protocol.
+
+
+@ways()
+def test_closed_table_refuses_calls(way: SharedDict) -> None:
+    way["a"] = 1
+    way.close()
+    for call in (
+        lambda: way.get("a"),
+        lambda: way["a"],
+        lambda: way.__setitem__("a", 2),
+        lambda: way.__delitem__("a"),
+        lambda: "a" in way,
+        lambda: len(way),
+        way.keys,
+        way.items,
+        way.snapshot,
+        lambda: way.pop("a"),
+        lambda: way.update("a", increment, 0),
+    ):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    way.close()
+
+
+@ways()
+def test_context_manager_closes(make: Callable[..., Any]) -> None:
+    table = make()
+    assert isinstance(table, SharedDict)
+    with table as entered:
+        assert entered is table
+        table["a"] = 1
+    with pytest.raises(ValueError):
+        table.get("a")
+
+
+@ways("queue", "manager")
+def test_creator_close_stops_owner(make: Callable[..., Any]) -> None:
+    before = {process.pid for process in multiprocessing.active_children()}
+    table = make()
+    started = {process.pid for process in multiprocessing.active_children()} - before
+    assert len(started) == 1
+    table.close()
+    assert not started & {process.pid for process in multiprocessing.active_children()}
+
+
+def segment_path(table: CtypesDict) -> str:
+    return f"/dev/shm/{table._segment.name}"
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
+def test_ctypes_segment_is_unlinked_by_its_creator_only(ctx: BaseContext) -> None:
+    table = CtypesDict(ctx=ctx, **LIMITS)
+    path = segment_path(table)
+    table["a"] = 1
+    run_children(ctx, put_worker, table, "b", 2)  # attaches, closes, exits
+    assert os.path.exists(path)
+    assert table.snapshot() == {"a": 1, "b": 2}
+    table.close()
+    assert not os.path.exists(path)
+    table.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
+def test_ctypes_segment_goes_with_the_creator_handle() -> None:
+    table = CtypesDict(**LIMITS)
+    path = segment_path(table)
+    del table
+    gc.collect()
+    assert not os.path.exists(path)
+
+
+# Timeouts and dead peers.
+
+
+def test_ctypes_readers_time_out_when_a_writer_died_mid_write(ctx: BaseContext) -> None:
+    with CtypesDict(ctx=ctx, timeout=0.3, **LIMITS) as table:
+        table["a"] = 1
+        # What a writer killed during a write leaves: the lock held, the
+        # generation odd.
+        table._lock.acquire()
+        generation = table._begin()
+        try:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                table.get("a")
+            assert 0.25 <= time.monotonic() - start < 10
+            with pytest.raises(TimeoutError):
+                table["a"] = 2
+            with pytest.raises(TimeoutError):
+                table.snapshot()
+        finally:
+            table._end(generation)
+            table._lock.release()
+        assert table.snapshot() == {"a": 1}
+
+
+def test_ctypes_readers_do_not_wait_for_the_writer_lock(ctx: BaseContext) -> None:
+    with CtypesDict(ctx=ctx, timeout=0.3, **LIMITS) as table:
+        if not table._lock_free:
+            pytest.skip("readers take the lock on CPUs that may reorder loads")
+        table["a"] = 1
+        table._lock.acquire()  # a writer between two writes
+        try:
+            assert (table.get("a"), table["a"], "a" in table, len(table)) == (1, 1, True, 1)
+            assert table.snapshot() == {"a": 1}
+        finally:
+            table._lock.release()
+
+
+@ways("queue")
+def test_queue_calls_time_out_when_owner_is_dead(make: Callable[..., Any]) -> None:
+    table = make(timeout=0.5)
+    table["a"] = 1
+    table._owner.kill()
+    table._owner.join(JOIN)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        table.get("a")
+    assert 0.45 <= time.monotonic() - start < 10
+    with pytest.raises(TimeoutError):
+        table.close()  # it cannot stop a dead owner; it still releases everything
+    with pytest.raises(ValueError):
+        table.get("a")
+
+
+@ways("queue")
+def test_queue_owner_outlives_idle_periods(make: Callable[..., Any]) -> None:
+    # The owner checks for its creator's death each second it is idle; a
+    # forkserver child's parent process is the forkserver, not the creator.
+    table = make()
+    table["a"] = 1
+    table._owner.join(1.5)  # returns after 1.5 s: the owner is still there
+    assert table._owner.is_alive()
+    assert table["a"] == 1
+
+
+@ways("manager")
+def test_manager_calls_fail_at_once_when_server_is_dead(make: Callable[..., Any]) -> None:
+    table = make()
+    table["a"] = 1
+    process = table._manager._process
+    process.kill()
+    process.join(JOIN)
+    start = time.monotonic()
+    with pytest.raises((EOFError, ConnectionError, BrokenPipeError)):
+        table.get("a")
+    assert time.monotonic() - start < 10
+
+
+def test_manager_tables_share_a_manager(ctx: BaseContext) -> None:
+    manager = DictManager(ctx=ctx)
+    manager.start()
+    try:
+        with ManagerDict(manager=manager) as a, ManagerDict(manager=manager) as b:
+            a["k"] = 1
+            b["k"] = 2
+            run_children(ctx, update_worker, a, ["k"], 5)
+            assert (a["k"], b["k"]) == (6, 2)
+            names = manager.list(["the manager serves its other types too"])
+            assert len(names) == 1
+            del names
+        with ManagerDict(manager=manager) as c:  # closing a and b left it serving
+            c["k"] = 3
+            assert c.snapshot() == {"k": 3}
+    finally:
+        manager.shutdown()
+
+
+# Random operation sequences against a plain dict.
+
+KEY_SIZE, VALUE_SIZE, CAPACITY = LIMITS["key_size"], LIMITS["value_size"], LIMITS["capacity"]
+POOL: list[Any] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", b"a", b"b", "é", ""]
+KEYS = st.one_of(
+    st.sampled_from(POOL),  # few enough to meet again, more than the capacity
+    st.text(max_size=KEY_SIZE + 1),
+    st.binary(max_size=KEY_SIZE + 1),
+)
+BAD_KEYS = st.sampled_from([1, None, 1.5, bytearray(b"a")])
+VALUES = st.one_of(
+    st.integers(),  # some outside the 64-bit range
+    st.floats(allow_nan=False),  # NaN != NaN: a dict would not compare either
+    st.text(max_size=VALUE_SIZE + 2),
+    st.binary(max_size=VALUE_SIZE + 2),
+    st.sampled_from([None, True, [1], bytearray(b"x")]),
+)
+#: fns for update: module-level, so the Queue and Manager ways can pickle them.
+FNS = st.sampled_from([increment, str, abs, repr])
+
+
+def size_of(text: str | bytes) -> int:
+    return len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+
+
+def key_error(key: Any) -> type[Exception] | None:
+    """What the contract says a write at ``key`` raises for the key itself."""
+    if not isinstance(key, (str, bytes)):
+        return TypeError
+    if size_of(key) > KEY_SIZE:
+        return ValueError
+    return None
+
+
+def write_error(key: Any, value: Any, model: dict[Any, Any]) -> type[Exception] | None:
+    """What the contract says a write of ``value`` at ``key`` raises, if anything."""
+    error = key_error(key)
+    if error is not None:
+        return error
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, bytes)):
+        return TypeError
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return OverflowError
+    if isinstance(value, (str, bytes)) and size_of(value) > VALUE_SIZE:
+        return ValueError
+    if key not in model and len(model) >= CAPACITY:
+        return TableFull
+    return None
+
+
+class TableMachine(RuleBasedStateMachine):
+    """One table of one way beside a dict; ``table`` is set by the test."""
+
+    table: SharedDict
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model: dict[Any, Any] = {}
+
+    @initialize()
+    def empty(self) -> None:
+        # One table serves every example: starting an owner or a server per
+        # example would cost more than the example.
+        keys = self.table.keys()  # a list: the tables have no __iter__
+        for key in keys:
+            del self.table[key]
+
+    def expect(self, call: Callable[[], Any], error: type[Exception] | None) -> Any:
+        if error is None:
+            return call()
+        with pytest.raises(error):
+            call()
+        return None
+
+    @rule(key=KEYS, value=VALUES)
+    def store(self, key: Any, value: Any) -> None:
+        error = write_error(key, value, self.model)
+        event("store", "ok" if error is None else error.__name__)
+        self.expect(lambda: self.table.__setitem__(key, value), error)
+        if error is None:
+            self.model[key] = value
+
+    @rule(keys=st.lists(st.sampled_from(POOL), max_size=CAPACITY + 2), value=st.integers())
+    def store_many(self, keys: list[Any], value: Any) -> None:
+        """Valid writes in a row: the table fills up, and refuses new keys."""
+        for key in keys:
+            self.store(key, value % 1000)
+
+    @rule(key=KEYS)
+    def get_or_default(self, key: Any) -> None:
+        got = self.table.get(key, "default")
+        assert typed({0: got}) == typed({0: self.model.get(key, "default")})
+
+    @rule(key=KEYS)
+    def getitem(self, key: Any) -> None:
+        got = self.expect(lambda: self.table[key], None if key in self.model else KeyError)
+        if key in self.model:
+            assert typed({0: got}) == typed({0: self.model[key]})
+
+    @rule(key=KEYS)
+    def contains(self, key: Any) -> None:
+        assert (key in self.table) == (key in self.model)
+
+    @rule(key=KEYS)
+    def delete(self, key: Any) -> None:
+        self.expect(lambda: self.table.__delitem__(key), None if key in self.model else KeyError)
+        self.model.pop(key, None)
+
+    @rule(key=KEYS, with_default=st.booleans())
+    def pop_key(self, key: Any, with_default: bool) -> None:
+        if with_default:
+            got = self.table.pop(key, "default")
+            assert typed({0: got}) == typed({0: self.model.pop(key, "default")})
+        else:
+            error = None if key in self.model else KeyError
+            got = self.expect(lambda: self.table.pop(key), error)
+            if error is None:
+                assert typed({0: got}) == typed({0: self.model.pop(key)})
+
+    @rule(key=st.one_of(KEYS, BAD_KEYS), fn=FNS, default=VALUES)
+    def update(self, key: Any, fn: Callable[[Any], Any], default: Any) -> None:
+        error = key_error(key)  # the key is checked first, then fn runs
+        if error is None:
+            try:
+                new = fn(self.model.get(key, default))
+            except Exception as raised:
+                error = type(raised)
+            else:
+                error = write_error(key, new, self.model)
+        event("update", "ok" if error is None else error.__name__)
+        got = self.expect(lambda: self.table.update(key, fn, default), error)
+        if error is None:
+            self.model[key] = new
+            assert typed({0: got}) == typed({0: new})
+
+    @rule(key=BAD_KEYS)
+    def bad_key_lookup(self, key: Any) -> None:
+        with pytest.raises(TypeError):
+            self.table.get(key)
+
+    @invariant()
+    def same_contents(self) -> None:
+        assert typed(self.table.snapshot()) == typed(self.model)
+        assert len(self.table) == len(self.model)
+
+    def teardown(self) -> None:
+        assert sorted(self.table.keys(), key=repr) == sorted(self.model, key=repr)
+        assert typed(dict(self.table.items())) == typed(self.model)
+
+
+#: Examples per way; each runs up to STEPS operations.
+EXAMPLES = {"ctypes": 100, "queue": 50, "manager": 50}
+STEPS = 40
+
+
+@ways()
+def test_behaves_like_a_dict(way: SharedDict, way_name: str) -> None:
+    # Hypothesis caches the rules of each machine class for good: a class
+    # made per test would keep its table alive (and leak its semaphores).
+    TableMachine.table = way
+    try:
+        run_state_machine_as_test(
+            TableMachine,
+            settings=settings(
+                max_examples=EXAMPLES[way_name],
+                stateful_step_count=STEPS,
+                deadline=None,
+                database=None,  # no .hypothesis/ directory in the work tree
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        del TableMachine.table
