@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -42,10 +43,19 @@ PINNED = "3.12" if "3.12" in PYTHONS else CURRENT
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite, the docs' examples and a quick pass of every benchmark."""
+    """Run the test suite, the docs' examples and a quick pass of every benchmark.
+
+    Every start method (fork, forkserver, spawn) on one interpreter; on the
+    others spawn only, the strictest (everything is pickled, nothing is
+    inherited), so that four interpreters take minutes, not a quarter hour.
+    Set SHMREF_START_METHODS yourself to choose.
+    """
     # numpy is optional for shmref; the standalone tests hide it to check that.
     session.install("-e", ".[test,numpy]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    env = {}
+    if session.python != PINNED and "SHMREF_START_METHODS" not in os.environ:
+        env["SHMREF_START_METHODS"] = "spawn"
+    session.run("python", "-m", "pytest", *session.posargs, env=env)
 
 
 @nox.session(python=PINNED)

@@ -707,7 +707,7 @@ class CtypesArray(_ArrayBase):
 _GET, _SET, _READ, _WRITE, _STOP = "get", "set", "read", "write", "stop"
 
 
-def _queue_owner(requests: Any, replies: Any, data: array.array[Any], parent: int) -> None:
+def _queue_owner(requests: Any, replies: Any, data: array.array[Any]) -> None:
     """Owner process of a :class:`QueueArray`: applies requests in order.
 
     Requests arrive checked (the sender knows the length and typecode);
@@ -715,11 +715,13 @@ def _queue_owner(requests: Any, replies: Any, data: array.array[Any], parent: in
     applied.
     """
     code = data.typecode
+    # Not os.getppid(): under forkserver the parent is the fork server.
+    creator = multiprocessing.parent_process()
     while True:
         try:
             message = requests.get(timeout=1.0)
         except queue.Empty:
-            if os.getppid() != parent:  # the creator died without close()
+            if creator is not None and not creator.is_alive():  # died without close()
                 return
             continue
         kind, token = message[0], message[1]
@@ -794,7 +796,7 @@ class QueueArray(_ArrayBase):
         self._sequence = 0
         self._owner: Any = context.Process(
             target=_queue_owner,
-            args=(self._requests, self._replies, data, os.getpid()),
+            args=(self._requests, self._replies, data),
             name="shmref-array-owner",
             daemon=True,
         )

@@ -280,7 +280,8 @@ class CtypesChannel(_Handle):
     no other process ever unlinks it). Getters receive every message whose
     ``put`` returned before the close, then :class:`ChannelClosed`. A process
     that dies while holding a lock (for the time of one copy) makes the
-    others raise ``TimeoutError`` after ``timeout`` seconds.
+    others raise ``TimeoutError`` after ``timeout`` seconds, with nothing
+    taken or written.
 
     >>> from shmref.channel import CtypesChannel
     >>> with CtypesChannel(capacity=4, max_size=16) as channel:
@@ -571,7 +572,9 @@ class QueueChannel(_Handle):
     message from another process is ahead of the mark only if that process
     closed its handle or exited before the creator's ``close()``. A process
     killed with SIGKILL loses the messages in its feeder thread and in its
-    handle, and with them their room in the channel.
+    handle, and with them their room in the channel. ``close()`` waits up to
+    ``timeout`` seconds for this process's feeder thread to write what it
+    holds; what it has not written by then is lost.
 
     >>> from shmref.channel import QueueChannel
     >>> with QueueChannel(capacity=4, max_size=16) as channel:

@@ -302,6 +302,11 @@ def _slots_for(capacity: int) -> int:
     return slots
 
 
+def _slot_size(key_size: int, value_size: int) -> int:
+    # Rounded up to 8 bytes, so that every slot's numbers are aligned.
+    return -(-(_SLOT_HEADER + key_size + max(value_size, 8)) // 8) * 8
+
+
 _attach_lock = threading.Lock()
 
 
@@ -382,10 +387,10 @@ class CtypesDict(_Closable):
         self._key_size = _limit("key_size", key_size)
         self._value_size = _limit("value_size", value_size)
         slots = _slots_for(capacity)
-        slot_size = -(-(_SLOT_HEADER + key_size + max(value_size, 8)) // 8) * 8
         self._lock = _context(ctx).Lock()
         self._timeout = timeout
-        segment = SharedMemory(create=True, size=_HEADER_SIZE + slots * slot_size)
+        size = _HEADER_SIZE + slots * _slot_size(key_size, value_size)
+        segment = SharedMemory(create=True, size=size)
         # A fresh segment is zero-filled: generation 0, count 0, slots empty.
         buf: Any = segment.buf
         _LIMITS.pack_into(buf, 16, slots, key_size, value_size)
@@ -397,7 +402,7 @@ class CtypesDict(_Closable):
         self._buf: Any = cast(Any, segment.buf)
         slots, key_size, value_size = _LIMITS.unpack_from(self._buf, 16)
         self._mask = slots - 1
-        self._slot_size = -(-(_SLOT_HEADER + key_size + max(value_size, 8)) // 8) * 8
+        self._slot_size = _slot_size(key_size, value_size)
         self._value_at = _SLOT_HEADER + key_size
         self._lock_free = _ORDERED_LOADS
         self._finalizer = weakref.finalize(self, _release, segment, creator)

@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from typing import Any, NamedTuple
@@ -101,18 +102,22 @@ def _end(process: Any) -> None:
 class Snapshot(NamedTuple):
     shm: frozenset[str]
     children: frozenset[int | None]
+    threads: frozenset[threading.Thread]
 
 
 def snapshot() -> Snapshot:
-    """The /dev/shm entries and live children now, to compare with later."""
+    """The /dev/shm entries, live children and threads now, to compare with later."""
     gc.collect()
-    return Snapshot(frozenset(_shm_entries()), frozenset(_children()))
+    return Snapshot(
+        frozenset(_shm_entries()), frozenset(_children()), frozenset(threading.enumerate())
+    )
 
 
 def leaks_since(before: Snapshot) -> list[str]:
     """Children and /dev/shm entries that appeared since ``before`` and remain.
 
-    A child still alive after :data:`GRACE` seconds is reported and stopped.
+    A child still alive after :data:`GRACE` seconds is reported and stopped;
+    a new thread gets as long to end (threads are not reported).
     Drop your references to shared objects first: spawn-context locks stay
     in /dev/shm as ``sem.mp-*`` as long as their object lives.
     """
@@ -124,6 +129,11 @@ def leaks_since(before: Snapshot) -> list[str]:
         if process.is_alive():
             leaked.append(f"child process {process.name!r} (pid {pid}) still alive")
             _end(process)
+    # A Queue's feeder thread holds the queue's semaphores until it has
+    # handled close(); after cancel_join_thread() nobody waits for it.
+    for thread in set(threading.enumerate()) - before.threads:
+        if thread is not threading.current_thread():
+            thread.join(GRACE)
     gc.collect()
     new = _shm_entries() - before.shm
     if new:

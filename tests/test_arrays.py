@@ -697,3 +697,13 @@ def test_the_usual_unregister_fix_breaks_the_shared_tracker(
     result = run_interpreter(tmp_path, USUAL_FIX, start_method)
     assert result.returncode == 0, result.stderr
     assert "KeyError" in result.stderr
+
+
+@pytest.mark.parametrize("start_method", ["forkserver"])
+def test_queue_owner_outlives_an_idle_second(ctx: BaseContext) -> None:
+    # The owner checks every second that its creator lives; under forkserver
+    # its parent is the fork server, which must not count as the creator dying.
+    with QueueArray("q", 4, ctx=ctx, timeout=5) as shared:
+        shared._owner.join(1.5)  # idle for longer than one check
+        assert shared._owner.is_alive()
+        assert shared[0] == 0

@@ -2,7 +2,8 @@
 
 Each test is one clause of the :class:`~shmref.table.SharedDict` contract,
 run for every way in :data:`FACTORIES` (or the ways :func:`ways` names) under
-every start method. :class:`TableMachine` drives each way through random
+every start method; a test named ``test_ctypes_*`` (and so on) is about what
+one way does inside. :class:`TableMachine` drives each way through random
 operation sequences beside a plain ``dict`` (the model, with the table's
 limits written out independently here). Targets of child processes are
 module-level so that spawn and forkserver children can import them.
@@ -14,6 +15,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import random
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
@@ -31,6 +33,7 @@ from hypothesis.stateful import (
 )
 
 from shmref.table import (
+    _ORDERED_LOADS,
     CtypesDict,
     DictManager,
     ManagerDict,
@@ -58,20 +61,15 @@ FACTORIES: dict[str, Callable[..., SharedDict]] = {
 }
 
 
-def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
+def ways(*names: str) -> pytest.MarkDecorator:
     """Run a clause for the ways ``names`` (default: all) under every start method.
 
-    ``cannot`` maps a way to the reason it cannot keep the clause: its
-    parameters are xfail(strict=True), so the day it passes the mark must go.
+    Every way keeps every clause it is run for; a clause that differs by way
+    (``fn`` must be picklable for the Queue and Manager ways only) is a test of
+    its own, declared for the ways it concerns.
     """
-    cannot = cannot or {}
     params = [
-        pytest.param(
-            name,
-            method,
-            marks=[pytest.mark.xfail(strict=True, reason=cannot[name])] if name in cannot else [],
-            id=f"{name}-{method}",
-        )
+        pytest.param(name, method, id=f"{name}-{method}")
         for name in names or FACTORIES
         for method in START_METHODS
     ]
@@ -325,8 +323,6 @@ def test_deleted_places_are_reused(way: SharedDict) -> None:
 def test_ctypes_deletion_leaves_no_tombstones() -> None:
     # Every slot in use holds a live key, and lookups still find them all,
     # after thousands of inserts and deletions in a table of 8 slots.
-    import random
-
     rng = random.Random(6)
     model: dict[str, int] = {}
     with CtypesDict(capacity=6, key_size=8, value_size=8) as table:
@@ -541,10 +537,9 @@ def test_ctypes_readers_time_out_when_a_writer_died_mid_write(ctx: BaseContext) 
         assert table.snapshot() == {"a": 1}
 
 
+@pytest.mark.skipif(not _ORDERED_LOADS, reason="readers take the lock where loads may reorder")
 def test_ctypes_readers_do_not_wait_for_the_writer_lock(ctx: BaseContext) -> None:
     with CtypesDict(ctx=ctx, timeout=0.3, **LIMITS) as table:
-        if not table._lock_free:
-            pytest.skip("readers take the lock on CPUs that may reorder loads")
         table["a"] = 1
         table._lock.acquire()  # a writer between two writes
         try:
