@@ -501,7 +501,8 @@ class QueueCounter(_Closable):
             return
         stopped = False
         try:
-            if os.getpid() == self._creator and self._owner is not None:
+            mine = os.getpid() == self._creator and self._owner is not None
+            if mine and self._owner.is_alive():
                 self._request(_STOP)
                 stopped = True
         finally:
