@@ -214,6 +214,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_slots)
 
 
+#: int64 items per slot: 64 bytes, the cache line of x86-64 and most AArch64.
+_STRIDE = 8
+
+
 class SlotCounter(_Closable):
     """A lock-free counter: one ``RawArray`` slot per writing process.
 
@@ -254,8 +258,10 @@ class SlotCounter(_Closable):
         if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
             raise ValueError(f"slots must be a positive int, not {slots!r}")
         ctx = _context(ctx)
-        # Slot 0 holds the initial value and is never written again.
-        self._slots = ctx.RawArray(ctypes.c_int64, slots + 1)
+        # Slot 0 holds the initial value and is never written again. Each
+        # slot has a cache line of its own: writers on different cores would
+        # otherwise keep stealing one line from each other (false sharing).
+        self._slots = ctx.RawArray(ctypes.c_int64, (slots + 1) * _STRIDE)
         self._slots[0] = _initial(value)
         self._next_slot = ctx.Value(ctypes.c_int64, 1, lock=ctx.Lock())
         self._timeout = timeout
@@ -279,13 +285,13 @@ class SlotCounter(_Closable):
         _acquire(lock, self._timeout, "slot lock")
         try:
             slot = self._next_slot.get_obj().value
-            if slot >= len(self._slots):
-                raise RuntimeError(f"all {len(self._slots) - 1} slots are claimed")
+            if slot >= len(self._slots) // _STRIDE:
+                raise RuntimeError(f"all {len(self._slots) // _STRIDE - 1} slots are claimed")
             self._next_slot.get_obj().value = slot + 1
         finally:
             lock.release()
-        self._slot = slot
-        return slot
+        self._slot = slot * _STRIDE  # the slot's index in the array
+        return self._slot
 
     def add(self, n: int = 1) -> None:
         if n.__class__ is not int:
@@ -301,7 +307,7 @@ class SlotCounter(_Closable):
 
     def get(self) -> int:
         self._check_open()
-        return sum(self._slots[:])
+        return sum(self._slots[::_STRIDE])
 
     def close(self) -> None:
         self._closed = True

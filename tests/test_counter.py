@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from shmref.counter import (
+    _STRIDE,
     INT64_MAX,
     INT64_MIN,
     Counter,
@@ -394,7 +395,7 @@ def test_slot_each_child_claims_its_own(ctx: BaseContext) -> None:
     with SlotCounter(slots=P, ctx=ctx) as counter:
         run_children(ctx, add_worker, counter, N, count=P)
         assert counter._next_slot.value == P + 1
-        assert counter._slots[1:] == [N] * P
+        assert counter._slots[_STRIDE::_STRIDE] == [N] * P
         with pytest.raises(RuntimeError):
             counter.add()  # the parent finds every slot claimed
         assert counter.get() == P * N
@@ -405,7 +406,7 @@ def test_slot_child_does_not_inherit_parent_slot(ctx: BaseContext) -> None:
         counter.add()  # the parent claims slot 1 before its children start
         run_children(ctx, add_worker, counter, N, count=P)
         assert counter._next_slot.value == P + 2
-        assert counter._slots[1] == 1
+        assert counter._slots[_STRIDE] == 1
         assert counter.get() == P * N + 1
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from statistics import median
 from typing import Any
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table, within
+from benchreport import STAT, Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table, within
 
 WAYS = {
     "ctypes": "`CtypesMetrics` (seqlock)",
@@ -22,7 +22,7 @@ WORKERS = [1, 2, 4]
 def _per_worker(run: Run, way: str, workers: int) -> float:
     """Seconds for one update, as one of ``workers`` concurrent workers sees it."""
     b = run.get(f"metrics-update-{workers}", way=way)
-    return float(b["stats"]["median"]) / b["extra"]["per_worker"]
+    return float(b["stats"][STAT]) / b["extra"]["per_worker"]
 
 
 def _busy(run: Run, way: str) -> dict[str, Any]:

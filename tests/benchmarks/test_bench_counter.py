@@ -50,8 +50,8 @@ LATENCY_OPS = {
 }
 # Adds per process in the throughput runs (roughly 0.1-0.5 s a round).
 THROUGHPUT_OPS = {
-    "ctypes": 100_000,
-    "slots": 200_000,
+    "ctypes": 200_000,
+    "slots": 400_000,
     "queue": 20_000,
     "queue-batched": 100_000,
     "manager": 2_000,
@@ -140,9 +140,9 @@ def test_throughput(
     time_groups(
         benchmark,
         lambda: WorkerGroup(CTX, add_worker, lambda b: (counter, ops, b), processes),
-        rounds=size(benchmark, 5, 1),
+        rounds=size(benchmark, 7, 1),
     )
-    expected = ops * processes * (size(benchmark, 5, 1))
+    expected = ops * processes * (size(benchmark, 7, 1))
     assert counter.get() == expected
 
 
