@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
+from typing import Any
 
 import pytest
 
 from tests.leaks import check_tracker_log, no_leaks, start_tracker_log
 
-__all__ = ["START_METHODS", "no_leaks"]
+__all__ = ["JOIN", "START_METHODS", "contract", "no_leaks", "run_children"]
+
+#: Seconds to wait for a child to finish; pytest-timeout is the backstop.
+JOIN = 60.0
 
 ALL_START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -48,3 +53,45 @@ def start_method(request: pytest.FixtureRequest) -> str:
 def ctx(start_method: str) -> BaseContext:
     """A multiprocessing context for :func:`start_method`."""
     return multiprocessing.get_context(start_method)
+
+
+def contract(
+    names: Iterable[str],
+    cannot: dict[str, str] | None = None,
+    skip: dict[str, str] | None = None,
+    argname: str = "way_name",
+) -> pytest.MarkDecorator:
+    """Parametrize a contract clause over ``names`` x every start method.
+
+    ``cannot`` maps a way to the reason it cannot keep the clause: its
+    parameters are xfail(strict=True), so the day it passes the mark must go.
+    ``skip`` is for a clause a way keeps only by luck (a race it usually
+    wins), which no strict xfail can state. Ids read ``<way>-<method>``.
+    """
+    cannot, skip = cannot or {}, skip or {}
+    params = []
+    for name in names:
+        marks = []
+        if name in cannot:
+            marks.append(pytest.mark.xfail(strict=True, reason=cannot[name]))
+        if name in skip:
+            marks.append(pytest.mark.skip(reason=skip[name]))
+        params += [
+            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
+            for method in START_METHODS
+        ]
+    return pytest.mark.parametrize((argname, "start_method"), params)
+
+
+def run_children(
+    ctx: BaseContext, target: Callable[..., None], *args: Any, count: int = 1
+) -> None:
+    """Start ``count`` children running ``target(*args)``; all must exit with 0."""
+    processes = [ctx.Process(target=target, args=args) for _ in range(count)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(JOIN)
+    assert [process.exitcode for process in processes] == [0] * count
+    for process in processes:
+        process.close()

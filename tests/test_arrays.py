@@ -36,12 +36,11 @@ from shmref.arrays import (
     QueueArray,
     fill,
 )
-from tests.conftest import START_METHODS
+from tests.conftest import JOIN, contract, run_children
 
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
-JOIN = 60.0
 #: Items of the arrays under test: a few slots, and enough to slice every way.
 N = 8
 
@@ -60,24 +59,8 @@ NO_VIEW = "nothing is shared: the items live in another process"
 def ways(
     *names: str, cannot: dict[str, str] | None = None, skip: dict[str, str] | None = None
 ) -> pytest.MarkDecorator:
-    """Run a clause for the ways ``names`` (default: all) under every start method.
-
-    ``cannot`` maps a way to the reason it cannot keep the clause: its
-    parameters are xfail(strict=True), so the day it passes the mark must go.
-    """
-    cannot, skip = cannot or {}, skip or {}
-    params = []
-    for name in names or FACTORIES:
-        marks = []
-        if name in cannot:
-            marks.append(pytest.mark.xfail(strict=True, reason=cannot[name]))
-        if name in skip:
-            marks.append(pytest.mark.skip(reason=skip[name]))
-        params += [
-            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
-            for method in START_METHODS
-        ]
-    return pytest.mark.parametrize(("way_name", "start_method"), params)
+    """Run a contract clause for the ways ``names`` (default: all) x every start method."""
+    return contract(names or FACTORIES, cannot=cannot, skip=skip)
 
 
 @pytest.fixture
@@ -100,20 +83,6 @@ def make(way_name: str, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
 def way(make: Callable[..., Any]) -> Any:
     """An array of the way under test: N int64 items, 0 to N-1."""
     return make("q", list(range(N)))
-
-
-def run_children(
-    ctx: BaseContext, target: Callable[..., None], *args: Any, count: int = 1
-) -> None:
-    """Start ``count`` children running ``target(*args)``; all must exit with 0."""
-    processes = [ctx.Process(target=target, args=args) for _ in range(count)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(JOIN)
-    assert [process.exitcode for process in processes] == [0] * count
-    for process in processes:
-        process.close()
 
 
 def numpy_or_skip() -> Any:

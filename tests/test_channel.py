@@ -35,10 +35,9 @@ from shmref.channel import (
     receive_worker,
     send_worker,
 )
-from tests.conftest import START_METHODS
+from tests.conftest import JOIN, contract
 
 #: Seconds to wait for a child to finish or report; pytest-timeout is the backstop.
-JOIN = 60.0
 #: Seconds within which close() must have woken a waiting child.
 WAKE = 10.0
 #: A wait that only close() can end: longer than any test, shorter than for ever.
@@ -55,20 +54,8 @@ NO_DRAIN = "the messages live in the manager's server, which the creator's close
 
 
 def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
-    """Run a clause for the ways ``names`` (default: all) under every start method.
-
-    ``cannot`` maps a way to the reason it cannot keep the clause: its
-    parameters are xfail(strict=True), so the day it passes the mark must go.
-    """
-    cannot = cannot or {}
-    params = []
-    for name in names or FACTORIES:
-        marks = [pytest.mark.xfail(strict=True, reason=cannot[name])] if name in cannot else []
-        params += [
-            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
-            for method in START_METHODS
-        ]
-    return pytest.mark.parametrize(("way_name", "start_method"), params)
+    """Run a contract clause for the ways ``names`` (default: all) x every start method."""
+    return contract(names or FACTORIES, cannot=cannot)
 
 
 @pytest.fixture

@@ -33,10 +33,9 @@ from shmref.counter import (
     UnsafeCounter,
     add_worker,
 )
-from tests.conftest import START_METHODS
+from tests.conftest import JOIN, contract, run_children
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
-JOIN = 60.0
 #: Processes and increments of the counting tests: enough to interleave,
 #: small enough that spawn start-up (~50 ms a process) dominates.
 P, N = 3, 2000
@@ -62,26 +61,8 @@ NOT_REPORTED_BY_ADD = "QueueCounter.add does not wait: the next get() reports th
 def ways(
     *names: str, cannot: dict[str, str] | None = None, skip: dict[str, str] | None = None
 ) -> pytest.MarkDecorator:
-    """Run a clause for the ways ``names`` (default: all) under every start method.
-
-    ``cannot`` maps a way to the reason it cannot keep the clause: its
-    parameters are xfail(strict=True), so the day it passes the mark must go.
-    ``skip`` is for a clause a way keeps only by luck (a race it usually
-    wins), which no strict xfail can state.
-    """
-    cannot, skip = cannot or {}, skip or {}
-    params = []
-    for name in names or FACTORIES:
-        marks = []
-        if name in cannot:
-            marks.append(pytest.mark.xfail(strict=True, reason=cannot[name]))
-        if name in skip:
-            marks.append(pytest.mark.skip(reason=skip[name]))
-        params += [
-            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
-            for method in START_METHODS
-        ]
-    return pytest.mark.parametrize(("way_name", "start_method"), params)
+    """Run a contract clause for the ways ``names`` (default: all) x every start method."""
+    return contract(names or FACTORIES, cannot=cannot, skip=skip)
 
 
 @pytest.fixture
@@ -105,20 +86,6 @@ def make(way_name: str, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
 def way(make: Callable[..., Any]) -> Any:
     """A counter of the way under test, starting at 0."""
     return make()
-
-
-def run_children(
-    ctx: BaseContext, target: Callable[..., None], *args: Any, count: int = 1
-) -> None:
-    """Start ``count`` children running ``target(*args)``; all must exit with 0."""
-    processes = [ctx.Process(target=target, args=args) for _ in range(count)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(JOIN)
-    assert [process.exitcode for process in processes] == [0] * count
-    for process in processes:
-        process.close()
 
 
 # Child process targets.

@@ -40,10 +40,9 @@ from shmref.locks import (
     occupy,
     outer_inner,
 )
-from tests.conftest import START_METHODS
+from tests.conftest import JOIN, contract
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
-JOIN = 60.0
 #: The timeout of an acquire that is expected to fail.
 SHORT = 0.05
 #: "Well under": a failed acquire returns long before this (a loose bound
@@ -81,25 +80,8 @@ STAY_TAKEN = [name for name in KINDS if name != "robust-lock"]
 def kinds(
     *names: str, cannot: dict[str, str] | None = None, skip: dict[str, str] | None = None
 ) -> pytest.MarkDecorator:
-    """Run a clause for the kinds ``names`` (default: all) under every start method.
-
-    ``cannot`` maps a kind to the reason it cannot keep the clause: its
-    parameters are xfail(strict=True), so the day it passes the mark must go.
-    ``skip`` is for a clause whose outcome for that kind depends on a race.
-    """
-    cannot, skip = cannot or {}, skip or {}
-    params = []
-    for name in names or KINDS:
-        marks = []
-        if name in cannot:
-            marks.append(pytest.mark.xfail(strict=True, reason=cannot[name]))
-        if name in skip:
-            marks.append(pytest.mark.skip(reason=skip[name]))
-        params += [
-            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
-            for method in START_METHODS
-        ]
-    return pytest.mark.parametrize(("kind_name", "start_method"), params)
+    """Run a contract clause for the kinds ``names`` (default: all) x every start method."""
+    return contract(names or KINDS, cannot=cannot, skip=skip, argname="kind_name")
 
 
 @pytest.fixture

@@ -34,10 +34,9 @@ from shmref.metrics import (
     metrics_worker,
     monitor,
 )
-from tests.conftest import START_METHODS
+from tests.conftest import JOIN, contract
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
-JOIN = 60.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FACTORIES: dict[str, Callable[..., MetricsBoard]] = {
@@ -55,20 +54,8 @@ NOT_REPORTED_BY_ADD = "QueueMetrics.add does not wait: the next snapshot() repor
 
 
 def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
-    """Run a clause for the ways ``names`` (default: the contract's) under every start method.
-
-    ``cannot`` maps a way to the reason it cannot keep the clause: its
-    parameters are xfail(strict=True), so the day it passes the mark must go.
-    """
-    cannot = cannot or {}
-    params = []
-    for name in names or CONTRACT:
-        marks = [pytest.mark.xfail(strict=True, reason=cannot[name])] if name in cannot else []
-        params += [
-            pytest.param(name, method, marks=marks, id=f"{name}-{method}")
-            for method in START_METHODS
-        ]
-    return pytest.mark.parametrize(("way_name", "start_method"), params)
+    """Run a contract clause for the ways ``names`` (default: the contract's), every method."""
+    return contract(names or CONTRACT, cannot=cannot)
 
 
 @pytest.fixture

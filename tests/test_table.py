@@ -44,12 +44,11 @@ from shmref.table import (
     put_worker,
     update_worker,
 )
-from tests.conftest import START_METHODS
+from tests.conftest import JOIN, contract, run_children
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
-JOIN = 60.0
 #: Small limits, so that tests reach them: capacity, key and value sizes.
 LIMITS = {"capacity": 8, "key_size": 8, "value_size": 16}
 
@@ -62,18 +61,8 @@ FACTORIES: dict[str, Callable[..., SharedDict]] = {
 
 
 def ways(*names: str) -> pytest.MarkDecorator:
-    """Run a clause for the ways ``names`` (default: all) under every start method.
-
-    Every way keeps every clause it is run for; a clause that differs by way
-    (``fn`` must be picklable for the Queue and Manager ways only) is a test of
-    its own, declared for the ways it concerns.
-    """
-    params = [
-        pytest.param(name, method, id=f"{name}-{method}")
-        for name in names or FACTORIES
-        for method in START_METHODS
-    ]
-    return pytest.mark.parametrize(("way_name", "start_method"), params)
+    """Run a contract clause for the ways ``names`` (default: all) x every start method."""
+    return contract(names or FACTORIES)
 
 
 @pytest.fixture
@@ -101,20 +90,6 @@ def way(make: Callable[..., Any]) -> Any:
 def typed(mapping: dict[Any, Any]) -> dict[Any, tuple[type, Any]]:
     """A mapping that compares equal only if every value has the same type too."""
     return {key: (type(value), value) for key, value in mapping.items()}
-
-
-def run_children(
-    ctx: BaseContext, target: Callable[..., None], *args: Any, count: int = 1
-) -> None:
-    """Start ``count`` children running ``target(*args)``; all must exit with 0."""
-    processes = [ctx.Process(target=target, args=args) for _ in range(count)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(JOIN)
-    assert [process.exitcode for process in processes] == [0] * count
-    for process in processes:
-        process.close()
 
 
 # Child process targets.
