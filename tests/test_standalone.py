@@ -22,6 +22,18 @@ import shmref
 PACKAGE = Path(shmref.__file__).parent
 
 
+# Appended to every script: the module ran from its copy, and only from it.
+ALONE = """
+assert os.path.dirname(os.path.abspath({module}.__file__)) == os.getcwd(), {module}.__file__
+try:
+    import shmref
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"shmref is importable from {{shmref.__file__}}")
+"""
+
+
 class Standalone(NamedTuple):
     module: str  # shmref/<module>.py, copied as <module>.py
     script: str  # run from the copy's folder; must print `expected`
@@ -33,14 +45,6 @@ import multiprocessing
 import os
 
 import counter
-
-assert os.path.dirname(os.path.abspath(counter.__file__)) == os.getcwd(), counter.__file__
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
@@ -70,14 +74,7 @@ import array
 
 import arrays
 
-assert os.path.dirname(os.path.abspath(arrays.__file__)) == os.getcwd(), arrays.__file__
 assert hasattr(array, "array"), "arrays.py shadows the standard library's array"
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
@@ -109,14 +106,6 @@ import os
 
 import locks
 
-assert os.path.dirname(os.path.abspath(locks.__file__)) == os.getcwd(), locks.__file__
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
-
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
     for cls in (locks.CtypesLock, locks.QueueLock, locks.ManagerLock, locks.RobustLock):
@@ -146,14 +135,6 @@ import os
 
 import value
 
-assert os.path.dirname(os.path.abspath(value.__file__)) == os.getcwd(), value.__file__
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
-
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
     for cls in (value.CtypesValue, value.QueueValue, value.ManagerValue):
@@ -171,14 +152,6 @@ import multiprocessing
 import os
 
 import metrics
-
-assert os.path.dirname(os.path.abspath(metrics.__file__)) == os.getcwd(), metrics.__file__
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
@@ -200,14 +173,6 @@ import multiprocessing
 import os
 
 import table
-
-assert os.path.dirname(os.path.abspath(table.__file__)) == os.getcwd(), table.__file__
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
@@ -231,14 +196,6 @@ import multiprocessing
 import os
 
 import channel
-
-assert os.path.dirname(os.path.abspath(channel.__file__)) == os.getcwd(), channel.__file__
-try:
-    import shmref
-except ImportError:
-    pass
-else:
-    raise SystemExit(f"shmref is importable from {shmref.__file__}")
 
 if __name__ == "__main__":
     ways = (channel.CtypesChannel, channel.QueueChannel, channel.ManagerChannel)
@@ -323,7 +280,7 @@ MODULES = [
 def test_module_works_alone(case: Standalone, tmp_path: Path) -> None:
     shutil.copy(PACKAGE / f"{case.module}.py", tmp_path / f"{case.module}.py")
     script = tmp_path / f"run_{case.module}.py"
-    script.write_text(case.script)
+    script.write_text(case.script + ALONE.format(module=case.module))
     env = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
     result = subprocess.run(
         [sys.executable, "-S", "-E", "-s", script.name],
