@@ -23,17 +23,27 @@ alone into a project and it works.
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import os
-import queue
 import threading
-import weakref
 from multiprocessing import util
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager, SyncManager
 from typing import Any, Protocol, runtime_checkable
 
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    Closable,
+    acquire,
+    context,
+    integer,
+    reset_after_fork,
+    seconds,
+)
+from shmref.owner import Owner
+from shmref.server import EXPOSED, Served, Server
+
 __all__ = [
+    "DEFAULT_TIMEOUT",
     "INT64_MAX",
     "INT64_MIN",
     "Counter",
@@ -49,10 +59,6 @@ __all__ = [
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
-
-#: Seconds a call waits for a lock or a reply before raising TimeoutError.
-#: Long enough for a loaded machine, short enough that a dead peer is noticed.
-DEFAULT_TIMEOUT = 30.0
 
 
 @runtime_checkable
@@ -79,9 +85,7 @@ class Counter(Protocol):
 
 def _increment(n: object) -> int:
     # bool is an int subclass; counting True as 1 is almost always a bug.
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"increment must be an int, not {type(n).__name__}")
-    return int(n)
+    return integer(n, "increment")
 
 
 def _initial(value: object) -> int:
@@ -97,37 +101,7 @@ def _overflow(total: int, n: int) -> OverflowError:
     )
 
 
-def _context(ctx: BaseContext | None) -> Any:
-    # Any: typeshed's BaseContext lacks Process, and the shared objects it
-    # makes are replaced by None on close().
-    return ctx if ctx is not None else multiprocessing.get_context()
-
-
-def _acquire(lock: Any, timeout: float | None, what: str) -> None:
-    if not lock.acquire(timeout=timeout):
-        raise TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
-
-
-class _Closable:
-    """The close/context-manager half of the protocol, shared by every way."""
-
-    _closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"{type(self).__name__} is closed")
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class CtypesCounter(_Closable):
+class CtypesCounter(Closable):
     """A 64-bit ``multiprocessing.Value`` guarded by its lock.
 
     Guarantees: every ``add`` is atomic; ``get`` returns the total after the
@@ -151,10 +125,10 @@ class CtypesCounter(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        ctx = _context(ctx)
+        self._timeout = seconds(timeout)
+        ctx = context(ctx)
         # A plain Lock, not Value's default RLock: add() never re-enters.
         self._shared = ctx.Value(ctypes.c_int64, _initial(value), lock=ctx.Lock())
-        self._timeout = timeout
         self._attach()
 
     def _attach(self) -> None:
@@ -173,52 +147,44 @@ class CtypesCounter(_Closable):
         self._attach()
 
     def add(self, n: int = 1) -> None:
+        if self._closed:
+            self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
-        if self._closed:
-            self._check_open()
-        _acquire(self._lock, self._timeout, "counter lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "counter lock", self)
         try:
             total = self._raw.value + n
             if total > INT64_MAX or total < INT64_MIN:
                 raise _overflow(self._raw.value, n)
             self._raw.value = total
         finally:
-            self._lock.release()
+            lock.release()
 
     def get(self) -> int:
-        self._check_open()
-        _acquire(self._lock, self._timeout, "counter lock")
+        if self._closed:
+            self._refuse()
+        lock = self._lock
+        acquire(lock, self._timeout, "counter lock", self)
         try:
             return int(self._raw.value)
         finally:
-            self._lock.release()
+            lock.release()
 
-    def close(self) -> None:
+    def _release(self) -> None:
         # Drop the shared objects: their memory and semaphores go with the
         # last handle, in whichever process that is.
-        self._closed = True
-        self._shared = self._lock = self._raw = None
-
-
-# Slots claimed in a parent are not the child's after fork(): forget them.
-_slot_holders: weakref.WeakSet[SlotCounter] = weakref.WeakSet()
-
-
-def _forget_slots() -> None:
-    for counter in list(_slot_holders):
-        counter._slot = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_slots)
+        self._shared = self._raw = None
 
 
 #: int64 items per slot: 64 bytes, the cache line of x86-64 and most AArch64.
 _STRIDE = 8
 
+#: A slot this large (or an initial value) makes ``add`` check the whole total.
+_NEAR_LIMIT = 2**56
 
-class SlotCounter(_Closable):
+
+class SlotCounter(Closable):
     """A lock-free counter: one ``RawArray`` slot per writing process.
 
     The first ``add`` in a process claims a free slot (under a lock, once);
@@ -235,10 +201,13 @@ class SlotCounter(_Closable):
 
     ``get`` is not a snapshot: it sums slots one by one while writers go on,
     so it returns a total that includes every ``add`` completed before the
-    call started, plus some of the concurrent ones. ``OverflowError`` is
-    raised when the writer's own slot would leave the 64-bit range; ``get``
-    returns the exact sum as a Python int. At most ``slots`` processes can
-    ever write; the next one gets ``RuntimeError``.
+    call started, plus some of the concurrent ones. ``add`` raises
+    ``OverflowError`` when its own slot would leave the 64-bit range, and,
+    once a slot or the initial value is past 2**56, when the sum would; two
+    processes adding at once past the limit can both pass that check, and
+    then ``get`` raises ``OverflowError`` rather than return a total the
+    other ways cannot hold. At most ``slots`` processes can ever write; the
+    next one gets ``RuntimeError``.
 
     >>> from shmref.counter import SlotCounter
     >>> with SlotCounter(slots=4) as c:
@@ -255,18 +224,17 @@ class SlotCounter(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-            raise ValueError(f"slots must be a positive int, not {slots!r}")
-        ctx = _context(ctx)
+        slots = _slot_count(slots)
+        self._timeout = seconds(timeout)
+        ctx = context(ctx)
         # Slot 0 holds the initial value and is never written again. Each
         # slot has a cache line of its own: writers on different cores would
         # otherwise keep stealing one line from each other (false sharing).
         self._slots = ctx.RawArray(ctypes.c_int64, (slots + 1) * _STRIDE)
         self._slots[0] = _initial(value)
         self._next_slot = ctx.Value(ctypes.c_int64, 1, lock=ctx.Lock())
-        self._timeout = timeout
         self._slot: int | None = None
-        _slot_holders.add(self)
+        reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -277,12 +245,14 @@ class SlotCounter(_Closable):
         self._next_slot = state["next"]
         self._timeout = state["timeout"]
         self._slot = None
-        _slot_holders.add(self)
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._slot = None  # the parent's slot, not this child's
 
     def _claim(self) -> int:
-        self._check_open()
         lock = self._next_slot.get_lock()
-        _acquire(lock, self._timeout, "slot lock")
+        acquire(lock, self._timeout, "slot lock", self)
         try:
             slot = self._next_slot.get_obj().value
             if slot >= len(self._slots) // _STRIDE:
@@ -294,6 +264,8 @@ class SlotCounter(_Closable):
         return self._slot
 
     def add(self, n: int = 1) -> None:
+        if self._closed:
+            self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
         slot = self._slot
@@ -303,83 +275,76 @@ class SlotCounter(_Closable):
         total = slots[slot] + n
         if total > INT64_MAX or total < INT64_MIN:
             raise _overflow(slots[slot], n)
+        if -_NEAR_LIMIT < total < _NEAR_LIMIT and -_NEAR_LIMIT < slots[0] < _NEAR_LIMIT:
+            slots[slot] = total  # the sum of the slots is far from the limit
+            return
+        whole = sum(slots[::_STRIDE])
+        if not INT64_MIN <= whole + n <= INT64_MAX:
+            raise _overflow(whole, n)
         slots[slot] = total
 
     def get(self) -> int:
-        self._check_open()
-        return sum(self._slots[::_STRIDE])
+        if self._closed:
+            self._refuse()
+        total = sum(self._slots[::_STRIDE])
+        if not INT64_MIN <= total <= INT64_MAX:
+            raise OverflowError(
+                f"the slots sum to {total}, outside the signed 64-bit range "
+                "(two processes added past the limit at once)"
+            )
+        return total
 
-    def close(self) -> None:
-        self._closed = True
+    def _release(self) -> None:
         self._slot = None
         self._slots = self._next_slot = None
 
 
-# Queue way: messages from writers to the owner process. An add is a bare int
-# (the cheapest message to pickle); anything else is a tuple.
-_GET = "get"
-_STOP = "stop"
+def _slot_count(slots: object) -> int:
+    # The RawArray of slots must fit in memory: a million writers is plenty.
+    if isinstance(slots, bool) or not isinstance(slots, int) or not 1 <= slots <= 2**20:
+        raise ValueError(f"slots must be an int from 1 to {2**20}, not {slots!r}")
+    return slots
 
 
-def _queue_owner(requests: Any, replies: Any, total: int) -> None:
-    """Owner process of a :class:`QueueCounter`: applies messages in order."""
-    # The creator, watched through its sentinel: under forkserver os.getppid()
-    # is the fork server, not the creator.
-    creator = multiprocessing.parent_process()
-    rejected: list[int] = []
-    while True:
-        try:
-            message = requests.get(timeout=1.0)
-        except queue.Empty:
-            if creator is not None and not creator.is_alive():  # died without close()
-                return
-            continue
-        if message.__class__ is int:
-            new = total + message
-            if INT64_MIN <= new <= INT64_MAX:
-                total = new
-            else:
-                rejected.append(message)
-        elif message[0] == _GET:
-            if rejected:
-                text = f"add({rejected[0]}) and {len(rejected) - 1} more were rejected"
-                replies.put((message[1], _overflow(total, rejected[0]), text))
-                rejected = []
-            else:
-                replies.put((message[1], total, None))
-        elif message[0] == _STOP:
-            replies.put((message[1], total, None))
-            return
+class _Total:
+    """The state a :class:`QueueCounter`'s owner process holds."""
+
+    def __init__(self, value: int) -> None:
+        self.total = value
+        self.rejected: list[int] = []
+
+    def add(self, n: int) -> None:
+        new = self.total + n
+        if INT64_MIN <= new <= INT64_MAX:
+            self.total = new
+        else:  # nobody waits for an add: the next get() reports it
+            self.rejected.append(n)
+
+    def get(self) -> int:
+        if self.rejected:
+            first, more = self.rejected[0], len(self.rejected) - 1
+            self.rejected = []
+            raise OverflowError(
+                f"{_overflow(self.total, first)} (add({first}) and {more} more were rejected)"
+            )
+        return self.total
 
 
 class _Pending:
     """Adds buffered in one process by a batching :class:`QueueCounter`."""
 
-    def __init__(self, requests: Any) -> None:
-        self.requests = requests
+    def __init__(self, owner: Owner) -> None:
+        self.owner = owner
         self.total = 0
         self.count = 0
 
     def flush(self) -> None:
         if self.count:
             total, self.total, self.count = self.total, 0, 0
-            self.requests.put(total)
+            self.owner.send("add", total)
 
 
-_queue_handles: weakref.WeakSet[QueueCounter] = weakref.WeakSet()
-
-
-def _forget_pending() -> None:
-    # The parent's buffered adds are the parent's to send, not the child's.
-    for counter in list(_queue_handles):
-        counter._pending = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pending)
-
-
-class QueueCounter(_Closable):
+class QueueCounter(Closable):
     """A total owned by one process, updated by messages on a Queue.
 
     ``add`` puts a message and returns without waiting for the owner; ``get``
@@ -392,7 +357,8 @@ class QueueCounter(_Closable):
     With ``batch=k`` a process sums up to ``k`` adds locally and sends one
     message; ``get``, ``flush``, ``close`` and the process's normal exit send
     the rest. A process killed with SIGKILL loses its unsent adds. The owner
-    checks the 64-bit range once per message, on the batch's sum.
+    checks the 64-bit range once per message, on the batch's sum. If the
+    owner dies, ``get`` raises :class:`~shmref.lifecycle.OwnerGone`.
 
     Part of the contract it cannot keep: ``add`` does not wait, so a total
     that would overflow is not reported by that ``add``. The owner refuses
@@ -413,50 +379,40 @@ class QueueCounter(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch must be a positive int, not {batch!r}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 2**31:
+            raise ValueError(f"batch must be an int from 1 to {2**31}, not {batch!r}")
         value = _initial(value)
-        context = _context(ctx)
-        self._requests = context.Queue()
-        self._replies = context.Queue()
-        # One reply queue for all readers: a reader holds this lock from its
-        # request to its reply, so it cannot take another reader's reply.
-        self._reply_lock = context.Lock()
         self._batch = batch
-        self._timeout = timeout
-        self._creator = os.getpid()
-        self._sequence = 0
-        self._pending: _Pending | None = None
-        self._owner: Any = context.Process(
-            target=_queue_owner,
-            args=(self._requests, self._replies, value),
-            name="shmref-counter-owner",
-            daemon=True,
+        self._owner = Owner(
+            context(ctx), _Total, (value,), what="QueueCounter", timeout=seconds(timeout)
         )
-        self._owner.start()
-        _queue_handles.add(self)
+        self._pending: _Pending | None = None
+        reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        state = self.__dict__.copy()
-        state.update(_owner=None, _pending=None)
-        return state
+        return {"owner": self._owner, "batch": self._batch}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        _queue_handles.add(self)
+        self._owner = state["owner"]
+        self._batch = state["batch"]
+        self._pending = None
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._pending = None  # the parent's buffered adds are the parent's to send
 
     def add(self, n: int = 1) -> None:
+        if self._closed:
+            self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
-        if self._closed:
-            self._check_open()
         if self._batch == 1:
-            self._requests.put(n)
+            self._owner.send("add", n)
             return
         pending = self._pending
         if pending is None:
-            pending = self._pending = _Pending(self._requests)
+            pending = self._pending = _Pending(self._owner)
             # Runs at this process's normal exit, and if the handle is dropped;
             # before the Queue's own exit finalizer (priority 10) closes it.
             util.Finalize(self, pending.flush, exitpriority=20)
@@ -475,63 +431,18 @@ class QueueCounter(_Closable):
         if self._pending is not None:
             self._pending.flush()
 
-    def _request(self, kind: str) -> int:
-        self.flush()
-        _acquire(self._reply_lock, self._timeout, "reply lock")
-        try:
-            self._sequence += 1
-            token = (os.getpid(), id(self), self._sequence)
-            self._requests.put((kind, token))
-            while True:
-                try:
-                    answer, value, text = self._replies.get(timeout=self._timeout)
-                except queue.Empty:
-                    raise TimeoutError(
-                        f"no reply from the counter's owner within {self._timeout} s"
-                    ) from None
-                # A reply for a reader that timed out earlier: nobody waits for it.
-                if answer == token:
-                    break
-        finally:
-            self._reply_lock.release()
-        if isinstance(value, OverflowError):
-            raise OverflowError(f"{value} ({text})")
-        return int(value)
-
     def get(self) -> int:
-        self._check_open()
-        return self._request(_GET)
+        self.flush()
+        return int(self._owner.call("get"))
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        stopped = False
-        try:
-            mine = os.getpid() == self._creator and self._owner is not None
-            if mine and self._owner.is_alive():
-                self._request(_STOP)
-                stopped = True
-        finally:
-            self._closed = True
-            if self._owner is not None and os.getpid() == self._creator:
-                self._owner.join(self._timeout if stopped else 0)
-                if self._owner.is_alive():
-                    self._owner.kill()
-                    self._owner.join()
-                self._owner.close()
-                self._owner = None
-                for q in (self._requests, self._replies):
-                    if not stopped:
-                        # Nobody will read what is still buffered: do not
-                        # wait for the feeder thread to write it.
-                        q.cancel_join_thread()
-                    q.close()
-                    q.join_thread()
-            elif self._pending is not None:
-                self._pending.flush()
+    def _release(self) -> None:
+        if self._pending is not None and not self._owner.gone():
+            self._pending.flush()
+        self._pending = None
+        self._owner.close()
 
 
-class _CounterState:
+class _CounterState(Served):
     """The total, living in a manager's server process."""
 
     def __init__(self, value: int = 0) -> None:
@@ -555,10 +466,10 @@ class CounterManager(BaseManager):
     """A manager whose ``Counter(value)`` is a counter living in its server."""
 
 
-CounterManager.register("Counter", _CounterState, exposed=("add", "get"))
+CounterManager.register("Counter", _CounterState, exposed=EXPOSED)
 
 
-class ManagerCounter(_Closable):
+class ManagerCounter(Closable):
     """A counter living in a Manager server; every call is one round trip.
 
     ``add`` runs in the server under a lock (the server answers each client
@@ -566,9 +477,9 @@ class ManagerCounter(_Closable):
     ``get`` sees every ``add`` that has returned in any process. Pass a
     started :class:`CounterManager` as ``manager`` to share one server
     between counters; otherwise each counter starts its own. A dead server
-    makes calls fail at once (``EOFError`` or ``ConnectionError``) rather
-    than hang. The server could run on another
-    host; this class starts it locally.
+    makes calls raise :class:`~shmref.lifecycle.OwnerGone` at once rather
+    than hang. ``timeout`` is accepted for the same signature as the other
+    ways; nothing here waits on a lock.
 
     >>> from shmref.counter import ManagerCounter
     >>> with ManagerCounter(5) as c:
@@ -583,46 +494,38 @@ class ManagerCounter(_Closable):
         *,
         manager: CounterManager | None = None,
         ctx: BaseContext | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         value = _initial(value)
-        self._manager: CounterManager | None = None
-        self._creator = os.getpid()
-        if manager is None:
-            manager = self._manager = CounterManager(ctx=_context(ctx))
-            manager.start()
-        self._proxy: Any = manager.Counter(value)  # type: ignore[attr-defined]
+        seconds(timeout)
+        self._server = Server(
+            CounterManager, "Counter", (value,), what="ManagerCounter", manager=manager, ctx=ctx
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"proxy": self._proxy}
+        return {"server": self._server}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._proxy = state["proxy"]
-        self._manager = None
+        self._server = state["server"]
 
     def add(self, n: int = 1) -> None:
+        if self._closed:
+            self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
-        if self._closed:
-            self._check_open()
-        self._proxy.add(n)
+        self._server.call("add", n)
 
     def get(self) -> int:
-        self._check_open()
-        return int(self._proxy.get())
-
-    def close(self) -> None:
         if self._closed:
-            return
-        self._closed = True
-        self._proxy = None  # the server drops its object before it stops
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
+            self._refuse()
+        return int(self._server.call("get"))
+
+    def _release(self) -> None:
+        self._server.close()
 
 
-class NaiveManagerCounter(_Closable):
+class NaiveManagerCounter(Closable):
     """Anti-pattern kept for measurement: ``manager.Value`` + ``manager.Lock``.
 
     This is the code people write first::
@@ -642,25 +545,27 @@ class NaiveManagerCounter(_Closable):
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         value = _initial(value)
-        self._creator = os.getpid()
-        self._manager: SyncManager | None = SyncManager(ctx=_context(ctx))
-        self._manager.start()
-        self._value: Any = self._manager.Value("q", value)
-        self._lock: Any = self._manager.Lock()
-        self._timeout = timeout
+        self._timeout = seconds(timeout)
+        self._server = Server(
+            SyncManager, "Value", ("q", value), what="NaiveManagerCounter", ctx=ctx
+        )
+        self._value: Any = self._server.proxy
+        self._lock: Any = self._server.make("Lock")
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"_value": self._value, "_lock": self._lock, "_timeout": self._timeout}
+        return {"server": self._server, "lock": self._lock, "timeout": self._timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._manager = None
+        self._server = state["server"]
+        self._value = self._server.proxy
+        self._lock = state["lock"]
+        self._timeout = state["timeout"]
 
     def add(self, n: int = 1) -> None:
-        n = _increment(n)
         self._check_open()
-        _acquire(self._lock, self._timeout, "manager lock")
+        n = _increment(n)
+        acquire(self._lock, self._timeout, "manager lock", self)
         try:
             total = self._value.value + n
             if total > INT64_MAX or total < INT64_MIN:
@@ -673,17 +578,12 @@ class NaiveManagerCounter(_Closable):
         self._check_open()
         return int(self._value.value)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._value = self._lock = None
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
+        self._server.close()
 
 
-class UnsafeCounter(_Closable):
+class UnsafeCounter(Closable):
     """The race, kept to show it: ``value.value = value.value + n``.
 
     ``multiprocessing.Value`` locks each read and each write, but not the
@@ -692,7 +592,7 @@ class UnsafeCounter(_Closable):
     """
 
     def __init__(self, value: int = 0, *, ctx: BaseContext | None = None) -> None:
-        self._value = _context(ctx).Value(ctypes.c_int64, _initial(value))
+        self._value = context(ctx).Value(ctypes.c_int64, _initial(value))
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -702,8 +602,8 @@ class UnsafeCounter(_Closable):
         self._value = state["value"]
 
     def add(self, n: int = 1) -> None:
-        n = _increment(n)
         self._check_open()
+        n = _increment(n)
         total = self._value.value + n  # another process may write here...
         if total > INT64_MAX or total < INT64_MIN:
             raise _overflow(total - n, n)
@@ -713,8 +613,7 @@ class UnsafeCounter(_Closable):
         self._check_open()
         return int(self._value.value)
 
-    def close(self) -> None:
-        self._closed = True
+    def _release(self) -> None:
         self._value = None
 
 

@@ -1,0 +1,216 @@
+"""The Queue ways' owner process, and the client every handle uses to reach it.
+
+An owner is a process that holds a primitive's state and applies requests
+one at a time, so each request is atomic. Requests travel on one
+``multiprocessing.Queue`` and replies on another; both carry bytes pickled
+by the sender itself (not by the queue's feeder thread), so:
+
+* an argument that cannot be pickled raises ``TypeError`` in the caller at
+  once, instead of being dropped by the feeder while the caller waits;
+* a reply is a copy of the state at the moment the owner answered, even
+  though the feeder writes it to the pipe later.
+
+A request is ``(token, method, args)``: the owner calls ``state.method(*args)``
+and, unless ``token`` is None (a message that needs no reply), answers
+``(token, (ok, result))``. Exceptions the state raises, ``BaseException``
+included, go back to the caller; the owner goes on serving.
+
+Callers share the reply queue, so a caller holds the reply lock from its
+request to its reply. Its wait is taken in slices: it notices within one
+slice that the owner died (the owner holds the only write end of a pipe, the
+*lifeline*, which reads as closed once the owner is gone) or that another
+thread closed its handle. The owner watches its creator and exits if the
+creator died without ``close()``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import pickle
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shmref.lifecycle import IDLE_CHECK, Deadline, OwnerGone, acquire, portable, run
+
+_STOP = "stop"
+_DUMPS = pickle.dumps
+_LOADS = pickle.loads
+
+
+def _dumps(message: object) -> bytes:
+    try:
+        return _DUMPS(message, pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
+        raise TypeError(f"cannot send to the owner process: {type(error).__name__}: {error}") from None
+
+
+def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], args: Any) -> None:
+    """Body of an owner process: ``make(*args)`` is the state, requests its method calls."""
+    state = make(*args)
+    # The creator, watched through its sentinel: os.getppid() would be the
+    # fork server under forkserver, and os.kill(pid, 0) calls a zombie alive.
+    creator = multiprocessing.parent_process()
+    checked = time.monotonic()
+    while True:
+        try:
+            token, method, call_args = _LOADS(requests.get(timeout=IDLE_CHECK))
+        except queue.Empty:
+            token = None
+            method = ""
+        now = time.monotonic()
+        if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
+            checked = now
+            if creator is not None and not creator.is_alive():  # died without close()
+                return
+        if not method:
+            continue
+        if method == _STOP:
+            replies.put(_DUMPS((token, (True, None))))
+            lifeline.close()
+            return
+        if method.startswith("_"):
+            answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))
+        else:
+            answer = run(getattr(state, method), *call_args)
+        if token is None:
+            continue  # nobody waits for this one; the state keeps what it must report
+        try:
+            reply = _DUMPS((token, answer))
+        except Exception as error:
+            reply = _DUMPS((token, (False, portable(TypeError(f"unpicklable reply: {error}")))))
+        replies.put(reply)
+
+
+class Owner:
+    """A handle's link to its owner process; pickles to children with the handle.
+
+    ``what`` names the handle in messages; ``closed_error`` is raised to a
+    caller whose handle another thread closed while it waited.
+    """
+
+    def __init__(
+        self,
+        ctx: Any,
+        make: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        what: str,
+        timeout: float | None,
+        closed_error: type[ValueError] = ValueError,
+    ) -> None:
+        self.what = what
+        self.timeout = timeout
+        self.closed_error = closed_error
+        self.closed = False
+        self._requests = ctx.Queue()
+        self._replies = ctx.Queue()
+        # One reply queue for all callers: a caller holds this lock from its
+        # request to its reply, so it cannot take another caller's reply.
+        self._reply_lock = ctx.Lock()
+        self._lifeline, owner_end = ctx.Pipe(duplex=False)
+        self._creator = os.getpid()
+        self._tokens = itertools.count()
+        self._process: Any = ctx.Process(
+            target=serve,
+            args=(self._requests, self._replies, owner_end, make, args),
+            name=f"shmref-{what}-owner",
+            daemon=True,
+        )
+        self._process.start()
+        owner_end.close()  # the owner's copy is now the only write end
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_process=None, _tokens=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tokens = itertools.count()
+
+    # Owner is its own handle for acquire(): a waiter for the reply lock
+    # wakes with the closed error when another thread closes the handle.
+    @property
+    def _closed(self) -> bool:
+        return self.closed
+
+    def _refuse(self) -> None:
+        raise self.closed_error(f"{self.what} is closed")
+
+    def gone(self) -> bool:
+        """True once the owner process has exited (its lifeline reads as closed)."""
+        try:
+            return bool(self._lifeline.poll())
+        except (OSError, ValueError):  # our own end is closed
+            return True
+
+    def send(self, method: str, *args: Any) -> None:
+        """Ask the owner to call ``method(*args)``; do not wait for it."""
+        self._requests.put(_dumps((None, method, args)))
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``method(*args)`` run by the owner: its result, or its exception raised here."""
+        return self._ask(method, args, self)
+
+    def _ask(self, method: str, args: tuple[Any, ...], waker: Owner | None) -> Any:
+        # waker: whose closing ends the wait (None: close()'s own stop request).
+        token = (os.getpid(), id(self), next(self._tokens))
+        request = _dumps((token, method, args))
+        acquire(self._reply_lock, self.timeout, f"{self.what}'s reply lock", waker)
+        try:
+            self._requests.put(request)
+            deadline = Deadline(self.timeout)
+            while True:
+                try:
+                    answer, outcome = _LOADS(self._replies.get(True, deadline.next_slice()))
+                except queue.Empty:
+                    if waker is not None and self.closed:
+                        self._refuse()
+                    if self.gone():
+                        raise OwnerGone(f"the owner process of {self.what} is gone") from None
+                    if deadline.expired:
+                        raise TimeoutError(
+                            f"no reply from the owner process of {self.what} "
+                            f"within {self.timeout} s"
+                        ) from None
+                    continue
+                # A reply to a caller that gave up earlier: nobody waits for it.
+                if answer == token:
+                    break
+        finally:
+            self._reply_lock.release()
+        ok, result = outcome
+        if not ok:
+            raise result
+        return result
+
+    def close(self) -> None:
+        """Stop the owner if this process created it; never hangs, never raises."""
+        self.closed = True
+        process, self._process = self._process, None
+        if process is None or os.getpid() != self._creator:
+            return  # another process's handle: detach only
+        stopped = False
+        if process.is_alive():
+            try:
+                self._ask(_STOP, (), None)
+                stopped = True
+            except (TimeoutError, OwnerGone):
+                pass  # killed below
+        process.join(self.timeout if stopped else 0)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        process.close()
+        for q in (self._requests, self._replies):
+            if not stopped:
+                # Nobody will read what is still buffered (the pipe may be
+                # full): do not wait for the feeder thread to write it.
+                q.cancel_join_thread()
+            q.close()
+            q.join_thread()
+        self._lifeline.close()

@@ -1,0 +1,111 @@
+"""The Manager ways' server: one state object per handle, reached through a proxy.
+
+Each primitive registers its state class, a subclass of :class:`Served`,
+with a ``BaseManager`` subclass of its own (``CounterManager`` and so on).
+The proxy exposes one method, ``serve(method, args)``, which runs
+``state.method(*args)`` in the server and returns ``(ok, result)``: every
+exception, ``BaseException`` included, comes back as data, so a ``SystemExit``
+raised by a user's function neither kills the thread that serves the caller
+nor reaches the caller as ``EOFError``. Any error the proxy itself raises is
+then the transport's: the server is gone, and :class:`Server` says so with
+one named error, :class:`~shmref.lifecycle.OwnerGone`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from shmref.lifecycle import OwnerGone, context, run
+
+
+class Served:
+    """Base of a state object living in a Manager server."""
+
+    def serve(self, method: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+        if method.startswith("_"):
+            return False, ValueError(f"unknown request {method!r}")
+        return run(getattr(self, method), *args)
+
+
+#: What ``register()`` needs to expose :meth:`Served.serve`.
+EXPOSED = ("serve",)
+
+
+class Server:
+    """A handle's link to its state in a Manager server; pickles with the handle.
+
+    With ``manager=None`` a server of ``manager_type`` is started for this
+    handle and stopped by its creator's ``close()``; a started manager passed
+    in is shared and left running. ``typeid`` is the name the state class is
+    registered under, ``args`` its constructor's arguments.
+    """
+
+    def __init__(
+        self,
+        manager_type: type[Any],
+        typeid: str,
+        args: tuple[Any, ...],
+        *,
+        what: str,
+        manager: Any = None,
+        ctx: Any = None,
+        closed_error: type[ValueError] = ValueError,
+    ) -> None:
+        self.what = what
+        self.closed_error = closed_error
+        self.closed = False
+        self._manager: Any = None
+        self._creator = os.getpid()
+        if manager is None:
+            manager = self._manager = manager_type(ctx=context(ctx))
+            manager.start()
+        self.proxy: Any = getattr(manager, typeid)(*args)
+
+    def make(self, typeid: str, *args: Any) -> Any:
+        """Another proxy, from the server this handle started (creator only)."""
+        if self._manager is None:
+            raise RuntimeError(f"{self.what} did not start its server: it cannot add to it")
+        return getattr(self._manager, typeid)(*args)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "closed_error": self.closed_error,
+            "proxy": self.proxy,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.closed = False
+        self._manager = None
+        self._creator = None
+
+    def call(self, method: str, *args: Any) -> Any:
+        """``method(*args)`` run by the server: its result, or its exception raised here."""
+        try:
+            ok, result = self.proxy._callmethod("serve", (method, args))
+        except (EOFError, OSError) as error:
+            # EOFError, BrokenPipeError, ConnectionResetError, ConnectionRefusedError
+            # or FileNotFoundError, depending on when the server went away.
+            if self.closed:
+                raise self.closed_error(f"{self.what} is closed") from None
+            raise OwnerGone(
+                f"the Manager server of {self.what} is gone ({type(error).__name__})"
+            ) from None
+        except AttributeError:
+            if self.closed:  # the proxy was dropped by close() in another thread
+                raise self.closed_error(f"{self.what} is closed") from None
+            raise
+        if not ok:
+            raise result
+        return result
+
+    def close(self) -> None:
+        """Drop the proxy; in the creator of the server, stop it."""
+        self.closed = True
+        self.proxy = None  # the server drops its object before it stops
+        manager, self._manager = self._manager, None
+        # A forked child holds a copy of the creator's manager: not its to stop.
+        if manager is not None and os.getpid() == self._creator:
+            manager.shutdown()

@@ -1,0 +1,49 @@
+"""The counter's ways, as the lifecycle contract suite (tests/test_lifecycle.py) needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shmref import counter
+
+#: Every way, by the name the contract suites give it.
+WAYS: dict[str, Callable[..., Any]] = {
+    "ctypes": counter.CtypesCounter,
+    "slot": counter.SlotCounter,
+    "queue": counter.QueueCounter,
+    "manager": counter.ManagerCounter,
+}
+
+
+def make(way: str, ctx: Any, timeout: float | None) -> Any:
+    """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
+    return WAYS[way](ctx=ctx, timeout=timeout)
+
+
+#: Every public call, with valid arguments.
+CALLS: dict[str, Callable[[Any], object]] = {
+    "add": lambda c: c.add(1),
+    "get": lambda c: c.get(),
+}
+
+#: Calls with arguments every way refuses: a closed handle says "closed" first.
+BAD_CALLS: dict[str, Callable[[Any], object]] = {
+    "add('x')": lambda c: c.add("x"),
+    "add(True)": lambda c: c.add(True),
+}
+
+
+def stall(way: str, handle: Any) -> Callable[[], object] | None:
+    """Make a call of ``handle`` block (until the handle is closed); return that call.
+
+    None where no call of the way can block (``SlotCounter.add`` takes no lock
+    once its slot is claimed, ``ManagerCounter`` waits on nothing).
+    """
+    if way == "ctypes":
+        handle._lock.acquire()  # as if another process held it
+        return handle.get
+    if way == "queue":
+        handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
+        return handle.get
+    return None
