@@ -20,6 +20,7 @@ extensions = [
     "sphinx.ext.doctest",
     "sphinx_copybutton",
     "benchreport",
+    "standalonefiles",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated", "bench", "README.md"]

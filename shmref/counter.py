@@ -180,8 +180,10 @@ class CtypesCounter(Closable):
 #: int64 items per slot: 64 bytes, the cache line of x86-64 and most AArch64.
 _STRIDE = 8
 
-#: A slot this large (or an initial value) makes ``add`` check the whole total.
-_NEAR_LIMIT = 2**56
+
+def _safe_slot(initial: int, slots: int) -> int:
+    """How large every slot may grow before the sum could leave the 64-bit range."""
+    return (INT64_MAX - abs(initial)) // slots
 
 
 class SlotCounter(Closable):
@@ -203,7 +205,8 @@ class SlotCounter(Closable):
     so it returns a total that includes every ``add`` completed before the
     call started, plus some of the concurrent ones. ``add`` raises
     ``OverflowError`` when its own slot would leave the 64-bit range, and,
-    once a slot or the initial value is past 2**56, when the sum would; two
+    once its slot is so large that the sum of all slots could, when the sum
+    would; two
     processes adding at once past the limit can both pass that check, and
     then ``get`` raises ``OverflowError`` rather than return a total the
     other ways cannot hold. At most ``slots`` processes can ever write; the
@@ -234,6 +237,7 @@ class SlotCounter(Closable):
         self._slots[0] = _initial(value)
         self._next_slot = ctx.Value(ctypes.c_int64, 1, lock=ctx.Lock())
         self._slot: int | None = None
+        self._safe = _safe_slot(self._slots[0], slots)
         reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -245,12 +249,15 @@ class SlotCounter(Closable):
         self._next_slot = state["next"]
         self._timeout = state["timeout"]
         self._slot = None
+        self._safe = _safe_slot(self._slots[0], len(self._slots) // _STRIDE - 1)
         reset_after_fork(self)
 
     def _after_fork(self) -> None:
         self._slot = None  # the parent's slot, not this child's
 
     def _claim(self) -> int:
+        if self._closed:
+            self._refuse()
         lock = self._next_slot.get_lock()
         acquire(lock, self._timeout, "slot lock", self)
         try:
@@ -264,20 +271,19 @@ class SlotCounter(Closable):
         return self._slot
 
     def add(self, n: int = 1) -> None:
-        if self._closed:
-            self._refuse()
+        slot = self._slot
+        if slot is None:  # the first add in this process, or a closed handle
+            slot = self._claim()
         if n.__class__ is not int:
             n = _increment(n)
-        slot = self._slot
-        if slot is None:
-            slot = self._claim()
         slots = self._slots
         total = slots[slot] + n
+        safe = self._safe
+        if -safe <= total <= safe:
+            slots[slot] = total  # even with every slot this full, the sum fits
+            return
         if total > INT64_MAX or total < INT64_MIN:
             raise _overflow(slots[slot], n)
-        if -_NEAR_LIMIT < total < _NEAR_LIMIT and -_NEAR_LIMIT < slots[0] < _NEAR_LIMIT:
-            slots[slot] = total  # the sum of the slots is far from the limit
-            return
         whole = sum(slots[::_STRIDE])
         if not INT64_MIN <= whole + n <= INT64_MAX:
             raise _overflow(whole, n)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -21,6 +24,8 @@ def benchreport(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
     stored = tmp_path / "bench"
     shutil.copytree(benchreport.STORED, stored)
+    # tmp_path stands for docs/, which store() names its output relative to.
+    monkeypatch.setattr(benchreport, "DOCS", tmp_path)
     monkeypatch.setattr(benchreport, "STORED", stored)
     monkeypatch.setattr(benchreport, "GENERATED", tmp_path / "_generated")
     return benchreport
@@ -71,8 +76,75 @@ def test_machine_is_stored_with_the_run(benchreport: ModuleType) -> None:
         assert machine["start_method"] in ("fork", "forkserver", "spawn")
 
 
+def _raw(path: Path, **machine_info: Any) -> Path:
+    """A --benchmark-json file of one benchmark, as pytest-benchmark writes it."""
+    stats = {"min": 1e-3, "median": 1e-3, "mean": 1e-3, "max": 1e-3, "stddev": 0.0, "rounds": 3}
+    benchmark = {
+        "name": "test_add[ctypes]",
+        "group": "counter-add",
+        "extra_info": {"way": "ctypes", "ops": 1000},
+        "stats": stats,
+    }
+    raw = {
+        "machine_info": {
+            "cpu": {"brand_raw": "Test CPU"},
+            "python_implementation": "CPython",
+            "python_version": "3.11.0",
+            **machine_info,
+        },
+        "commit_info": {"id": "0123456789abcdef", "dirty": False},
+        "datetime": "2025-01-01T00:00:00",
+        "version": "5.0.0",
+        "benchmarks": [benchmark],
+    }
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_store_keeps_the_start_method_and_cores_the_run_recorded(
+    benchreport: ModuleType, tmp_path: Path
+) -> None:
+    # A start method and core counts that this process is unlikely to have,
+    # so that a value taken from the storing process would show.
+    raw = _raw(tmp_path / "raw.json", start_method="spawn", cpu_count={"logical": 96, "usable": 3})
+    machine = json.loads(benchreport.store("fake", str(raw)).read_text())["machine"]
+
+    assert machine["start_method"] == "spawn"
+    assert (machine["cores"], machine["logical_cores"]) == (3, 96)
+    assert "from_storing_process" not in machine
+    line = benchreport.machine_line(benchreport.Run("fake"))
+    assert "(3 of 96 cores usable" in line
+    assert "start method `spawn`" in line
+    assert "did not record" not in line
+
+
+def test_store_marks_what_the_run_did_not_record(benchreport: ModuleType, tmp_path: Path) -> None:
+    # A raw file from before tests/benchmarks/conftest.py recorded these.
+    raw = _raw(tmp_path / "raw.json")
+    machine = json.loads(benchreport.store("fake", str(raw)).read_text())["machine"]
+
+    assert machine["from_storing_process"] == ["cores", "logical_cores", "start_method"]
+    assert machine["start_method"] == multiprocessing.get_start_method(allow_none=False)
+    assert machine["logical_cores"] == os.cpu_count()
+    line = benchreport.machine_line(benchreport.Run("fake"))
+    assert "did not record its start method and core count" in line
+
+
+def test_the_benchmark_hook_records_this_process(tmp_path: Path) -> None:
+    from tests.benchmarks.conftest import pytest_benchmark_update_machine_info
+
+    machine_info: dict[str, Any] = {}
+    pytest_benchmark_update_machine_info(config=None, machine_info=machine_info)  # type: ignore[arg-type]
+    assert machine_info["start_method"] == multiprocessing.get_start_method(allow_none=False)
+    usable, logical = machine_info["cpu_count"]["usable"], machine_info["cpu_count"]["logical"]
+    assert logical == os.cpu_count()
+    assert 1 <= usable <= logical
+
+
 @pytest.fixture(autouse=True)
 def _forget_report_modules() -> None:
     # Each test imports the generator afresh, against its own copies.
-    for name in [m for m in sys.modules if m == "benchreport" or m.startswith("report_")]:
+    for name in [
+        m for m in sys.modules if m in ("benchreport", "reportparts") or m.startswith("report_")
+    ]:
         del sys.modules[name]

@@ -1,15 +1,16 @@
-"""Each module of shmref works when copied alone into a project.
+"""Each primitive's generated standalone file works alone in a project.
 
-The module is copied into an empty folder and run by an interpreter that
-cannot import the installed ``shmref`` (``-S`` drops site-packages, ``-E``
-ignores PYTHONPATH), with spawn children, which must import the copy by its
-new name to unpickle their targets.
+``python -m shmref.standalone NAME -o NAME.py`` writes the file into an
+empty folder, where an interpreter that cannot import the installed
+``shmref`` (``-S`` drops site-packages, ``-E`` ignores PYTHONPATH) runs a
+script with spawn children, which must import the file by its own name to
+unpickle their targets.
 """
 
 from __future__ import annotations
 
+import ast
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import NamedTuple
 import pytest
 
 import shmref
+
+from shmref.standalone import PRIMITIVES, generate
 
 PACKAGE = Path(shmref.__file__).parent
 
@@ -278,7 +281,13 @@ MODULES = [
 
 @pytest.mark.parametrize("case", MODULES, ids=[case.module for case in MODULES])
 def test_module_works_alone(case: Standalone, tmp_path: Path) -> None:
-    shutil.copy(PACKAGE / f"{case.module}.py", tmp_path / f"{case.module}.py")
+    subprocess.run(
+        [sys.executable, "-m", "shmref.standalone", case.module, "-o", f"{case.module}.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+        check=True,
+        timeout=60,
+    )
     script = tmp_path / f"run_{case.module}.py"
     script.write_text(case.script + ALONE.format(module=case.module))
     env = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
@@ -293,3 +302,30 @@ def test_module_works_alone(case: Standalone, tmp_path: Path) -> None:
     assert (result.returncode, result.stdout) == (0, case.expected), result.stderr
     assert "leaked" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_primitive_is_run_alone() -> None:
+    assert sorted(case.module for case in MODULES) == sorted(PRIMITIVES)
+
+
+#: Optional imports a standalone file may make, each guarded where it is used.
+OPTIONAL = {"numpy"}
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+def test_generated_file_imports_only_the_standard_library(name: str) -> None:
+    tree = ast.parse(generate(name))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            imported.add((node.module or "").split(".")[0])
+    imported.discard("__future__")
+    assert imported - sys.stdlib_module_names - OPTIONAL == set()
+
+
+def test_generated_file_says_it_is_generated() -> None:
+    text = generate("counter")
+    assert "python -m shmref.standalone counter" in text
+    assert "do not edit" in text

@@ -8,8 +8,12 @@ slim summary of one pytest-benchmark run plus the machine it ran on::
 
 ``render`` writes ``docs/_generated/`` (not committed; the pages include it).
 What a primitive's page shows is in ``report_<primitive>.py`` beside this
-file: its ``pages(run)`` returns markdown parts, ``plots(run)`` drawing
-functions, ``summary(run)`` rows for the index page, ``WAYS`` the labels.
+file: its ``pages(run)`` returns markdown parts (``render`` adds the
+``machine`` part every page has), ``plots(run)`` drawing functions,
+``summary(run)`` rows for the index page, ``WAYS`` the labels.
+The parts several pages share (throughput by processes, the claims and goals
+tables, log-scale line plots, the index rows) are in ``reportparts.py``, so a
+report module holds only what is its own.
 As a Sphinx extension this module renders every stored run when a build
 starts, so the pages always show what the JSON says.
 """
@@ -52,6 +56,39 @@ def _memory_gib() -> float | None:
     return None
 
 
+def usable_cores() -> int | None:
+    """The cores this process may run on, which a container or taskset can limit."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
+
+
+def _ran_with(info: dict[str, Any]) -> dict[str, Any]:
+    """The start method and cores of the process that ran the benchmarks.
+
+    tests/benchmarks/conftest.py records them in the raw file's machine_info.
+    A raw file without them gets this (the storing) process's values instead,
+    and ``from_storing_process`` names those fields: they are a guess about
+    the run, right only if it ran here with the same defaults.
+    """
+    counts = info.get("cpu_count") or {}
+    ran = {
+        "start_method": info.get("start_method"),
+        "cores": counts.get("usable"),
+        "logical_cores": counts.get("logical"),
+    }
+    guessed = {
+        "start_method": multiprocessing.get_start_method(allow_none=False),
+        "cores": usable_cores(),
+        "logical_cores": os.cpu_count(),
+    }
+    missing = sorted(key for key, value in ran.items() if value is None)
+    ran.update({key: guessed[key] for key in missing})
+    if missing:
+        ran["from_storing_process"] = missing
+    return ran
+
+
 def store(name: str, raw_path: str) -> Path:
     """Keep the statistics and the machine of a raw --benchmark-json file."""
     raw = json.loads(Path(raw_path).read_text())
@@ -65,13 +102,12 @@ def store(name: str, raw_path: str) -> Path:
         "commit": (commit.get("id") or "")[:12] + ("+dirty" if commit.get("dirty") else ""),
         "machine": {
             "cpu": cpu.get("brand_raw") or info.get("processor") or platform.processor(),
-            "cores": os.cpu_count(),
             "memory_gib": _memory_gib(),
             "arch": info.get("machine") or platform.machine(),
             "os": f"{info.get('system', platform.system())} {info.get('release', '')}".strip(),
             "python": f"{info.get('python_implementation', '')} {info.get('python_version', '')}",
-            "start_method": multiprocessing.get_start_method(),
             "pytest_benchmark": raw.get("version"),
+            **_ran_with(info),
         },
         "benchmarks": [
             {
@@ -148,15 +184,34 @@ def table(header: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: How machine_line names the fields ``from_storing_process`` can list, in its order.
+GUESSED = {"start_method": "start method", "cores": "core count", "logical_cores": "core count"}
+
+
 def machine_line(run: Run) -> str:
     m = run.machine
     mem = f", {m['memory_gib']} GiB" if m.get("memory_gib") else ""
+    # Runs stored before the benchmarks recorded their cores have no
+    # "logical_cores" and no "from_storing_process": they read as before.
+    logical = m.get("logical_cores", m["cores"])
+    cores = (
+        f"{m['cores']} cores"
+        if logical == m["cores"]
+        else f"{m['cores']} of {logical} cores usable"
+    )
+    unrecorded = m.get("from_storing_process", ())
+    guessed = list(dict.fromkeys(name for key, name in GUESSED.items() if key in unrecorded))
+    guessed_note = (
+        f" The run did not record its {' and '.join(guessed)}: these are the storing process's."
+        if guessed
+        else ""
+    )
     return (
-        f"Measured with `{run.data['generated_by']}` on {m['cpu']} ({m['cores']} cores{mem}), "
+        f"Measured with `{run.data['generated_by']}` on {m['cpu']} ({cores}{mem}), "
         f"{m['os']}, {m['python'].strip()}, start method `{m['start_method']}`, "
         f"at {run.data['datetime']} (commit `{run.data['commit'] or 'unknown'}`). "
         "Each figure is from the fastest of its rounds, the one least disturbed by other work "
-        "on the machine; docs/bench has the median, mean and spread too.\n"
+        f"on the machine; docs/bench has the median, mean and spread too.{guessed_note}\n"
     )
 
 
@@ -187,6 +242,7 @@ def goal(measured: float, text: str, ok: bool) -> list[str]:
 HEADER = (
     "<!-- generated by docs/_ext/benchreport.py from docs/bench/{name}.json: do not edit -->\n"
 )
+#: The columns of reportparts.summary_rows, which every report's summary() uses.
 SUMMARY_HEADER = ["primitive", "way", "one operation", "vs fastest", "throughput, 2 processes"]
 
 
@@ -211,7 +267,9 @@ def render(names: list[str] | None = None, plots: bool = True, echo: bool = Fals
         summary += report.summary(run)
         if names and name not in names:
             continue
-        for part, text in report.pages(run).items():
+        # Every page says where its numbers were measured.
+        parts = {"machine": machine_line(run), **report.pages(run)}
+        for part, text in parts.items():
             _write(GENERATED / f"{name}-{part}.md", HEADER.format(name=name) + text)
             if echo:
                 print(f"\n## {name}: {part}\n\n{text}")

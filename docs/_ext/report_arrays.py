@@ -7,7 +7,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, about, fmt_ratio, fmt_time, goal, machine_line, table
+from benchreport import Run, about, fmt_ratio, fmt_time, goal, table
+from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
 
 KiB, MiB, MB = 1024, 1024 * 1024, 1e6
 LARGEST = 64 * MiB
@@ -72,7 +73,7 @@ def _size_for(run: Run, way: str, seconds: float) -> float:
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages: dict[str, str] = {}
     sizes = _sizes(run)
     ways = [*TRANSFERS, "memcpy", "pickle"]
     rows = [[size_label(n), *(fmt_time(_trip(run, w, n)) for w in ways)] for n in sizes]
@@ -147,11 +148,10 @@ def pages(run: Run) -> dict[str, str]:
         rows.append([size_label(nbytes), fmt_time(raw), fmt_time(seg)])
     pages["create"] = table(["size", "`RawArray` (heap)", "`shared_memory` segment"], rows)
 
-    pages["claims"] = table(["claim", "measured here", "verdict"], _claims(run, largest))
+    pages["claims"] = claims_table(_claims(run, largest))
 
     queue = _trip(run, "queue", largest)
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(
                 2 * memcpy / ctypes,
@@ -233,52 +233,45 @@ def _claims(run: Run, largest: int) -> list[list[str]]:
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
-    def round_trip(ax: Any) -> None:
-        sizes = _sizes(run)
-        for way, style in [
-            ("ctypes", "o-"),
-            ("ctypes-read", "o--"),
-            ("queue", "s-"),
-            ("manager", "^-"),
-            ("queue-plain", "s--"),
-            ("pickle", "x:"),
-            ("pickle-list", "+:"),
-            ("memcpy", "k-"),
-            ("memcpy-fresh", "k--"),
-        ]:
-            ax.plot(
-                sizes,
-                [_trip(run, way, n) for n in sizes],
-                style,
-                label=WAYS[way].replace("`", ""),
-                markersize=4,
-            )
-        ax.set_xscale("log", base=2)
-        ticks = sizes[::2]
-        ax.set_xticks(ticks, [size_label(n) for n in ticks])
-        ax.set_yscale("log")
-        ax.set_xlabel("bytes moved (numpy float64)")
-        ax.set_ylabel("seconds per round trip (lower is better)")
-        ax.set_title("Producer to consumer: one array, one round trip")
-        ax.legend(fontsize="x-small", ncol=2)
-
+    sizes = _sizes(run)
+    round_trip = log_plot(
+        sizes,
+        [
+            Line(WAYS[way], [_trip(run, way, n) for n in sizes], style)
+            for way, style in [
+                ("ctypes", "o-"),
+                ("ctypes-read", "o--"),
+                ("queue", "s-"),
+                ("manager", "^-"),
+                ("queue-plain", "s--"),
+                ("pickle", "x:"),
+                ("pickle-list", "+:"),
+                ("memcpy", "k-"),
+                ("memcpy-fresh", "k--"),
+            ]
+        ],
+        ticks={n: size_label(n) for n in sizes[::2]},
+        xlabel="bytes moved (numpy float64)",
+        ylabel="seconds per round trip (lower is better)",
+        title="Producer to consumer: one array, one round trip",
+        legend_size="x-small",
+        legend_columns=2,
+        markersize=4,
+    )
     return {"round-trip": round_trip}
 
 
 def summary(run: Run) -> list[list[str]]:
     largest = _sizes(run)[-1]
-    best = min(run.per_op("arrays-item", way=w, op="get") for w in CORE)
-    rows = []
-    for way, label in CORE.items():
-        get = run.per_op("arrays-item", way=way, op="get")
-        rows.append(
-            [
-                "[Array](arrays.md)",
-                label,
-                f"{fmt_time(get)} (`a[i]`)",
-                fmt_ratio(get / best),
-                f"{fmt_bandwidth(largest / _trip(run, way, largest))} "
-                f"({size_label(largest)} round trip)",
-            ]
-        )
-    return rows
+    return summary_rows(
+        run,
+        "Array",
+        CORE.keys(),
+        CORE,
+        seconds=lambda way: run.per_op("arrays-item", way=way, op="get"),
+        throughput=lambda way: (
+            f"{fmt_bandwidth(largest / _trip(run, way, largest))} "
+            f"({size_label(largest)} round trip)"
+        ),
+        call="`a[i]`",
+    )

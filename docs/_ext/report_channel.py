@@ -6,7 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import STAT, Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table, within
+from benchreport import STAT, Run, fmt_rate, fmt_ratio, goal, table, within
+from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesChannel`",
@@ -63,7 +64,7 @@ def _throughput(run: Run, topology: str) -> str:
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages: dict[str, str] = {}
     pages["throughput-1x1"] = _throughput(run, "1x1")
     pages["throughput-2x2"] = _throughput(run, "2x2")
 
@@ -111,11 +112,10 @@ def pages(run: Run) -> dict[str, str]:
             f"{'grows' if grows else 'does not grow'} with the message size",
         ],
     ]
-    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+    pages["claims"] = claims_table(claims)
 
     manager_cost = rate(run, "manager-queue", 64) / rate(run, "manager", 64)
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(
                 small,
@@ -134,46 +134,31 @@ def pages(run: Run) -> dict[str, str]:
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
-    def throughput(ax: Any) -> None:
-        sizes = list(SIZES)
-        for way, color in zip(CORE, ("C0", "C1", "C2"), strict=True):
-            for batched, style in ((False, "-"), (True, "--")):
-                ax.plot(
-                    sizes,
-                    [rate(run, way, s, batched=batched) for s in sizes],
-                    style,
-                    color=color,
-                    marker="o",
-                    label=_label(run, way, batched).replace("`", ""),
-                )
-        ax.plot(
-            sizes,
-            [rate(run, "mp-queue", s) for s in sizes],
-            ":",
-            color="black",
-            marker="s",
-            label=WAYS["mp-queue"].replace("`", ""),
-        )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, list(SIZES.values()))
-        ax.set_yscale("log")
-        ax.set_xlabel("message size")
-        ax.set_ylabel("messages per second (higher is better)")
-        ax.set_title("Channel throughput, 1 producer and 1 consumer")
-        ax.legend(fontsize="small")
-
+    sizes = list(SIZES)
+    # A way keeps its colour; batching changes only the line.
+    lines = [
+        Line(_label(run, way, batched), [rate(run, way, s, batched=batched) for s in sizes], style)
+        for way, color in zip(CORE, ("C0", "C1", "C2"), strict=True)
+        for batched, style in ((False, f"{color}o-"), (True, f"{color}o--"))
+    ]
+    lines.append(Line(WAYS["mp-queue"], [rate(run, "mp-queue", s) for s in sizes], "ks:"))
+    throughput = log_plot(
+        sizes,
+        lines,
+        ticks=SIZES,
+        xlabel="message size",
+        ylabel="messages per second (higher is better)",
+        title="Channel throughput, 1 producer and 1 consumer",
+    )
     return {"throughput": throughput}
 
 
 def summary(run: Run) -> list[list[str]]:
-    best = max(rate(run, way, 64) for way in CORE)
-    return [
-        [
-            "[Channel](channel.md)",
-            WAYS[way],
-            fmt_time(1 / rate(run, way, 64)),
-            fmt_ratio(best / rate(run, way, 64)),
-            fmt_rate(rate(run, way, 64)),
-        ]
-        for way in CORE
-    ]
+    return summary_rows(
+        run,
+        "Channel",
+        CORE,
+        WAYS,
+        seconds=lambda way: 1 / rate(run, way, 64),
+        throughput=lambda way: fmt_rate(rate(run, way, 64)),
+    )

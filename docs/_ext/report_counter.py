@@ -5,17 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import (
-    Run,
-    about,
-    fmt_rate,
-    fmt_ratio,
-    fmt_time,
-    goal,
-    machine_line,
-    table,
-    within,
-)
+from benchreport import Run, about, fmt_rate, fmt_ratio, fmt_time, goal, table, within
+from reportparts import claims_table, goals_table, summary_rows, throughput_plot, throughput_table
 
 WAYS = {
     "ctypes": "`CtypesCounter`",
@@ -32,7 +23,7 @@ CORE = ["ctypes", "slots", "queue", "queue-batched", "manager", "naive-manager"]
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages: dict[str, str] = {}
     ref = run.per_op("counter-add", way="ctypes")
     rows = []
     for way in [*CORE, "hand-written-lock", "lock-only", "unlocked"]:
@@ -40,11 +31,7 @@ def pages(run: Run) -> dict[str, str]:
         rows.append([WAYS[way], fmt_time(t), fmt_ratio(t / ref)])
     pages["add"] = table(["way", "one add, one process", "time vs `CtypesCounter`"], rows)
 
-    rows = []
-    for way in CORE:
-        rates = [run.rate(f"counter-throughput-{p}", way=way) for p in (1, 2, 4)]
-        rows.append([WAYS[way], *map(fmt_rate, rates)])
-    pages["throughput"] = table(["way", "1 process", "2 processes", "4 processes"], rows)
+    pages["throughput"] = throughput_table(run, "counter-throughput", CORE, WAYS)
 
     methods = ["fork", "forkserver", "spawn"]
     rows = []
@@ -99,15 +86,14 @@ def pages(run: Run) -> dict[str, str]:
             within(ours, 5, 20),
         ],
     ]
-    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+    pages["claims"] = claims_table(claims)
 
     hand = run.per_op("counter-add", way="hand-written-lock")
     slots2 = run.rate("counter-throughput-2", way="slots")
     ctypes2 = run.rate("counter-throughput-2", way="ctypes")
     naive = run.per_op("counter-add", way="naive-manager")
     manager = run.per_op("counter-add", way="manager")
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(
                 ref / hand,
@@ -130,35 +116,24 @@ def pages(run: Run) -> dict[str, str]:
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
-    def throughput(ax: Any) -> None:
-        procs = [1, 2, 4]
-        for way in CORE:
-            ax.plot(
-                procs,
-                [run.rate(f"counter-throughput-{p}", way=way) for p in procs],
-                marker="o",
-                label=WAYS[way].replace("`", ""),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(procs, [str(p) for p in procs])
-        ax.set_yscale("log")
-        ax.set_xlabel("writer processes")
-        ax.set_ylabel("adds per second, all processes (higher is better)")
-        ax.set_title("Counter throughput")
-        ax.legend(fontsize="small")
-
+    throughput = throughput_plot(
+        run,
+        "counter-throughput",
+        CORE,
+        WAYS,
+        xlabel="writer processes",
+        ylabel="adds per second, all processes (higher is better)",
+        title="Counter throughput",
+    )
     return {"throughput": throughput}
 
 
 def summary(run: Run) -> list[list[str]]:
-    best = min(run.per_op("counter-add", way=w) for w in CORE)
-    return [
-        [
-            "[Counter](counter.md)",
-            WAYS[way],
-            fmt_time(run.per_op("counter-add", way=way)),
-            fmt_ratio(run.per_op("counter-add", way=way) / best),
-            fmt_rate(run.rate("counter-throughput-2", way=way)),
-        ]
-        for way in CORE
-    ]
+    return summary_rows(
+        run,
+        "Counter",
+        CORE,
+        WAYS,
+        seconds=lambda way: run.per_op("counter-add", way=way),
+        throughput=lambda way: fmt_rate(run.rate("counter-throughput-2", way=way)),
+    )

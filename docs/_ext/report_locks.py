@@ -5,17 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import (
-    Run,
-    about,
-    fmt_rate,
-    fmt_ratio,
-    fmt_time,
-    goal,
-    machine_line,
-    table,
-    within,
-)
+from benchreport import Run, about, fmt_rate, fmt_ratio, fmt_time, goal, table, within
+from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
 
 CLASSES = {
     "lock": {"ctypes": "CtypesLock", "robust": "RobustLock", "queue": "QueueLock"},
@@ -65,7 +56,7 @@ def _slope(run: Run, way: str) -> float:
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages: dict[str, str] = {}
 
     rows = []
     for primitive in CLASSES:
@@ -150,13 +141,12 @@ def pages(run: Run) -> dict[str, str]:
                 within(_slope(run, way), 0.8, 1.25),
             ]
         )
-    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+    pages["claims"] = claims_table(claims)
 
     ctypes = _uncontended(run, "lock", "ctypes", "with")
     bare = _uncontended(run, "lock", "stdlib", "with")
     robust = _uncontended(run, "lock", "robust", "with")
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(
                 ctypes / bare,
@@ -175,24 +165,25 @@ def pages(run: Run) -> dict[str, str]:
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
-    def hold(ax: Any) -> None:
-        held = [h for h in HOLDS if h]
-        ms = [h * 1e3 for h in held]
-        for way in ("ctypes", "queue", "manager", "none"):
-            ax.plot(
-                ms,
-                [run.rate("locks-hold", way=way, hold=h) for h in held],
-                marker="o",
-                label=label("lock", way).replace("`", ""),
-            )
-        ax.plot(ms, [1 / h for h in held], "k--", label="1 / time held (one holder at a time)")
-        ax.plot(ms, [2 / h for h in held], "k:", label="2 / time held (2 processes, no lock)")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("time held inside the lock, ms")
-        ax.set_ylabel("acquisitions per second, 2 processes (higher is better)")
-        ax.set_title("Lock throughput by time held")
-        ax.legend(fontsize="small")
+    held = [h for h in HOLDS if h]
+    ms = [h * 1e3 for h in held]
+    lines = [
+        Line(label("lock", way), [run.rate("locks-hold", way=way, hold=h) for h in held])
+        for way in ("ctypes", "queue", "manager", "none")
+    ]
+    lines += [
+        Line("1 / time held (one holder at a time)", [1 / h for h in held], "k--"),
+        Line("2 / time held (2 processes, no lock)", [2 / h for h in held], "k:"),
+    ]
+    hold = log_plot(
+        ms,
+        lines,
+        ticks={m: f"{m:g}" for m in ms},
+        base=10,
+        xlabel="time held inside the lock, ms",
+        ylabel="acquisitions per second, 2 processes (higher is better)",
+        title="Lock throughput by time held",
+    )
 
     def uncontended(ax: Any) -> None:
         names, times = [], []
@@ -211,15 +202,11 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
 
 
 def summary(run: Run) -> list[list[str]]:
-    times = {way: _uncontended(run, "lock", way, "with") for way in ORDER}
-    best = min(times.values())
-    return [
-        [
-            "[Lock](locks.md)",
-            label("lock", way),
-            fmt_time(times[way]),
-            fmt_ratio(times[way] / best),
-            fmt_rate(run.rate("locks-handoff", primitive="lock", way=way)),
-        ]
-        for way in ORDER
-    ]
+    return summary_rows(
+        run,
+        "Lock",
+        ORDER,
+        {way: label("lock", way) for way in ORDER},
+        seconds=lambda way: _uncontended(run, "lock", way, "with"),
+        throughput=lambda way: fmt_rate(run.rate("locks-handoff", primitive="lock", way=way)),
+    )

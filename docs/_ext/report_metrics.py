@@ -6,7 +6,8 @@ from collections.abc import Callable
 from statistics import median
 from typing import Any
 
-from benchreport import STAT, Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table, within
+from benchreport import STAT, Run, fmt_rate, fmt_time, goal, table, within
+from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesMetrics` (seqlock)",
@@ -30,7 +31,7 @@ def _busy(run: Run, way: str) -> dict[str, Any]:
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages: dict[str, str] = {}
 
     rows = []
     for way in ALL:
@@ -130,14 +131,13 @@ def pages(run: Run) -> dict[str, str]:
             within(queue_update / ctypes_update, 5, 20),
         ],
     ]
-    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+    pages["claims"] = claims_table(claims)
 
     seq_update = _per_worker(run, "ctypes", 1) / _per_worker(run, "unsafe", 1)
     seq_snapshot = run.per_op("metrics-snapshot-4", way="ctypes") / run.per_op(
         "metrics-snapshot-4", way="unsafe"
     )
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(
                 seq_update,
@@ -156,51 +156,33 @@ def pages(run: Run) -> dict[str, str]:
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
-    def update(ax: Any) -> None:
-        for way in ALL:
-            ax.plot(
-                WORKERS,
-                [_per_worker(run, way, w) * 1e6 for w in WORKERS],
-                marker="o",
-                label=WAYS[way].replace("`", ""),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(WORKERS, [str(w) for w in WORKERS])
-        ax.set_yscale("log")
-        ax.set_xlabel("workers updating at once")
-        ax.set_ylabel("µs per update, as one worker sees it (lower is better)")
-        ax.set_title("Metrics board: one worker update")
-        ax.legend(fontsize="small")
-
-    def snapshot(ax: Any) -> None:
-        for way in ALL:
-            ax.plot(
-                WORKERS,
-                [run.per_op(f"metrics-snapshot-{w}", way=way) * 1e6 for w in WORKERS],
-                marker="o",
-                label=WAYS[way].replace("`", ""),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(WORKERS, [str(w) for w in WORKERS])
-        ax.set_yscale("log")
-        ax.set_xlabel("rows (workers)")
-        ax.set_ylabel("µs per snapshot, no writer running (lower is better)")
-        ax.set_title("Metrics board: one snapshot")
-        ax.legend(fontsize="small")
-
+    update = log_plot(
+        WORKERS,
+        [Line(WAYS[way], [_per_worker(run, way, w) * 1e6 for w in WORKERS]) for way in ALL],
+        xlabel="workers updating at once",
+        ylabel="µs per update, as one worker sees it (lower is better)",
+        title="Metrics board: one worker update",
+    )
+    snapshot = log_plot(
+        WORKERS,
+        [
+            Line(WAYS[way], [run.per_op(f"metrics-snapshot-{w}", way=way) * 1e6 for w in WORKERS])
+            for way in ALL
+        ],
+        xlabel="rows (workers)",
+        ylabel="µs per snapshot, no writer running (lower is better)",
+        title="Metrics board: one snapshot",
+    )
     return {"update": update, "snapshot": snapshot}
 
 
 def summary(run: Run) -> list[list[str]]:
     core = ["ctypes", "queue", "manager"]
-    best = min(_per_worker(run, w, 1) for w in core)
-    return [
-        [
-            "[Metrics board](metrics.md)",
-            WAYS[way] + " update",
-            fmt_time(_per_worker(run, way, 1)),
-            fmt_ratio(_per_worker(run, way, 1) / best),
-            fmt_rate(run.rate("metrics-update-2", way=way)),
-        ]
-        for way in core
-    ]
+    return summary_rows(
+        run,
+        "Metrics board",
+        core,
+        {way: f"{WAYS[way]} update" for way in core},
+        seconds=lambda way: _per_worker(run, way, 1),
+        throughput=lambda way: fmt_rate(run.rate("metrics-update-2", way=way)),
+    )

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, machine_line, table
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
+from reportparts import (
+    PROCESSES,
+    Line,
+    claims_table,
+    goals_table,
+    log_plot,
+    processes,
+    summary_rows,
+)
 
 WAYS = {
     "ctypes": "`CtypesDict`",
@@ -36,7 +45,7 @@ def slower(ratio: float) -> str:
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run)}
+    pages: dict[str, str] = {}
 
     rows = []
     for way in [*CORE, "manager-dict", "dict"]:
@@ -52,7 +61,7 @@ def pages(run: Run) -> dict[str, str]:
         for way in CORE
         for op in OPS
     ]
-    columns = [f"{p} process{'es' if p > 1 else ''}, {k} keys" for p, k in RUNS]
+    columns = [f"{processes(p)}, {k} keys" for p, k in RUNS]
     header = ["way", "operation", *columns]
     pages["throughput"] = table(header, rows)
 
@@ -100,13 +109,12 @@ def pages(run: Run) -> dict[str, str]:
             "**Confirmed**" if min(faster) > 1 else "**Not confirmed**",
         ]
     )
-    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+    pages["claims"] = claims_table(claims)
 
     get_ratio = _latency(run, "manager", "get") / _latency(run, "ctypes", "get")
     naive = _latency(run, "manager-dict", "update") / _latency(run, "manager", "update")
     wrapper = _latency(run, "manager", "get") / _latency(run, "manager-dict", "get")
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(
                 get_ratio,
@@ -148,32 +156,32 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
         ax.set_title("Dict latency")
         ax.legend(fontsize="small", ncols=2, loc="upper left")
 
-    def throughput(ax: Any) -> None:
-        procs = [1, 2, 4]
-        for way in CORE:
-            for op, style in (("get", "-"), ("update", "--")):
-                rates = [_rate(run, way, op, p, "distinct" if p == 1 else "shared") for p in procs]
-                ax.plot(procs, rates, style, marker="o", label=f"{WAYS[way].strip('`')} {op}")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(procs, [str(p) for p in procs])
-        ax.set_yscale("log")
-        ax.set_xlabel("processes, all on the same 8 keys")
-        ax.set_ylabel("operations per second, all processes (higher is better)")
-        ax.set_title("Dict throughput")
-        ax.legend(fontsize="small", ncols=3)
-
+    # One process has no one to share keys with: its point is the distinct-keys run.
+    throughput = log_plot(
+        PROCESSES,
+        [
+            Line(
+                f"{WAYS[way]} {op}",
+                [_rate(run, way, op, p, "distinct" if p == 1 else "shared") for p in PROCESSES],
+                style,
+            )
+            for way in CORE
+            for op, style in (("get", "o-"), ("update", "o--"))
+        ],
+        xlabel="processes, all on the same 8 keys",
+        ylabel="operations per second, all processes (higher is better)",
+        title="Dict throughput",
+        legend_columns=3,
+    )
     return {"latency": latency, "throughput": throughput}
 
 
 def summary(run: Run) -> list[list[str]]:
-    best = min(_latency(run, way, "get") for way in CORE)
-    return [
-        [
-            "[Dict](table.md)",
-            f"{WAYS[way]} `get`",
-            fmt_time(_latency(run, way, "get")),
-            fmt_ratio(_latency(run, way, "get") / best),
-            fmt_rate(_rate(run, way, "get", 2, "shared")),
-        ]
-        for way in CORE
-    ]
+    return summary_rows(
+        run,
+        "Dict",
+        CORE,
+        {way: f"{WAYS[way]} `get`" for way in CORE},
+        seconds=lambda way: _latency(run, way, "get"),
+        throughput=lambda way: fmt_rate(_rate(run, way, "get", 2, "shared")),
+    )

@@ -14,16 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import (
-    Run,
-    fmt_rate,
-    fmt_ratio,
-    fmt_time,
-    goal,
-    machine_line,
-    table,
-    within,
-)
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table, within
+from reportparts import claims_table, goals_table, summary_rows, throughput_plot, throughput_table
 
 WAYS = {
     "ctypes": "`CtypesValue`",
@@ -109,7 +101,7 @@ def c_long_claim() -> list[str]:
 
 
 def pages(run: Run) -> dict[str, str]:
-    pages: dict[str, str] = {"machine": machine_line(run), "types": types()}
+    pages: dict[str, str] = {"types": types()}
 
     rows = []
     for op in ("get", "set", "update"):
@@ -119,11 +111,7 @@ def pages(run: Run) -> dict[str, str]:
             rows.append([f"`{op}`", WAYS[way], fmt_time(t), fmt_ratio(t / ref)])
     pages["ops"] = table(["call", "way", "one call, one process", "time vs `CtypesValue`"], rows)
 
-    rows = []
-    for way in CORE:
-        rates = [run.rate(f"value-throughput-{p}", way=way) for p in (1, 2, 4)]
-        rows.append([WAYS[way], *map(fmt_rate, rates)])
-    pages["throughput"] = table(["way", "1 process", "2 processes", "4 processes"], rows)
+    pages["throughput"] = throughput_table(run, "value-throughput", CORE, WAYS)
 
     ref = run.per_op("value-set-type", type="c_double")
     rows = [
@@ -174,13 +162,12 @@ def pages(run: Run) -> dict[str, str]:
             "feeder thread)",
         ]
     )
-    pages["claims"] = table(["claim", "measured here", "verdict"], claims)
+    pages["claims"] = claims_table(claims)
 
     get = ratio("get", "mp-value-read") ** -1
     set_ = ratio("set", "mp-value-write") ** -1
     update = ratio("update", "mp-value-rmw") ** -1
-    pages["goals"] = table(
-        ["design goal", "measured", "verdict"],
+    pages["goals"] = goals_table(
         [
             goal(get, "`CtypesValue.get` costs at most 3x a locked `Value.value` read", get <= 3),
             goal(
@@ -217,35 +204,24 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
         ax.set_title("Value: one call")
         ax.legend(fontsize="small")
 
-    def throughput(ax: Any) -> None:
-        procs = [1, 2, 4]
-        for way in CORE:
-            ax.plot(
-                procs,
-                [run.rate(f"value-throughput-{p}", way=way) for p in procs],
-                marker="o",
-                label=WAYS[way].replace("`", ""),
-            )
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(procs, [str(p) for p in procs])
-        ax.set_yscale("log")
-        ax.set_xlabel("processes updating")
-        ax.set_ylabel("updates per second, all processes (higher is better)")
-        ax.set_title("Value: update throughput")
-        ax.legend(fontsize="small")
-
+    throughput = throughput_plot(
+        run,
+        "value-throughput",
+        CORE,
+        WAYS,
+        xlabel="processes updating",
+        ylabel="updates per second, all processes (higher is better)",
+        title="Value: update throughput",
+    )
     return {"ops": ops, "throughput": throughput}
 
 
 def summary(run: Run) -> list[list[str]]:
-    best = min(run.per_op("value-update", way=w) for w in CORE)
-    return [
-        [
-            "[Value](value.md)",
-            WAYS[way] + " `update`",
-            fmt_time(run.per_op("value-update", way=way)),
-            fmt_ratio(run.per_op("value-update", way=way) / best),
-            fmt_rate(run.rate("value-throughput-2", way=way)),
-        ]
-        for way in CORE
-    ]
+    return summary_rows(
+        run,
+        "Value",
+        CORE,
+        {way: f"{WAYS[way]} `update`" for way in CORE},
+        seconds=lambda way: run.per_op("value-update", way=way),
+        throughput=lambda way: fmt_rate(run.rate("value-throughput-2", way=way)),
+    )

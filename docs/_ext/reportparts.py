@@ -1,0 +1,136 @@
+"""The parts of a benchmark page that several primitives' pages share.
+
+A ``report_<primitive>.py`` builds its page from these and from the formats
+and verdicts of benchreport.py, and keeps only what is its own: its ways'
+labels, its claims and goals, the tables no other primitive has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, table
+
+#: The process counts of every ``<group>-<P>`` throughput benchmark.
+PROCESSES = (1, 2, 4)
+
+
+def processes(n: int) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
+def claims_table(rows: Iterable[list[str]]) -> str:
+    """The article's claims, each with what this run measured and a verdict."""
+    return table(["claim", "measured here", "verdict"], rows)
+
+
+def goals_table(rows: Iterable[list[str]]) -> str:
+    """shmref's own design goals, each row from benchreport.goal()."""
+    return table(["design goal", "measured", "verdict"], rows)
+
+
+def throughput_table(run: Run, group: str, ways: Iterable[str], labels: Mapping[str, str]) -> str:
+    """Operations per second of each way, all its processes together.
+
+    One column per benchmark ``<group>-<P>`` of PROCESSES.
+    """
+    rows = [
+        [labels[way], *(fmt_rate(run.rate(f"{group}-{p}", way=way)) for p in PROCESSES)]
+        for way in ways
+    ]
+    return table(["way", *map(processes, PROCESSES)], rows)
+
+
+class Line(NamedTuple):
+    """One curve of a log_plot."""
+
+    #: Markdown, as the tables write it; the legend drops the backticks.
+    label: str
+    values: list[float]
+    #: matplotlib's format string (marker, line, colour): dots joined by a line.
+    style: str = "o-"
+
+
+def log_plot(
+    x: Sequence[float],
+    lines: Iterable[Line],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    ticks: Mapping[float, str] | None = None,
+    base: int = 2,
+    legend_size: str = "small",
+    legend_columns: int = 1,
+    markersize: float | None = None,
+) -> Callable[[Any], None]:
+    """Draws ``lines`` over ``x`` (processes, sizes: each step a multiple), both axes log.
+
+    The x axis is marked at ``ticks``, by default at every x with its number,
+    so that processes read 1, 2, 4 and not powers of two.
+    """
+    lines = list(lines)
+    marks = {v: str(v) for v in x} if ticks is None else ticks
+    options = {} if markersize is None else {"markersize": markersize}
+
+    def draw(ax: Any) -> None:
+        for line in lines:
+            ax.plot(x, line.values, line.style, label=line.label.replace("`", ""), **options)
+        ax.set_xscale("log", base=base)
+        ax.set_xticks(list(marks), list(marks.values()))
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=legend_size, ncols=legend_columns)
+
+    return draw
+
+
+def throughput_plot(
+    run: Run,
+    group: str,
+    ways: Iterable[str],
+    labels: Mapping[str, str],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> Callable[[Any], None]:
+    """throughput_table's numbers as a plot: one line per way, by process count."""
+    lines = [
+        Line(labels[way], [run.rate(f"{group}-{p}", way=way) for p in PROCESSES]) for way in ways
+    ]
+    return log_plot(PROCESSES, lines, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def summary_rows(
+    run: Run,
+    title: str,
+    ways: Iterable[str],
+    labels: Mapping[str, str],
+    *,
+    seconds: Callable[[str], float],
+    throughput: Callable[[str], str],
+    call: str = "",
+) -> list[list[str]]:
+    """The index page's rows for one primitive, in the columns of benchreport.SUMMARY_HEADER.
+
+    ``seconds(way)`` is the time of the way's one operation, ``throughput(way)``
+    its throughput cell; ``call`` names that operation where the labels do not.
+    "vs fastest" compares the ways given here, so pick like with like.
+    """
+    times = {way: seconds(way) for way in ways}
+    fastest = min(times.values())
+    named = f" ({call})" if call else ""
+    return [
+        [
+            f"[{title}]({run.name}.md)",
+            labels[way],
+            fmt_time(t) + named,
+            fmt_ratio(t / fastest),
+            throughput(way),
+        ]
+        for way, t in times.items()
+    ]

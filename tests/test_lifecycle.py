@@ -1,0 +1,318 @@
+"""One lifecycle contract for every way of every primitive, under every start method.
+
+In the style of CPython's ``_test_multiprocessing``: each clause is written
+once and installed for primitive x way x start method. What a primitive
+supplies is in ``tests/ways_<primitive>.py``: its ways (``WAYS``, ``make``),
+every public call with valid arguments (``CALLS``) and with arguments every
+way refuses (``BAD_CALLS``), a way to make one call block (``stall``), and
+the clauses a way cannot keep (``CANNOT``, strict xfail with the reason),
+and the clauses that mean something else for the primitive
+(``NOT_APPLICABLE``: clause -> reason; a lock's ``with`` acquires).
+
+The clauses: a closed handle refuses every call with ``ValueError`` (or the
+primitive's subclass) before looking at the arguments; ``close()`` twice is
+harmless; ``with`` closes and never replaces the exception that ended the
+block; a child's ``close()`` detaches only the child; the creator's
+``close()`` stops the owner or server (and the leak check sees segments and
+children go); with the owner or server dead, every call ends within its
+timeout, the reading calls with ``OwnerGone``, and ``close()`` is prompt; a
+thread blocked in a call wakes with the closed error when another thread
+closes the handle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from shmref.lifecycle import Closable, OwnerGone, run, seconds
+from shmref.owner import Owner
+from shmref.server import Server
+from tests.conftest import START_METHODS, run_children
+
+#: The timeout every handle here gets: short, so a dead peer shows quickly.
+TIMEOUT = 3.0
+#: What a call may take beyond its timeout on a busy machine.
+SLACK = 5.0
+
+PRIMITIVES: dict[str, ModuleType] = {
+    path.stem.removeprefix("ways_"): importlib.import_module(f"tests.{path.stem}")
+    for path in sorted(Path(__file__).parent.glob("ways_*.py"))
+}
+
+
+def lifecycle(clause: str) -> pytest.MarkDecorator:
+    """Parametrize ``clause`` over primitive x way x start method."""
+    params = []
+    for primitive, ways in PRIMITIVES.items():
+        if clause in getattr(ways, "NOT_APPLICABLE", {}):
+            continue  # e.g. "with": for a lock it means acquire and release
+        cannot: dict[tuple[str, str], str] = getattr(ways, "CANNOT", {})
+        for way in ways.WAYS:
+            marks = []
+            if (clause, way) in cannot:
+                marks.append(pytest.mark.xfail(strict=True, reason=cannot[clause, way]))
+            params += [
+                pytest.param(primitive, way, method, marks=marks, id=f"{primitive}-{way}-{method}")
+                for method in START_METHODS
+            ]
+    return pytest.mark.parametrize(("primitive", "way", "start_method"), params)
+
+
+@pytest.fixture
+def ways(primitive: str) -> ModuleType:
+    return PRIMITIVES[primitive]
+
+
+@pytest.fixture
+def make(ways: ModuleType, way: str, ctx: BaseContext) -> Any:
+    made: list[Any] = []
+
+    def make() -> Any:
+        handle = ways.make(way, ctx, TIMEOUT)
+        made.append(handle)
+        return handle
+
+    yield make
+    for handle in made:
+        handle.close()
+
+
+def closed_error(call: Callable[[], object]) -> BaseException:
+    """The exception ``call`` raises; it must be the closed error."""
+    with pytest.raises(ValueError) as caught:
+        call()
+    assert "closed" in str(caught.value), f"not the closed error: {caught.value!r}"
+    return caught.value
+
+
+def link(handle: Any) -> Owner | Server | None:
+    """The handle's owner client or server handle, if it has one."""
+    for value in vars(handle).values():
+        if isinstance(value, (Owner, Server)):
+            return value
+    return None
+
+
+def close_in_child(handle: Any) -> None:
+    handle.close()
+
+
+@lifecycle("closed")
+def test_closed_handle_refuses_every_call(make: Callable[[], Any], ways: ModuleType) -> None:
+    handle = make()
+    handle.close()
+    for name, call in {**ways.CALLS, **ways.BAD_CALLS}.items():
+        error = closed_error(lambda call=call: call(handle))
+        assert type(handle).__name__ in str(error), (name, error)
+
+
+@lifecycle("close_twice")
+def test_close_twice(make: Callable[[], Any]) -> None:
+    handle = make()
+    handle.close()
+    handle.close()
+
+
+@lifecycle("with")
+def test_with_closes_and_keeps_the_error_in_flight(
+    make: Callable[[], Any], ways: ModuleType
+) -> None:
+    handle = make()
+    with handle as entered:
+        assert entered is handle
+        for call in ways.CALLS.values():
+            call(handle)
+    closed_error(lambda: next(iter(ways.CALLS.values()))(handle))
+
+    class Marker(Exception):
+        pass
+
+    with pytest.raises(Marker), make():
+        raise Marker
+
+
+@lifecycle("child_close")
+def test_child_close_detaches_only_the_child(
+    make: Callable[[], Any], ways: ModuleType, ctx: BaseContext
+) -> None:
+    handle = make()
+    run_children(ctx, close_in_child, handle, count=2)
+    for call in ways.CALLS.values():
+        call(handle)
+
+
+@lifecycle("creator_close")
+def test_creator_close_stops_owner_and_server(make: Callable[[], Any]) -> None:
+    before = {p.pid for p in multiprocessing.active_children()}
+    handle = make()
+    started = {p.pid for p in multiprocessing.active_children()} - before
+    assert len(started) == (1 if link(handle) is not None and link(handle)._creator else 0)
+    handle.close()
+    assert not started & {p.pid for p in multiprocessing.active_children()}
+
+
+def kill(peer: Owner | Server) -> None:
+    process = peer._process if isinstance(peer, Owner) else peer._manager._process
+    process.kill()
+    process.join(SLACK)
+
+
+@lifecycle("dead_owner")
+def test_dead_owner_or_server_gives_a_clear_error(
+    make: Callable[[], Any], ways: ModuleType
+) -> None:
+    handle = make()
+    peer = link(handle)
+    if peer is None:
+        pytest.skip("this way has no owner process or server")
+    kill(peer)
+    outcomes = {}
+    for name, call in ways.CALLS.items():
+        start = time.monotonic()
+        try:
+            call(handle)
+        except OwnerGone:
+            outcomes[name] = "OwnerGone"
+        except BaseException as error:
+            pytest.fail(f"{name}: {type(error).__name__}: {error} (want OwnerGone)")
+        else:
+            outcomes[name] = "returned"  # a message that needs no reply
+        assert time.monotonic() - start < TIMEOUT + SLACK, name
+    assert "OwnerGone" in outcomes.values(), outcomes
+    start = time.monotonic()
+    handle.close()
+    assert time.monotonic() - start < TIMEOUT + SLACK
+    closed_error(lambda: next(iter(ways.CALLS.values()))(handle))
+
+
+@lifecycle("stalled_close")
+def test_close_wakes_a_blocked_call(make: Callable[[], Any], ways: ModuleType, way: str) -> None:
+    handle = make()
+    blocked = ways.stall(way, handle)
+    if blocked is None:
+        pytest.skip("no call of this way can block")
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            blocked()
+        except BaseException as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(0.5)  # long enough to be inside the call; it must not return
+    assert thread.is_alive(), f"the stalled call did not block: {outcome}"
+    handle.close()
+    thread.join(TIMEOUT + SLACK)
+    assert not thread.is_alive(), "close() did not wake the blocked call"
+    assert isinstance(outcome[0], ValueError) and "closed" in str(outcome[0]), outcome
+
+
+@lifecycle("timeout_rule")
+def test_constructor_timeout_follows_one_rule(
+    ways: ModuleType, way: str, ctx: BaseContext
+) -> None:
+    # Regression (issue 9): True was taken as 1 s, and inf, nan, 1e9 raised
+    # OSError, OverflowError or ValueError in some ways and waited in others.
+    for bad, error in ((True, TypeError), ("1", TypeError), (float("nan"), ValueError), (-1, ValueError)):
+        with pytest.raises(error):
+            ways.make(way, ctx, bad)
+    for endless in (float("inf"), 1e9, None):
+        handle = ways.make(way, ctx, endless)
+        try:
+            for call in ways.CALLS.values():
+                call(handle)
+        finally:
+            handle.close()
+
+
+# The rules themselves, once.
+
+
+@pytest.mark.parametrize(
+    ("timeout", "expected"),
+    [(0, 0.0), (2.5, 2.5), (None, None), (float("inf"), None), (1e9, None), (3e6, None)],
+)
+def test_seconds_accepts(timeout: object, expected: float | None) -> None:
+    assert seconds(timeout) == expected
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(True, TypeError), ("1", TypeError), (float("nan"), ValueError), (-0.5, ValueError)],
+)
+def test_seconds_refuses(timeout: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="timeout"):
+        seconds(timeout)
+
+
+def test_with_keeps_the_error_when_close_fails() -> None:
+    class Failing(Closable):
+        def _release(self) -> None:
+            raise OSError("cannot release")
+
+    with pytest.raises(KeyError) as caught, Failing():
+        raise KeyError("the real problem")
+    if sys.version_info >= (3, 11):
+        assert "close() failed: OSError: cannot release" in caught.value.__notes__[0]
+    with pytest.raises(OSError), Failing():
+        pass
+
+
+def test_unpicklable_error_becomes_the_same_runtime_error() -> None:
+    class Local(Exception):  # a class pickle cannot find by name
+        pass
+
+    ok, error = run(lambda: (_ for _ in ()).throw(Local("boom")))
+    assert not ok and type(error) is RuntimeError and "Local: boom" in str(error)
+    ok, error = run(sys.exit, 3)
+    assert not ok and type(error) is SystemExit and error.code == 3
+
+
+PRIVATE_SHM = (
+    "unshare -m --propagation private sh -c "
+    "'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec \"$0\" -c \"$1\"'"
+)
+
+
+def test_full_dev_shm_is_an_error_not_a_sigbus() -> None:
+    # A segment larger than /dev/shm used to be created fine and kill the
+    # first process to write its last page with SIGBUS.
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (util-linux) for a private 1 MiB /dev/shm")
+    code = (
+        "from shmref import segment\n"
+        "try:\n"
+        "    segment.create(8 << 20)\n"
+        "except OSError as error:\n"
+        "    print('refused:', error)\n"
+    )
+    done = subprocess.run(
+        [*shlex.split(PRIVATE_SHM), sys.executable, code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )
+    if "mount" in done.stderr and done.returncode:
+        pytest.skip(f"cannot mount a private /dev/shm here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert "refused: " in done.stdout and "/dev/shm" in done.stdout
