@@ -23,7 +23,6 @@ alone into a project and it works.
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
 from multiprocessing import util
 from multiprocessing.context import BaseContext

@@ -71,7 +71,9 @@ def seconds(timeout: object, what: str = "timeout") -> float | None:
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise TypeError(f"{what} must be a number of seconds or None, not {type(timeout).__name__}")
+        raise TypeError(
+            f"{what} must be a number of seconds or None, not {type(timeout).__name__}"
+        )
     value = float(timeout)
     if math.isnan(value) or value < 0:
         raise ValueError(f"{what} must be a number of seconds >= 0 or None, not {timeout!r}")
@@ -105,7 +107,7 @@ class Deadline:
 def integer(value: object, what: str) -> int:
     """``value`` as an int: an int or an integral number such as numpy's, never a bool."""
     if value.__class__ is int:
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
         raise TypeError(f"{what} must be an int, not bool")
     if not isinstance(value, numbers.Integral):
@@ -116,7 +118,7 @@ def integer(value: object, what: str) -> int:
 def real(value: object, what: str) -> float:
     """``value`` as a float: an int, a float or a real number such as numpy's, never a bool."""
     if value.__class__ is float:
-        return value  # type: ignore[return-value]
+        return value
     if isinstance(value, bool) or type(value).__name__ in ("bool_", "bool"):
         raise TypeError(f"{what} must be a number, not bool")
     if not isinstance(value, numbers.Real):
@@ -143,12 +145,11 @@ def timed_out(what: str, timeout: float | None) -> TimeoutError:
     return TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
 
 
-def acquire(
-    lock: Any, timeout: float | None, what: str, handle: Closable | None = None
-) -> None:
+def acquire(lock: Any, timeout: float | None, what: str, handle: Any = None) -> None:
     """Take ``lock`` within ``timeout`` seconds, or raise ``TimeoutError``.
 
-    The wait is done in slices, so that a handle closed meanwhile by another
+    The wait is done in slices, so that a ``handle`` (a :class:`Closable`,
+    or anything with ``_closed`` and ``_refuse()``) closed meanwhile by another
     thread wakes its waiters with the closed error instead of letting them
     wait out their timeout.
     """
@@ -213,7 +214,7 @@ def unpickled(payload: bytes) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         fn, args = pickle.loads(payload)
     except Exception as error:
         raise TypeError(f"the serving process cannot import fn: {error}") from None
-    return fn, args  # type: ignore[no-any-return]
+    return fn, args
 
 
 class Closable:

@@ -46,7 +46,9 @@ def _dumps(message: object) -> bytes:
     try:
         return _DUMPS(message, pickle.HIGHEST_PROTOCOL)
     except Exception as error:
-        raise TypeError(f"cannot send to the owner process: {type(error).__name__}: {error}") from None
+        raise TypeError(
+            f"cannot send to the owner process: {type(error).__name__}: {error}"
+        ) from None
 
 
 def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], args: Any) -> None:
@@ -60,9 +62,7 @@ def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], 
         try:
             message = requests.get(timeout=IDLE_CHECK)
             # call() sends bytes it pickled itself, send() a plain tuple.
-            token, method, call_args = (
-                _LOADS(message) if message.__class__ is bytes else message
-            )
+            token, method, call_args = _LOADS(message) if message.__class__ is bytes else message
         except queue.Empty:
             token = None
             method = ""

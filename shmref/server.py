@@ -56,7 +56,7 @@ class Server:
         self.closed_error = closed_error
         self.closed = False
         self._manager: Any = None
-        self._creator = os.getpid()
+        self._creator: int | None = os.getpid()
         if manager is None:
             manager = self._manager = manager_type(ctx=context(ctx))
             manager.start()

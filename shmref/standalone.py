@@ -92,7 +92,7 @@ class _Module:
 
 def _start(node: ast.stmt) -> int:
     decorators = getattr(node, "decorator_list", [])
-    return min([node.lineno, *(d.lineno for d in decorators)])
+    return int(min([node.lineno, *(d.lineno for d in decorators)]))
 
 
 def _needed(primitive: str) -> list[str]:

@@ -232,7 +232,12 @@ def test_constructor_timeout_follows_one_rule(
 ) -> None:
     # Regression (issue 9): True was taken as 1 s, and inf, nan, 1e9 raised
     # OSError, OverflowError or ValueError in some ways and waited in others.
-    for bad, error in ((True, TypeError), ("1", TypeError), (float("nan"), ValueError), (-1, ValueError)):
+    for bad, error in (
+        (True, TypeError),
+        ("1", TypeError),
+        (float("nan"), ValueError),
+        (-1, ValueError),
+    ):
         with pytest.raises(error):
             ways.make(way, ctx, bad)
     for endless in (float("inf"), 1e9, None):
@@ -289,7 +294,7 @@ def test_unpicklable_error_becomes_the_same_runtime_error() -> None:
 
 PRIVATE_SHM = (
     "unshare -m --propagation private sh -c "
-    "'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec \"$0\" -c \"$1\"'"
+    '\'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" -c "$1"\''
 )
 
 

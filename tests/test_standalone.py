@@ -19,7 +19,6 @@ from typing import NamedTuple
 import pytest
 
 import shmref
-
 from shmref.standalone import PRIMITIVES, generate
 
 PACKAGE = Path(shmref.__file__).parent
