@@ -146,34 +146,35 @@ class CtypesCounter(Closable):
         self._attach()
 
     def add(self, n: int = 1) -> None:
+        # Read before the check: a close() in another thread drops them.
+        lock, raw = self._lock, self._raw
         if self._closed:
             self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
-        lock = self._lock
         acquire(lock, self._timeout, "counter lock", self)
         try:
-            total = self._raw.value + n
+            total = raw.value + n
             if total > INT64_MAX or total < INT64_MIN:
-                raise _overflow(self._raw.value, n)
-            self._raw.value = total
+                raise _overflow(raw.value, n)
+            raw.value = total
         finally:
             lock.release()
 
     def get(self) -> int:
+        lock, raw = self._lock, self._raw
         if self._closed:
             self._refuse()
-        lock = self._lock
         acquire(lock, self._timeout, "counter lock", self)
         try:
-            return int(self._raw.value)
+            return int(raw.value)
         finally:
             lock.release()
 
     def _release(self) -> None:
         # Drop the shared objects: their memory and semaphores go with the
         # last handle, in whichever process that is.
-        self._shared = self._raw = None
+        self._shared = self._raw = self._lock = None
 
 
 #: int64 items per slot: 64 bytes, the cache line of x86-64 and most AArch64.

@@ -38,6 +38,8 @@ from typing import Any
 from shmref.lifecycle import IDLE_CHECK, Deadline, OwnerGone, acquire, portable, run
 
 _STOP = "stop"
+#: Seconds close() waits for the reply lock before it kills the owner instead.
+_STOP_LOCK_WAIT = 1.0
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 
@@ -164,13 +166,15 @@ class Owner:
 
     def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` run by the owner: its result, or its exception raised here."""
-        return self._ask(method, args, self)
+        return self._ask(method, args, self, self.timeout)
 
-    def _ask(self, method: str, args: tuple[Any, ...], waker: Owner | None) -> Any:
+    def _ask(
+        self, method: str, args: tuple[Any, ...], waker: Owner | None, lock_wait: float | None
+    ) -> Any:
         # waker: whose closing ends the wait (None: close()'s own stop request).
         token = (os.getpid(), id(self), next(self._tokens))
         request = _dumps((token, method, args))
-        acquire(self._reply_lock, self.timeout, f"{self.what}'s reply lock", waker)
+        acquire(self._reply_lock, lock_wait, f"{self.what}'s reply lock", waker)
         try:
             self._requests.put(request)
             deadline = Deadline(self.timeout)
@@ -207,7 +211,10 @@ class Owner:
         stopped = False
         if process.is_alive():
             try:
-                self._ask(_STOP, (), None)
+                # A caller of this process that holds the reply lock sees the
+                # handle closed within a slice and lets go; one that does
+                # not (another process's, or a dead one) is not waited for.
+                self._ask(_STOP, (), None, _STOP_LOCK_WAIT)
                 stopped = True
             except (TimeoutError, OwnerGone):
                 pass  # killed below

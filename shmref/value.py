@@ -14,37 +14,58 @@ scalar of a C type from :data:`TYPES` (``c_int``, ``c_long``, ``c_longlong``,
 ``update(fn, *args)`` is an atomic read-modify-write: it stores
 ``fn(current, *args)`` with no other change in between and returns it. The
 owner process or the manager server runs ``fn`` on its side, so ``fn`` must
-be importable there: a module-level function such as ``operator.add``.
+be importable there: a module-level function such as ``operator.add``. The
+Queue and Manager ways pickle ``fn`` in the caller, so a lambda raises
+``TypeError`` at once; :class:`CtypesValue` runs ``fn`` in the caller and
+takes any callable.
 
 Every value is checked against its C type before it is stored, including the
 result of ``fn``: a value the type cannot hold raises ``TypeError``,
 ``OverflowError`` or ``ValueError`` and the stored value stays as it was.
 (ctypes itself silently wraps ``2**31`` stored into a ``c_int`` to
-``-2147483648``.) A ``c_float`` stores the nearest single-precision float,
+``-2147483648``.) numpy's integer, float and bool scalars count as ints,
+floats and bools. A ``c_float`` stores the nearest single-precision float,
 so ``get()`` after ``set(0.1)`` returns ``0.10000000149011612``.
+
+The three ways raise the same exception types for the same input. An
+exception raised by ``fn`` (``SystemExit`` included) is raised in the
+caller, the value unchanged, and the owner or server goes on serving; one
+that cannot be pickled becomes a ``RuntimeError`` naming it, in every way.
 
 Objects pass to child processes as ``Process`` arguments under every start
 method. The process that creates a value owns it: its ``close()`` stops the
 owner process or server; ``close()`` in another process only detaches that
-process's handle. This module imports only the standard library: copy it
-alone into a project and it works.
+process's handle. ``python -m shmref.standalone value`` writes this module
+and the shared machinery it uses as one file that imports only the standard
+library, to copy into a project.
 """
 
 from __future__ import annotations
 
 import ctypes
 import math
-import multiprocessing
 import operator
-import os
-import pickle
-import queue
 import struct
 import threading
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    Closable,
+    acquire,
+    context,
+    integer,
+    pickled,
+    portable,
+    real,
+    seconds,
+    unpickled,
+)
+from shmref.owner import Owner
+from shmref.server import EXPOSED, Served, Server
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -72,9 +93,6 @@ TYPES: dict[str, type[Any]] = {
     "c_char": ctypes.c_char,
 }
 
-#: Seconds a call waits for a lock or a reply before raising TimeoutError.
-DEFAULT_TIMEOUT = 30.0
-
 _INTEGERS = (ctypes.c_int, ctypes.c_long, ctypes.c_longlong)
 _FLOATS = (ctypes.c_float, ctypes.c_double)
 
@@ -96,11 +114,12 @@ def _supported(ctype: object) -> type[Any]:
 def check(ctype: type[ctypes._SimpleCData[T]], value: object) -> T:
     """``value`` as ``ctype`` stores it, or an error if ``ctype`` cannot hold it.
 
-    Integers must be ``int`` (not ``bool``) within the type's signed range
-    (``OverflowError`` outside it); floats accept ``int`` and ``float`` and
-    are rounded as the type rounds them (``OverflowError`` if a finite value
-    would become infinite); ``c_bool`` accepts ``bool``; ``c_char`` accepts
-    ``bytes`` of length 1 (``ValueError`` for another length).
+    Integers must be ints (``int`` or an integral number such as numpy's,
+    not ``bool``) within the type's signed range (``OverflowError`` outside
+    it); floats accept ints and real numbers and are rounded as the type
+    rounds them (``OverflowError`` if a finite value would become infinite);
+    ``c_bool`` accepts ``bool`` (and numpy's); ``c_char`` accepts ``bytes``
+    of length 1 (``ValueError`` for another length).
 
     >>> import ctypes
     >>> check(ctypes.c_float, 0.1)
@@ -124,12 +143,12 @@ def _checker(ctype: type[Any]) -> Callable[[object], Any]:
         bits = 8 * ctypes.sizeof(ctype)
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
-        def integer(value: object) -> Any:
+        def whole(value: object) -> Any:
             if value.__class__ is int and low <= value <= high:
                 return value
             return slowly(value)
 
-        return integer
+        return whole
     if ctype is ctypes.c_double:
 
         def double(value: object) -> Any:
@@ -179,39 +198,38 @@ def _check_slowly(ctype: type[Any], value: object) -> Any:
     name = _name(_supported(ctype))
     kind = type(value).__name__
     if ctype in _INTEGERS:
-        # bool is an int subclass; storing True as 1 is almost always a bug.
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} holds an int, not {kind}")
+        # integer() refuses bool: storing True as 1 is almost always a bug.
+        number = integer(value, name)
         bits = 8 * ctypes.sizeof(ctype)
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-        if not low <= value <= high:
+        if not low <= number <= high:
             raise OverflowError(
                 f"{value} does not fit in {name} (signed {bits}-bit: {low} to {high})"
             )
-        return int(value)
+        return number
     if ctype in _FLOATS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} holds a float or an int, not {kind}")
         try:
-            number = float(value)
+            stored = real(value, name)  # float(10**400) raises OverflowError
             if ctypes.sizeof(ctype) == 4:
                 # The rounding the C float store does (some Pythons' struct
                 # raises OverflowError, others round to infinity).
-                finite = math.isfinite(number)
-                (number,) = struct.unpack("f", struct.pack("f", number))
-                if finite and not math.isfinite(number):
+                finite = math.isfinite(stored)
+                (stored,) = struct.unpack("f", struct.pack("f", stored))
+                if finite and not math.isfinite(stored):
                     raise OverflowError
         except OverflowError:
             raise OverflowError(f"{value!r} is too large for {name}") from None
-        return number
+        return stored
     if ctype is ctypes.c_bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"c_bool holds a bool, not {kind}")
-        return value
+        if isinstance(value, bool):
+            return value
+        if kind in ("bool_", "bool"):  # numpy's bool, which is not a bool subclass
+            return bool(value)
+        raise TypeError(f"c_bool must be a bool, not {kind}")
     if not isinstance(value, bytes):
-        raise TypeError(f"c_char holds one byte (bytes of length 1), not {kind}")
+        raise TypeError(f"c_char must be one byte (bytes of length 1), not {kind}")
     if len(value) != 1:
-        raise ValueError(f"c_char holds one byte, not {len(value)}: {value!r}")
+        raise ValueError(f"c_char must be one byte, not {len(value)}: {value!r}")
     return bytes(value)
 
 
@@ -220,64 +238,10 @@ _CHECKERS: dict[object, Callable[[object], Any]] = {
 }
 
 
-def _zero(ctype: type[Any]) -> Any:
-    return ctype().value
-
-
-def _context(ctx: BaseContext | None) -> Any:
-    # Any: typeshed's BaseContext lacks Process, and the shared objects it
-    # makes are replaced by None on close().
-    return ctx if ctx is not None else multiprocessing.get_context()
-
-
-def _timed_out(what: str, timeout: float | None) -> TimeoutError:
-    return TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
-
-
-def _acquire(lock: Any, timeout: float | None, what: str) -> None:
-    if not lock.acquire(timeout=timeout):
-        raise _timed_out(what, timeout)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, as another user
-        return True
-    return True
-
-
-def _pack(fn: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
-    """``(fn, args)`` as bytes the owner can load, or a clear error here."""
-    if not callable(fn):
-        raise TypeError(f"update needs a function, not {type(fn).__name__}")
-    try:
-        return pickle.dumps((fn, args))
-    except Exception as error:
-        raise TypeError(
-            f"update runs fn in another process, which must be able to import it: "
-            f"use a module-level function, not {fn!r} ({error})"
-        ) from None
-
-
-def _apply(ctype: type[Any], value: Any, payload: bytes) -> Any:
-    """The owner's or server's side of ``update``: the new value, checked."""
-    try:
-        fn, args = pickle.loads(payload)
-    except Exception as error:
-        raise TypeError(f"the owner process cannot import the update function: {error}") from None
-    return check(ctype, fn(value, *args))
-
-
-def _portable(error: BaseException) -> BaseException:
-    # An exception that does not pickle would never reach the caller.
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return error
+def _initial(ctype: type[Any], value: object) -> Any:
+    """The checked initial value: ``value``, or the type's zero for None."""
+    check_value = _checker_for(ctype)  # first: an unsupported type raises TypeError here
+    return ctype().value if value is None else check_value(value)
 
 
 @runtime_checkable
@@ -288,8 +252,9 @@ class Value(Protocol[T]):
     *args)`` atomically stores ``fn(current, *args)`` and returns it. A value
     the type cannot hold (see :func:`check`), from ``set`` or from ``fn``,
     raises and leaves the value as it was; so does an exception raised by
-    ``fn``. After ``close()`` every call raises ``ValueError``; ``close()``
-    may be called again.
+    ``fn``, which is raised in the caller (a ``RuntimeError`` naming it if it
+    cannot be pickled). After ``close()`` every call raises ``ValueError``;
+    ``close()`` may be called again.
     """
 
     def get(self) -> T: ...
@@ -305,34 +270,15 @@ class Value(Protocol[T]):
     def __exit__(self, *exc: object) -> None: ...
 
 
-class _Closable:
-    """The close/context-manager half of the protocol, shared by every way."""
-
-    _closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"{type(self).__name__} is closed")
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class CtypesValue(_Closable, Generic[T]):
+class CtypesValue(Closable, Generic[T]):
     """A ``RawValue`` in shared memory, guarded by a lock.
 
     Guarantees: ``set`` and ``update`` are atomic; ``get`` returns the value
     after the last ``set`` or ``update`` to complete in any process. ``fn``
     runs in the calling process while it holds the lock, so any callable
-    works, and a slow ``fn`` makes the others wait. If a process dies while
-    holding the lock, other callers raise ``TimeoutError`` after
-    ``timeout`` seconds.
+    works, and a slow ``fn`` makes the others wait. ``timeout`` bounds every
+    wait for the lock: if a process dies while holding it, other callers
+    raise ``TimeoutError`` after ``timeout`` seconds.
 
     >>> import ctypes
     >>> from shmref.value import CtypesValue
@@ -351,14 +297,14 @@ class CtypesValue(_Closable, Generic[T]):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._check = _checker_for(ctype)
-        initial = _zero(ctype) if value is None else self._check(value)
-        context = _context(ctx)
+        initial = _initial(ctype, value)
+        self._timeout = seconds(timeout)
+        ctx = context(ctx)
         self.ctype = ctype
-        self._raw = context.RawValue(ctype, initial)
+        self._check = _checker_for(ctype)
+        self._raw = ctx.RawValue(ctype, initial)
         # A plain Lock, not Value's default RLock: no call re-enters.
-        self._lock = context.Lock()
-        self._timeout = timeout
+        self._lock = ctx.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -376,89 +322,77 @@ class CtypesValue(_Closable, Generic[T]):
         self._lock = state["lock"]
         self._timeout = state["timeout"]
 
-    # get and set are a few hundred nanoseconds: they inline what the
-    # helpers do, and need no try/finally (nothing between acquire and
-    # release can raise).
+    # get and set are a few hundred nanoseconds: the uncontended lock is a
+    # C call, and only a lock already held takes the sliced wait. Each call
+    # reads the lock and the RawValue before it checks _closed: close() sets
+    # _closed before it drops them, so an open handle's copies are never None.
+    # Nothing between acquire and release can raise: no try/finally.
 
     def get(self) -> T:
+        lock, raw = self._lock, self._raw
         if self._closed:
-            self._check_open()
-        lock = self._lock
-        if not lock.acquire(True, self._timeout):
-            raise _timed_out("value lock", self._timeout)
-        value = self._raw.value
+            self._refuse()
+        if not lock.acquire(False):
+            acquire(lock, self._timeout, "value lock", self)
+        value: T = raw.value
         lock.release()
-        return value  # type: ignore[no-any-return]
+        return value
 
     def set(self, value: T) -> None:
-        value = self._check(value)
+        lock, raw = self._lock, self._raw
         if self._closed:
-            self._check_open()
-        lock = self._lock
-        if not lock.acquire(True, self._timeout):
-            raise _timed_out("value lock", self._timeout)
-        self._raw.value = value
+            self._refuse()
+        value = self._check(value)
+        if not lock.acquire(False):
+            acquire(lock, self._timeout, "value lock", self)
+        raw.value = value
         lock.release()
 
     def update(self, fn: Callable[..., T], *args: Any) -> T:
+        lock, raw = self._lock, self._raw
         if self._closed:
-            self._check_open()
-        lock = self._lock
-        if not lock.acquire(True, self._timeout):
-            raise _timed_out("value lock", self._timeout)
+            self._refuse()
+        if not lock.acquire(False):
+            acquire(lock, self._timeout, "value lock", self)
         try:
-            new: T = self._check(fn(self._raw.value, *args))
-            self._raw.value = new
+            try:
+                new = fn(raw.value, *args)
+            except BaseException as error:
+                # As the other ways raise it: one that cannot be pickled is wrapped.
+                raise portable(error)  # noqa: B904 (portable() sets the cause)
+            new = self._check(new)
+            raw.value = new
             return new
         finally:
             lock.release()
 
-    def close(self) -> None:
+    def _release(self) -> None:
         # Drop the shared objects: their memory and semaphore go with the
         # last handle, in whichever process that is.
-        self._closed = True
         self._raw = self._lock = None
 
 
-# Queue way: messages from any process to the owner, replies on one queue.
-_SET = "set"
-_GET = "get"
-_UPDATE = "update"
-_STOP = "stop"
+class _Scalar:
+    """The value as its owner holds it: the state of a :class:`QueueValue`'s owner process."""
 
-#: Seconds between the owner's checks that its creator is still alive.
-_IDLE_CHECK = 1.0
+    def __init__(self, ctype: type[Any], value: Any) -> None:
+        self.ctype = ctype
+        self.value = value
 
+    def get(self) -> Any:
+        return self.value
 
-def _queue_owner(requests: Any, replies: Any, ctype: type[Any], value: Any, creator: int) -> None:
-    """Owner process of a :class:`QueueValue`: applies messages in order."""
-    while True:
-        try:
-            message = requests.get(timeout=_IDLE_CHECK)
-        except queue.Empty:
-            # Not os.getppid(): under forkserver the parent is the fork server.
-            if not _alive(creator):  # the creator died without close()
-                return
-            continue
-        kind = message[0]
-        if kind == _SET:
-            value = message[1]  # checked by the sender
-        elif kind == _GET:
-            replies.put((message[1], value, None))
-        elif kind == _UPDATE:
-            try:
-                new = _apply(ctype, value, message[2])
-            except Exception as error:
-                replies.put((message[1], None, _portable(error)))
-            else:
-                value = new
-                replies.put((message[1], new, None))
-        elif kind == _STOP:
-            replies.put((message[1], value, None))
-            return
+    def set(self, value: Any) -> None:
+        self.value = value  # checked by the sender
+
+    def update(self, payload: bytes) -> Any:
+        fn, args = unpickled(payload)
+        new = check(self.ctype, fn(self.value, *args))
+        self.value = new
+        return new
 
 
-class QueueValue(_Closable, Generic[T]):
+class QueueValue(Closable, Generic[T]):
     """A value held by an owner process, read and written by messages.
 
     ``set`` checks the value, puts a message and returns without waiting;
@@ -470,8 +404,9 @@ class QueueValue(_Closable, Generic[T]):
     owner, which applies one message at a time, so it is atomic; ``fn`` must
     be importable by the owner (a module-level function).
 
-    If the owner dies, ``get`` and ``update`` raise ``TimeoutError`` after
-    ``timeout`` seconds; a ``set`` sent meanwhile is lost.
+    ``timeout`` bounds every wait for the owner's reply. If the owner dies,
+    ``get`` and ``update`` raise :class:`~shmref.lifecycle.OwnerGone`; a
+    ``set`` sent meanwhile is lost.
 
     >>> import ctypes
     >>> from shmref.value import QueueValue
@@ -489,138 +424,91 @@ class QueueValue(_Closable, Generic[T]):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._check = _checker_for(ctype)
-        initial = _zero(ctype) if value is None else self._check(value)
-        context = _context(ctx)
+        initial = _initial(ctype, value)
+        timeout = seconds(timeout)
         self.ctype = ctype
-        self._requests = context.Queue()
-        self._replies = context.Queue()
-        # One reply queue for all callers: a caller holds this lock from its
-        # request to its reply, so it cannot take another caller's reply.
-        self._reply_lock = context.Lock()
-        self._timeout = timeout
-        self._creator = os.getpid()
-        self._sequence = 0
-        self._owner: Any = context.Process(
-            target=_queue_owner,
-            args=(self._requests, self._replies, ctype, initial, os.getpid()),
-            name="shmref-value-owner",
-            daemon=True,
+        self._check = _checker_for(ctype)
+        self._owner = Owner(
+            context(ctx), _Scalar, (ctype, initial), what="QueueValue", timeout=timeout
         )
-        self._owner.start()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        state = self.__dict__.copy()
-        state["_owner"] = None
-        del state["_check"]  # a closure: made again on arrival
-        return state
+        return {"ctype": self.ctype, "owner": self._owner}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.ctype = state["ctype"]
         self._check = _checker_for(self.ctype)
-
-    def _request(self, *message: Any) -> Any:
-        _acquire(self._reply_lock, self._timeout, "reply lock")
-        try:
-            self._sequence += 1
-            token = (os.getpid(), id(self), self._sequence)
-            self._requests.put((message[0], token, *message[1:]))
-            while True:
-                try:
-                    answer, value, error = self._replies.get(timeout=self._timeout)
-                except queue.Empty:
-                    raise TimeoutError(
-                        f"no reply from the value's owner within {self._timeout} s"
-                    ) from None
-                # A reply for a caller that timed out earlier: nobody waits for it.
-                if answer == token:
-                    break
-        finally:
-            self._reply_lock.release()
-        if error is not None:
-            raise error
-        return value
+        self._owner = state["owner"]
 
     def get(self) -> T:
-        self._check_open()
-        return self._request(_GET)  # type: ignore[no-any-return]
+        if self._closed:
+            self._refuse()
+        return self._owner.call("get")  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
-        value = self._check(value)
         if self._closed:
-            self._check_open()
-        self._requests.put((_SET, value))
+            self._refuse()
+        self._owner.send("set", self._check(value))
 
     def update(self, fn: Callable[..., T], *args: Any) -> T:
-        self._check_open()
-        return self._request(_UPDATE, _pack(fn, args))  # type: ignore[no-any-return]
-
-    def close(self) -> None:
         if self._closed:
-            return
-        self._closed = True
-        owner, self._owner = self._owner, None
-        if owner is None or os.getpid() != self._creator:
-            return  # another process's handle: detach only
-        try:
-            if owner.is_alive():
-                self._request(_STOP)
-        except TimeoutError:
-            pass  # killed below
-        finally:
-            owner.join(self._timeout)
-            if owner.is_alive():
-                owner.kill()
-                owner.join()
-            owner.close()
-            for q in (self._requests, self._replies):
-                q.close()
-                q.join_thread()
+            self._refuse()
+        return self._owner.call("update", pickled(fn, args))  # type: ignore[no-any-return]
+
+    def _release(self) -> None:
+        self._owner.close()
 
 
-class _ValueState:
+class _ValueState(_Scalar, Served):
     """The value, living in a manager's server process.
 
     The server serves each client connection in a thread of its own, so two
-    processes' calls can run at once: the lock makes each one atomic.
+    processes' calls can run at once. ``set`` and ``update`` take the lock:
+    without it on ``set``, a ``set`` that returned while an ``update`` ran
+    ``fn`` would be overwritten by that update's stale result (issue 9).
     """
 
-    def __init__(self, ctype: type[Any], value: Any) -> None:
-        self._ctype = ctype
-        self._value = value
+    def __init__(self, ctype: type[Any], value: Any, timeout: float | None) -> None:
+        super().__init__(ctype, value)
+        self._timeout = timeout
         self._lock = threading.Lock()
 
-    def get(self) -> Any:
-        return self._value
-
     def set(self, value: Any) -> None:
-        self._value = value  # checked by the caller
+        acquire(self._lock, self._timeout, "the value's lock (an update holds it)")
+        try:
+            self.value = value  # checked by the caller
+        finally:
+            self._lock.release()
 
     def update(self, payload: bytes) -> Any:
-        with self._lock:
-            self._value = _apply(self._ctype, self._value, payload)
-            return self._value
+        acquire(self._lock, self._timeout, "the value's lock (an update holds it)")
+        try:
+            return super().update(payload)
+        finally:
+            self._lock.release()
 
 
 class ValueManager(BaseManager):
-    """A manager whose ``Value(ctype, value)`` is a value living in its server."""
+    """A manager whose server holds values: pass a started one as ``ManagerValue(manager=...)``."""
 
 
-ValueManager.register("Value", _ValueState, exposed=("get", "set", "update"))
+ValueManager.register("Value", _ValueState, exposed=EXPOSED)
 
 
-class ManagerValue(_Closable, Generic[T]):
+class ManagerValue(Closable, Generic[T]):
     """A value living in a Manager server; every call is one round trip.
 
-    ``update`` runs ``fn`` in the server, under a lock held only by calls
-    to this value, so it is atomic and ``fn`` must be importable by the
-    server (a module-level function). Every call returns once the server has
-    applied it, so ``get`` sees every ``set`` and ``update`` that has
-    returned in any process. Pass a started :class:`ValueManager` as
-    ``manager`` to share one server between values; otherwise each value
-    starts its own. A dead server makes calls fail at once (``EOFError`` or
-    ``ConnectionError``) rather than hang.
+    ``set`` and ``update`` run in the server under a lock held only by calls
+    to this value, so ``update`` is atomic, and ``fn`` must be importable by
+    the server (a module-level function). Every call returns once the server
+    has applied it, so ``get`` sees every ``set`` and ``update`` that has
+    returned in any process. ``timeout`` bounds the server's wait for that
+    lock, which an ``update`` holds while its ``fn`` runs: past it, ``set``
+    or ``update`` raises ``TimeoutError``. Pass a started
+    :class:`ValueManager` as ``manager`` to share one server between values;
+    otherwise each value starts its own. A dead server makes calls raise
+    :class:`~shmref.lifecycle.OwnerGone` at once rather than hang.
 
     >>> import ctypes
     >>> from shmref.value import ManagerValue
@@ -637,50 +525,47 @@ class ManagerValue(_Closable, Generic[T]):
         *,
         manager: ValueManager | None = None,
         ctx: BaseContext | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._check = _checker_for(ctype)
-        initial = _zero(ctype) if value is None else self._check(value)
+        initial = _initial(ctype, value)
+        timeout = seconds(timeout)
         self.ctype = ctype
-        self._manager: ValueManager | None = None
-        self._creator = os.getpid()
-        if manager is None:
-            manager = self._manager = ValueManager(ctx=_context(ctx))
-            manager.start()
-        self._proxy: Any = manager.Value(ctype, initial)  # type: ignore[attr-defined]
+        self._check = _checker_for(ctype)
+        self._server = Server(
+            ValueManager,
+            "Value",
+            (ctype, initial, timeout),
+            what="ManagerValue",
+            manager=manager,
+            ctx=ctx,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"ctype": self.ctype, "proxy": self._proxy}
+        return {"ctype": self.ctype, "server": self._server}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.ctype = state["ctype"]
         self._check = _checker_for(self.ctype)
-        self._proxy = state["proxy"]
-        self._manager = None
+        self._server = state["server"]
 
     def get(self) -> T:
-        self._check_open()
-        return self._proxy.get()  # type: ignore[no-any-return]
+        if self._closed:
+            self._refuse()
+        return self._server.call("get")  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
-        value = self._check(value)
         if self._closed:
-            self._check_open()
-        self._proxy.set(value)
+            self._refuse()
+        self._server.call("set", self._check(value))
 
     def update(self, fn: Callable[..., T], *args: Any) -> T:
-        self._check_open()
-        return self._proxy.update(_pack(fn, args))  # type: ignore[no-any-return]
-
-    def close(self) -> None:
         if self._closed:
-            return
-        self._closed = True
-        self._proxy = None  # the server drops its object before it stops
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
+            self._refuse()
+        return self._server.call("update", pickled(fn, args))  # type: ignore[no-any-return]
+
+    def _release(self) -> None:
+        self._server.close()
 
 
 def update_worker(value: Value[Any], n: int, barrier: Any = None, timeout: float = 60.0) -> None:

@@ -5,6 +5,10 @@ for every way in :data:`FACTORIES` (or the ways :func:`ways` names) under
 every start method; a way that cannot keep a clause is marked at its
 parameter with the reason. Targets of child processes are module-level so
 that spawn and forkserver children can import them.
+
+The lifecycle clauses (a closed handle refuses calls, ``close()`` twice,
+``with``, a child's ``close()``, a dead owner or server) are checked for
+every primitive by tests/test_lifecycle.py, from tests/ways_value.py.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import ctypes
 import math
 import multiprocessing
+import multiprocessing.connection
 import operator
 import sys
+import threading
 import time
 import types
 from collections.abc import Callable, Iterator
@@ -32,9 +38,9 @@ from shmref.value import (
     check,
     update_worker,
 )
+from tests.apparatus_value import exit_in_fn, raise_unpicklable, wait_then_add
 from tests.conftest import JOIN, contract, run_children
 
-#: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
 #: Processes and updates of the counting test: enough to interleave, small
 #: enough that a Manager round trip per update stays well under a second.
 P, N = 3, 300
@@ -215,12 +221,6 @@ def test_child_reads_unconfirmed_set(way: Value[int], ctx: BaseContext) -> None:
     assert read_in_child(ctx, way, 6) == 5
 
 
-@ways()
-def test_child_close_keeps_value_open(way: Value[int], ctx: BaseContext) -> None:
-    run_children(ctx, update_worker, way, 10)  # update_worker closes the child's handle
-    assert way.update(operator.add, 1) == 11
-
-
 # Types: what each holds, and what it refuses with the value unchanged.
 
 
@@ -264,14 +264,6 @@ def test_update_returns_the_stored_value(make: Callable[..., Any]) -> None:
     assert flag.get() is True
 
 
-@ways()
-def test_update_fn_that_raises_leaves_value(way: Value[int]) -> None:
-    way.set(3)
-    with pytest.raises(KeyError, match="fn failed"):
-        way.update(fail)
-    assert way.get() == 3
-
-
 @ways(*OWNED_WAYS)
 def test_update_fn_must_be_importable_by_the_owner(way: Value[int]) -> None:
     way.set(3)
@@ -297,12 +289,6 @@ def test_ctypes_update_runs_fn_in_the_caller(ctx: BaseContext) -> None:
         assert value.update(lambda current: current * 2) == 6
 
 
-def test_unsupported_type_is_refused(ctx: BaseContext) -> None:
-    for way in FACTORIES.values():
-        with pytest.raises(TypeError, match="unsupported type"):
-            way(ctx, ctypes.c_uint)
-
-
 def test_check_is_what_ctypes_stores() -> None:
     # Every good value is stored by ctypes as check() says.
     for type_name, (good, _) in CASES.items():
@@ -313,70 +299,145 @@ def test_check_is_what_ctypes_stores() -> None:
     assert ctypes.c_int(2**31).value == -(2**31)
 
 
-# close() and the context-manager protocol.
+# One exception contract: the same bad input, the same error, nothing changed.
+
+#: Calls on a c_longlong holding 7, and the error every way raises for them.
+BAD_CALLS: dict[str, tuple[Callable[[Value[Any]], object], type[BaseException]]] = {
+    "set('7')": (lambda v: v.set("7"), TypeError),
+    "set(1.5)": (lambda v: v.set(1.5), TypeError),
+    "set(True)": (lambda v: v.set(True), TypeError),
+    "set(None)": (lambda v: v.set(None), TypeError),
+    "set(2**63)": (lambda v: v.set(2**63), OverflowError),
+    "update(3)": (lambda v: v.update(3), TypeError),  # type: ignore[arg-type]
+    "update(add)": (lambda v: v.update(operator.add), TypeError),  # fn's own TypeError
+    "update(add, 2**63)": (lambda v: v.update(operator.add, 2**63), OverflowError),
+    "update(str)": (lambda v: v.update(str), TypeError),  # "7" is no int
+    "update(fail)": (lambda v: v.update(fail), KeyError),
+    "update(raise_unpicklable)": (lambda v: v.update(raise_unpicklable), RuntimeError),
+    "update(exit_in_fn)": (lambda v: v.update(exit_in_fn), SystemExit),
+}
+
+#: Constructor arguments every way refuses, before it starts anything.
+BAD_ARGUMENTS: dict[str, tuple[tuple[Any, ...], dict[str, Any], type[Exception]]] = {
+    "ctype c_uint": ((ctypes.c_uint,), {}, TypeError),
+    "ctype 'c_int'": (("c_int",), {}, TypeError),
+    "value 2**63": ((ctypes.c_longlong, 2**63), {}, OverflowError),
+    "value '1'": ((ctypes.c_longlong, "1"), {}, TypeError),
+    "timeout True": ((ctypes.c_longlong,), {"timeout": True}, TypeError),
+    "timeout '1'": ((ctypes.c_longlong,), {"timeout": "1"}, TypeError),
+    "timeout nan": ((ctypes.c_longlong,), {"timeout": math.nan}, ValueError),
+    "timeout -1": ((ctypes.c_longlong,), {"timeout": -1}, ValueError),
+}
 
 
 @ways()
-def test_closed_value_refuses_calls(way: Value[int]) -> None:
-    way.set(1)
-    way.close()
-    with pytest.raises(ValueError, match="closed"):
-        way.get()
-    with pytest.raises(ValueError, match="closed"):
-        way.set(2)
-    with pytest.raises(ValueError, match="closed"):
-        way.update(operator.add, 1)
-    way.close()
+def test_bad_calls_raise_the_same_error_and_change_nothing(make: Callable[..., Any]) -> None:
+    value = make(ctypes.c_longlong, 7)
+    raised: dict[str, type[BaseException] | None] = {}
+    for name, (call, _) in BAD_CALLS.items():
+        try:
+            call(value)
+        except BaseException as error:  # SystemExit too: fn's, raised here
+            raised[name] = type(error)
+        else:
+            raised[name] = None
+        assert value.get() == 7, name
+    assert raised == {name: error for name, (_, error) in BAD_CALLS.items()}
+    assert value.update(operator.add, 1) == 8  # the owner or server still serves
 
 
 @ways()
-def test_context_manager_closes(make: Callable[..., Any]) -> None:
-    value = make()
-    assert isinstance(value, Value)
-    with value as entered:
-        assert entered is value
-        value.set(2)
-        assert value.get() == 2
-    with pytest.raises(ValueError):
-        value.get()
+def test_bad_arguments_raise_the_same_error_and_start_nothing(
+    make: Callable[..., Any],
+) -> None:
+    before = multiprocessing.active_children()
+    raised: dict[str, type[Exception] | None] = {}
+    for name, (args, kwargs, _) in BAD_ARGUMENTS.items():
+        try:
+            make(*args, **kwargs)
+        except Exception as error:
+            raised[name] = type(error)
+        else:
+            raised[name] = None
+    assert raised == {name: error for name, (_, _, error) in BAD_ARGUMENTS.items()}
+    assert multiprocessing.active_children() == before
 
 
-@ways(*OWNED_WAYS)
-def test_creator_close_stops_owner(make: Callable[..., Any]) -> None:
-    before = {process.pid for process in multiprocessing.active_children()}
-    value = make()
-    started = {process.pid for process in multiprocessing.active_children()} - before
-    assert len(started) == 1
-    value.close()
-    assert not started & {process.pid for process in multiprocessing.active_children()}
+@pytest.mark.parametrize("timeout", [None, math.inf, 1e9], ids=["None", "inf", "1e9"])
+@ways()
+def test_long_timeouts_mean_as_long_as_it_takes(make: Callable[..., Any], timeout: Any) -> None:
+    # Regression (issue 9): inf and 1e9 raised OverflowError in the Queue way.
+    value = make(ctypes.c_longlong, 1, timeout=timeout)
+    value.set(2)
+    assert value.update(operator.add, 1) == 3
+    assert value.get() == 3
+
+
+@ways()
+def test_numpy_scalars_are_ints_floats_and_bools(make: Callable[..., Any]) -> None:
+    numpy = pytest.importorskip("numpy", reason="pip install numpy")
+    whole = make(ctypes.c_longlong, numpy.int64(5))
+    assert whole.get() == 5
+    whole.set(numpy.int32(-3))
+    result = whole.update(operator.add, numpy.int64(2))
+    assert (result, type(result)) == (-1, int)
+    for wrong, error in (
+        (numpy.float64(1.0), TypeError),
+        (numpy.bool_(True), TypeError),
+        (numpy.uint64(2**64 - 1), OverflowError),
+    ):
+        with pytest.raises(error):
+            whole.set(wrong)
+    got = whole.get()
+    assert (got, type(got)) == (-1, int)
+    real = make(ctypes.c_double, numpy.float32(0.5))
+    real.set(numpy.int16(3))
+    assert real.get() == 3.0
+    real.set(numpy.float64(2.25))
+    got = real.get()
+    assert (got, type(got)) == (2.25, float)
+    flag = make(ctypes.c_bool, numpy.bool_(True))
+    flag.set(numpy.bool_(False))
+    got = flag.get()
+    assert (got, type(got)) == (False, bool)
+    with pytest.raises(TypeError):
+        flag.set(numpy.int64(1))
+
+
+def test_check_keeps_numpy_values_to_the_range() -> None:
+    numpy = pytest.importorskip("numpy", reason="pip install numpy")
+    assert check(ctypes.c_int, numpy.int64(2**31 - 1)) == 2**31 - 1
+    for ctype, wrong in (
+        (ctypes.c_int, numpy.int64(2**31)),
+        (ctypes.c_longlong, numpy.uint64(2**63)),
+        (ctypes.c_float, numpy.float64(3.5e38)),
+    ):
+        with pytest.raises(OverflowError):
+            check(ctype, wrong)
+
+
+@ways()
+def test_update_fn_raising_system_exit_is_raised_in_the_caller(
+    make: Callable[..., Any],
+) -> None:
+    # Regression (issue 9): the Queue owner exited (every later call timed
+    # out), and the Manager handle got EOFError, then BrokenPipeError.
+    value = make(ctypes.c_longlong, 3, timeout=5)
+    with pytest.raises(SystemExit):
+        value.update(exit_in_fn)
+    assert value.get() == 3
+    assert value.update(operator.add, 1) == 4
+
+
+@ways()
+def test_unpicklable_error_of_fn_is_one_runtime_error(way: Value[int]) -> None:
+    # Regression (issue 9): ctypes raised the original, Manager RemoteError.
+    with pytest.raises(RuntimeError, match="Unpicklable: no copy"):
+        way.update(raise_unpicklable)
+    assert way.get() == 0
 
 
 # Timeouts.
-
-
-def test_queue_calls_time_out_when_owner_is_dead(ctx: BaseContext) -> None:
-    value = QueueValue(ctypes.c_int, 1, ctx=ctx, timeout=0.5)
-    value._owner.kill()
-    value._owner.join(JOIN)
-    for call in (value.get, lambda: value.update(operator.add, 1)):
-        start = time.monotonic()
-        with pytest.raises(TimeoutError):
-            call()
-        assert 0.45 <= time.monotonic() - start < 10
-    value.close()  # cannot stop a dead owner; still releases everything
-    with pytest.raises(ValueError):
-        value.get()
-
-
-@pytest.mark.parametrize("start_method", ["forkserver"])
-def test_queue_owner_outlives_an_idle_second(ctx: BaseContext) -> None:
-    # The owner checks every second that its creator lives; under forkserver
-    # its parent is the fork server, which must not count as the creator dying
-    # (the other start methods make the creator the parent: nothing to test).
-    with QueueValue(ctypes.c_int, 1, ctx=ctx, timeout=5) as value:
-        value._owner.join(1.5)  # idle for longer than one check
-        assert value._owner.is_alive()
-        assert value.get() == 1
 
 
 def test_ctypes_times_out_when_lock_is_held(ctx: BaseContext) -> None:
@@ -389,6 +450,33 @@ def test_ctypes_times_out_when_lock_is_held(ctx: BaseContext) -> None:
         finally:
             value._lock.release()
         assert value.get() == 1
+
+
+def test_manager_set_waits_for_a_running_update_at_most_timeout(ctx: BaseContext) -> None:
+    with ctx.Manager() as events, ManagerValue(ctypes.c_int, 0, ctx=ctx, timeout=0.3) as value:
+        entered, release = events.Event(), events.Event()
+        updater = threading.Thread(target=value.update, args=(wait_then_add, 1, entered, release))
+        updater.start()
+        try:
+            assert entered.wait(JOIN), "update never ran fn"
+            start = time.monotonic()
+            with pytest.raises(TimeoutError, match="lock"):
+                value.set(100)
+            assert 0.25 <= time.monotonic() - start < 10
+        finally:
+            release.set()
+            updater.join(JOIN)
+        assert value.get() == 1  # the set that timed out changed nothing
+
+
+@ways("queue")
+def test_queue_owner_outlives_an_idle_creator(way: Any) -> None:
+    # An idle owner checks once a second that its creator lives; under
+    # forkserver its parent process is the fork server, not the creator.
+    sentinel = way._owner._process.sentinel
+    assert not multiprocessing.connection.wait([sentinel], timeout=1.5)
+    way.set(2)
+    assert way.get() == 2
 
 
 def test_manager_values_share_a_manager(ctx: BaseContext) -> None:
@@ -404,3 +492,82 @@ def test_manager_values_share_a_manager(ctx: BaseContext) -> None:
         b.close()
     finally:
         manager.shutdown()
+
+
+# Regressions of issue 9.
+
+
+def sets_then_close(start_method: str, conn: Any) -> None:
+    """In a child: kill a QueueValue's owner, set 20000 times, report how long close() took."""
+    value = QueueValue(ctypes.c_double, 0.0, ctx=multiprocessing.get_context(start_method))
+    owner = value._owner._process
+    owner.kill()
+    owner.join(JOIN)
+    for i in range(20_000):  # far more than the pipe holds: the feeder blocks
+        value.set(float(i))
+    start = time.monotonic()
+    value.close()
+    conn.send(time.monotonic() - start)
+    conn.close()
+
+
+def test_queue_close_returns_when_owner_died_after_many_sets(
+    ctx: BaseContext, start_method: str
+) -> None:
+    # close() used to join the feeder thread, blocked for ever on the full
+    # pipe of a dead owner. In a child, so that a hang cannot hang pytest.
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=sets_then_close, args=(start_method, writer))
+    child.start()
+    writer.close()
+    try:
+        assert reader.poll(JOIN), "close() did not return"
+        assert reader.recv() < 5
+        child.join(JOIN)
+        assert child.exitcode == 0
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
+        child.close()
+        reader.close()
+
+
+@ways()
+def test_set_that_returned_is_not_lost_to_a_running_update(
+    way: Value[int], ctx: BaseContext
+) -> None:
+    # ManagerValue.set took no lock: set(100) returned while update's fn ran,
+    # then update stored fn's result, computed from the value before the set.
+    with ctx.Manager() as events:
+        entered, release = events.Event(), events.Event()
+        returned = threading.Event()
+        errors: list[BaseException] = []
+
+        def update() -> None:
+            try:
+                way.update(wait_then_add, 1, entered, release)
+            except BaseException as error:
+                errors.append(error)
+
+        def set_100() -> None:
+            try:
+                way.set(100)
+            except BaseException as error:
+                errors.append(error)
+            returned.set()
+            release.set()  # fn returns only after this set has returned
+
+        updater = threading.Thread(target=update)
+        updater.start()
+        assert entered.wait(JOIN), "update never ran fn"
+        setter = threading.Thread(target=set_100)
+        setter.start()
+        # The ctypes and Manager ways' set waits for the update in progress,
+        # so it cannot return before fn does: release fn after a while.
+        returned.wait(0.5)
+        release.set()
+        updater.join(JOIN)
+        setter.join(JOIN)
+        assert not errors
+        assert way.get() == 100

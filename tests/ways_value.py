@@ -1,0 +1,52 @@
+"""The value's ways, as the lifecycle contract suite (tests/test_lifecycle.py) needs them."""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from shmref import value
+from tests.apparatus_value import sleep_for_ever
+
+#: Every way, by the name the contract suites give it.
+WAYS: dict[str, Callable[..., Any]] = {
+    "ctypes": value.CtypesValue,
+    "queue": value.QueueValue,
+    "manager": value.ManagerValue,
+}
+
+
+def make(way: str, ctx: Any, timeout: float | None) -> Any:
+    """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
+    return WAYS[way](ctypes.c_longlong, ctx=ctx, timeout=timeout)
+
+
+#: Every public call, with valid arguments.
+CALLS: dict[str, Callable[[Any], object]] = {
+    "get": lambda v: v.get(),
+    "set": lambda v: v.set(1),
+    "update": lambda v: v.update(operator.add, 1),
+}
+
+#: Calls with arguments every way refuses: a closed handle says "closed" first.
+BAD_CALLS: dict[str, Callable[[Any], object]] = {
+    "set('x')": lambda v: v.set("x"),
+    "set(True)": lambda v: v.set(True),
+    "set(2**63)": lambda v: v.set(2**63),
+    "update(3)": lambda v: v.update(3),
+}
+
+
+def stall(way: str, handle: Any) -> Callable[[], object] | None:
+    """Make a call of ``handle`` block (until the handle is closed); return that call."""
+    if way == "ctypes":
+        handle._lock.acquire()  # as if another process held it
+        return handle.get
+    if way == "queue":
+        handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
+        return handle.get
+    # The server runs fn in the thread serving this connection: the call
+    # returns when close() stops the server.
+    return lambda: handle.update(sleep_for_ever)
