@@ -14,6 +14,7 @@ one named error, :class:`~shmref.lifecycle.OwnerGone`.
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 from shmref.lifecycle import OwnerGone, context, run
@@ -83,8 +84,20 @@ class Server:
 
     def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` run by the server: its result, or its exception raised here."""
+        proxy = self.proxy
+        if proxy is None:  # dropped by close(), perhaps in another thread
+            raise self.closed_error(f"{self.what} is closed")
         try:
-            ok, result = self.proxy._callmethod("serve", (method, args))
+            ok, result = proxy._callmethod("serve", (method, args))
+        except (pickle.PicklingError, TypeError, RuntimeError) as error:
+            # serve() answers every call with (ok, result): an exception
+            # here is the request failing to pickle, before anything is sent
+            # (a multiprocessing Lock raises RuntimeError). The Queue ways
+            # give TypeError for that too.
+            raise TypeError(
+                f"cannot send to the Manager server of {self.what}: "
+                f"{type(error).__name__}: {error}"
+            ) from None
         except (EOFError, OSError) as error:
             # EOFError, BrokenPipeError, ConnectionResetError, ConnectionRefusedError
             # or FileNotFoundError, depending on when the server went away.
@@ -93,10 +106,6 @@ class Server:
             raise OwnerGone(
                 f"the Manager server of {self.what} is gone ({type(error).__name__})"
             ) from None
-        except AttributeError:
-            if self.closed:  # the proxy was dropped by close() in another thread
-                raise self.closed_error(f"{self.what} is closed") from None
-            raise
         if not ok:
             raise result
         return result

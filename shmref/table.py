@@ -9,34 +9,49 @@ atomic ``update(key, fn, default)``, with the same limits and errors:
   take none (a table-wide sequence lock tells them to retry);
 * message passing: :class:`QueueDict` (an owner process holds a ``dict`` and
   answers requests sent on a ``multiprocessing.Queue``);
-* a Manager server: :class:`ManagerDict` (the ``manager.dict()`` proxy of a
-  :class:`DictManager`, with one extra server-side method for ``update``).
+* a Manager server: :class:`ManagerDict` (a ``dict`` in the server of a
+  :class:`DictManager`, one round trip per call, ``update`` included).
 
 Keys are ``str`` or ``bytes`` of at most ``key_size`` bytes (UTF-8); values
 are 64-bit ``int``, ``float``, or ``str``/``bytes`` of at most ``value_size``
 bytes; the table holds at most ``capacity`` keys. The module is named
-``table`` so that it does not shadow the builtin ``dict``. It imports only the
-standard library: copy it alone into a project and it works.
+``table`` so that it does not shadow the builtin ``dict``. The file that
+``python -m shmref.standalone table`` writes imports only the standard
+library: copy that one file into a project and it works.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import numbers
 import os
-import pickle
 import platform
-import queue
 import struct
 import sys
 import threading
 import weakref
 import zlib
-from collections.abc import Callable, Iterable, Sized
-from multiprocessing import resource_tracker
+from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
-from multiprocessing.managers import DictProxy, SyncManager
+from multiprocessing.managers import SyncManager
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
+
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    Closable,
+    acquire,
+    context,
+    integer,
+    pickled,
+    portable,
+    real,
+    seconds,
+    size,
+    unpickled,
+)
+from shmref.owner import Owner
+from shmref.segment import attach, create, release
+from shmref.server import EXPOSED, Served, Server
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -67,9 +82,6 @@ DEFAULT_CAPACITY = 1024
 DEFAULT_KEY_SIZE = 64
 DEFAULT_VALUE_SIZE = 128
 
-#: Seconds a call waits for a lock or a reply before raising TimeoutError.
-DEFAULT_TIMEOUT = 30.0
-
 
 class _Missing:
     def __repr__(self) -> str:
@@ -89,7 +101,8 @@ class SharedDict(Protocol):
 
     The mapping methods behave as a ``dict`` restricted to ``str``/``bytes``
     keys and ``int``/``float``/``str``/``bytes`` values (``'a'`` and ``b'a'``
-    are different keys; a value comes back with the type it was stored with).
+    are different keys; a value comes back with the type it was stored with;
+    numpy integer and float scalars are stored as ``int`` and ``float``).
     ``keys()`` and ``items()`` return lists in no particular order;
     ``snapshot()`` returns a ``dict``; all three are taken at one moment.
 
@@ -98,14 +111,20 @@ class SharedDict(Protocol):
     raises ``ValueError``; an ``int`` outside the signed 64-bit range raises
     ``OverflowError``; a new key in a full table raises :class:`TableFull`.
     Each leaves the table as it was. A lookup with a key of another type
-    raises ``TypeError``; a key over ``key_size`` is simply absent.
+    raises ``TypeError``; a key over ``key_size`` is simply absent. The
+    ``default`` of ``get`` and ``pop`` may be any object: it never leaves the
+    caller.
 
     ``update(key, fn, default)`` stores and returns ``fn(current)``, where
     ``current`` is the key's value or ``default``, atomically: no other write
     to the table comes between the read and the write. If ``fn`` raises, or
-    returns a value the table refuses, the table is unchanged. ``fn`` must be
-    a module-level function (it is pickled by the Queue and Manager ways) and
-    must not use the table. After ``close()`` every call raises ``ValueError``.
+    returns a value the table refuses, the table is unchanged and the caller
+    gets the exception (``BaseException`` too; one that cannot be pickled
+    comes as a ``RuntimeError`` that names it). ``fn`` must be a module-level
+    function and ``default`` picklable (the Queue and Manager ways send them to
+    the process that runs ``fn``: anything else is a ``TypeError`` at once),
+    and ``fn`` must not use the table. After ``close()`` every call raises
+    ``ValueError``.
     """
 
     def get(self, key: Key, default: Any = None) -> Any: ...
@@ -139,11 +158,27 @@ class SharedDict(Protocol):
 
 # ---------------------------------------------------------------- limits
 
+#: The largest segment one process can map: x86-64 and AArch64 give a process
+#: 2**47 bytes of address space, a 32-bit process less than sys.maxsize.
+_LARGEST_TABLE = min(2**47, sys.maxsize)
 
-def _limit(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**31:
-        raise ValueError(f"{name} must be a positive int below 2**31, not {value!r}")
-    return value
+
+def _limits(capacity: object, key_size: object, value_size: object) -> tuple[int, int, int]:
+    """The checked ``(capacity, key_size, value_size)`` of a table of any way.
+
+    The same bounds for every way: limits whose segment the ctypes way could
+    not map are refused by the other ways too, with the same ``ValueError``.
+    """
+    capacity = size(capacity, "capacity")
+    key_size = size(key_size, "key_size")
+    value_size = size(value_size, "value_size")
+    nbytes = _HEADER_SIZE + _slots_for(capacity) * _slot_size(key_size, value_size)
+    if nbytes > _LARGEST_TABLE:
+        raise ValueError(
+            f"capacity={capacity}, key_size={key_size} and value_size={value_size} make "
+            f"a table of {nbytes} bytes, over the {_LARGEST_TABLE} one process can map"
+        )
+    return capacity, key_size, value_size
 
 
 def _key_type(key: object) -> Key:
@@ -160,18 +195,29 @@ def _plain_key(key: object, key_size: int) -> Key:
     """``key`` as a plain str or bytes, checked against ``key_size``."""
     key = _key_type(key)
     if len(key) * 4 > key_size:  # UTF-8 takes at most 4 bytes a character
-        size = len(key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key)
-        if size > key_size:
+        length = len(_utf8(key) if isinstance(key, str) else key)
+        if length > key_size:
             raise ValueError(
-                f"key is {size} bytes, over key_size={key_size}; the table is unchanged"
+                f"key is {length} bytes, over key_size={key_size}; the table is unchanged"
             )
     return key
+
+
+def _number(value: object) -> int | float:
+    """A numpy (or other) integer or float scalar as an int or a float."""
+    if not isinstance(value, bool):
+        if isinstance(value, numbers.Integral):
+            return integer(value, "value")
+        # Not a Fraction: a float would not give it back.
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Rational):
+            return real(value, "value")
+    raise TypeError(f"value must be int, float, str or bytes, not {type(value).__name__}")
 
 
 def _plain_value(value: object, value_size: int) -> Value:
     """``value`` as a plain int, float, str or bytes, checked against the limits."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str, bytes)):
-        raise TypeError(f"value must be int, float, str or bytes, not {type(value).__name__}")
+        value = _number(value)
     if isinstance(value, int):
         if not INT64_MIN <= value <= INT64_MAX:
             raise OverflowError(
@@ -182,13 +228,13 @@ def _plain_value(value: object, value_size: int) -> Value:
         return float(value)
     if isinstance(value, str):
         value = value if value.__class__ is str else str.__str__(value)
-        size = len(value) if len(value) * 4 <= value_size else len(_utf8(value))
+        length = len(value) if len(value) * 4 <= value_size else len(_utf8(value))
     else:
         value = bytes(value)
-        size = len(value)
-    if size > value_size:
+        length = len(value)
+    if length > value_size:
         raise ValueError(
-            f"value is {size} bytes, over value_size={value_size}; the table is unchanged"
+            f"value is {length} bytes, over value_size={value_size}; the table is unchanged"
         )
     return value
 
@@ -200,34 +246,6 @@ def _utf8(text: str) -> bytes:
 
 def _full(key: Key, capacity: int) -> TableFull:
     return TableFull(f"the table holds capacity={capacity} keys; {key!r} is new: not stored")
-
-
-def _context(ctx: BaseContext | None) -> Any:
-    return ctx if ctx is not None else multiprocessing.get_context()
-
-
-def _acquire(lock: Any, timeout: float | None, what: str) -> None:
-    if not lock.acquire(timeout=timeout):
-        raise TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
-
-
-class _Closable:
-    """The close/context-manager half of the protocol, shared by every way."""
-
-    _closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"{type(self).__name__} is closed")
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------- ctypes way
@@ -307,40 +325,7 @@ def _slot_size(key_size: int, value_size: int) -> int:
     return -(-(_SLOT_HEADER + key_size + max(value_size, 8)) // 8) * 8
 
 
-_attach_lock = threading.Lock()
-
-
-def _attach(name: str) -> SharedMemory:
-    """Open the creator's segment without registering it with a resource_tracker."""
-    if sys.version_info >= (3, 13):
-        return SharedMemory(name, track=False)
-    # Before 3.13 every open registers the segment, and the tracker unlinks
-    # what is still registered when its processes are gone. The processes of
-    # one program share one tracker, whose registry is a set: unregistering
-    # after attaching (the usual workaround) would drop the creator's own
-    # registration, and the creator's unlink would then make the tracker
-    # raise KeyError. So this one registration is skipped while it happens.
-    with _attach_lock:
-        register, attaching = resource_tracker.register, name
-
-        def register_others(name: Sized, rtype: str) -> None:
-            if rtype != "shared_memory" or str(name).lstrip("/") != attaching:
-                register(name, rtype)
-
-        resource_tracker.register = register_others
-        try:
-            return SharedMemory(name)
-        finally:
-            resource_tracker.register = register
-
-
-def _release(segment: SharedMemory, creator: int | None) -> None:
-    segment.close()
-    if creator == os.getpid():
-        segment.unlink()
-
-
-class CtypesDict(_Closable):
+class CtypesDict(Closable):
     """An open-addressing hash table in one shared memory segment.
 
     Each key hashes with ``zlib.crc32`` of its UTF-8 bytes, not ``hash()``,
@@ -362,8 +347,10 @@ class CtypesDict(_Closable):
 
     The creating process owns the segment: its ``close()`` unlinks it (and
     so does dropping its last reference); ``close()`` elsewhere only
-    detaches. If a process dies holding the lock, the other processes' calls
-    raise ``TimeoutError`` after ``timeout`` seconds.
+    detaches. ``timeout`` bounds every wait for the lock: if a process dies
+    holding it, the other processes' calls raise ``TimeoutError`` after
+    ``timeout`` seconds. ``fn`` runs in the caller, so any callable will do
+    (a lambda too, which the other ways cannot send).
 
     >>> from shmref.table import CtypesDict
     >>> with CtypesDict(capacity=8) as table:
@@ -383,14 +370,12 @@ class CtypesDict(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._capacity = _limit("capacity", capacity)
-        self._key_size = _limit("key_size", key_size)
-        self._value_size = _limit("value_size", value_size)
+        self._timeout = seconds(timeout)
+        capacity, key_size, value_size = _limits(capacity, key_size, value_size)
+        self._capacity, self._key_size, self._value_size = capacity, key_size, value_size
         slots = _slots_for(capacity)
-        self._lock = _context(ctx).Lock()
-        self._timeout = timeout
-        size = _HEADER_SIZE + slots * _slot_size(key_size, value_size)
-        segment = SharedMemory(create=True, size=size)
+        self._lock = context(ctx).Lock()
+        segment = create(_HEADER_SIZE + slots * _slot_size(key_size, value_size))
         # A fresh segment is zero-filled: generation 0, count 0, slots empty.
         buf: Any = segment.buf
         _LIMITS.pack_into(buf, 16, slots, key_size, value_size)
@@ -405,10 +390,11 @@ class CtypesDict(_Closable):
         self._slot_size = _slot_size(key_size, value_size)
         self._value_at = _SLOT_HEADER + key_size
         self._lock_free = _ORDERED_LOADS
-        self._finalizer = weakref.finalize(self, _release, segment, creator)
+        self._finalizer = weakref.finalize(self, release, segment, [], creator)
 
     def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         return {
             "name": self._segment.name,
             "lock": self._lock,
@@ -420,17 +406,17 @@ class CtypesDict(_Closable):
         self._capacity, self._key_size, self._value_size = state["limits"]
         self._lock = state["lock"]
         self._timeout = state["timeout"]
-        self._setup(_attach(state["name"]), None)
+        self._setup(attach(state["name"]), None)
 
     # -- reading
 
     def _find(self, tag: int, data: bytes, crc: int) -> tuple[int, int, int, int]:
         """(offset, value tag, value length, slot) of the key, or (-1, 0, 0, free slot)."""
-        buf, mask, size = self._buf, self._mask, self._slot_size
+        buf, mask, stride = self._buf, self._mask, self._slot_size
         slot = crc & mask
         length = len(data)
         for _ in range(mask + 1):
-            at = _HEADER_SIZE + slot * size
+            at = _HEADER_SIZE + slot * stride
             hashed, key_tag, value_tag, key_length, value_length = _SLOT.unpack_from(buf, at)
             if key_tag == 0:
                 return -1, 0, 0, slot
@@ -473,12 +459,13 @@ class CtypesDict(_Closable):
                     continue  # a torn read; the generation has moved
                 if _GENERATION.unpack_from(buf)[0] == generation:
                     return at >= 0, value
-        _acquire(self._lock, self._timeout, "table lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "table lock", self)
         try:
             at, value_tag, length, _ = self._find(tag, data, crc)
             return at >= 0, (self._decode(at, value_tag, length) if at >= 0 else None)
         finally:
-            self._lock.release()
+            lock.release()
 
     def _scan(self) -> list[tuple[Key, Value]]:
         if self._lock_free:
@@ -492,16 +479,17 @@ class CtypesDict(_Closable):
                     if _GENERATION.unpack_from(self._buf)[0] == generation:
                         return entries
         # A whole-table read is long: under writes, take the lock at once.
-        _acquire(self._lock, self._timeout, "table lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "table lock", self)
         try:
             return self._entries()
         finally:
-            self._lock.release()
+            lock.release()
 
     def _entries(self) -> list[tuple[Key, Value]]:
-        buf, size = self._buf, self._slot_size
+        buf, stride = self._buf, self._slot_size
         entries: list[tuple[Key, Value]] = []
-        for at in range(_HEADER_SIZE, _HEADER_SIZE + (self._mask + 1) * size, size):
+        for at in range(_HEADER_SIZE, _HEADER_SIZE + (self._mask + 1) * stride, stride):
             _, key_tag, value_tag, key_length, value_length = _SLOT.unpack_from(buf, at)
             if key_tag == 0:
                 continue
@@ -517,7 +505,7 @@ class CtypesDict(_Closable):
 
     def get(self, key: Key, default: Any = None) -> Any:
         if self._closed:
-            self._check_open()
+            self._refuse()
         if key.__class__ is str:
             tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")
         else:
@@ -567,20 +555,24 @@ class CtypesDict(_Closable):
         return self.get(key, _MISSING) is not _MISSING  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         # One aligned 8-byte field: read whole, no generation check needed.
         return int(_GENERATION.unpack_from(self._buf, _COUNT_AT)[0])
 
     def keys(self) -> list[Key]:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         return [key for key, _ in self._scan()]
 
     def items(self) -> list[tuple[Key, Value]]:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         return self._scan()
 
     def snapshot(self) -> dict[Key, Value]:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         return dict(self._scan())
 
     # -- writing (under the lock; the generation is odd while memory changes)
@@ -622,11 +614,11 @@ class CtypesDict(_Closable):
 
     def _remove(self, slot: int) -> None:
         """Empty ``slot``, shifting back the entries whose probe passed over it."""
-        buf, mask, size = self._buf, self._mask, self._slot_size
+        buf, mask, stride = self._buf, self._mask, self._slot_size
         hole = slot
         while True:
             slot = (slot + 1) & mask
-            at = _HEADER_SIZE + slot * size
+            at = _HEADER_SIZE + slot * stride
             hashed, key_tag = _SLOT.unpack_from(buf, at)[:2]
             if key_tag == 0:
                 break
@@ -634,45 +626,59 @@ class CtypesDict(_Closable):
             # The entry stays if its home lies cyclically in (hole, slot].
             if (hole < home <= slot) if hole <= slot else (home > hole or home <= slot):
                 continue
-            start = _HEADER_SIZE + hole * size
-            buf[start : start + size] = buf[at : at + size]
+            start = _HEADER_SIZE + hole * stride
+            buf[start : start + stride] = buf[at : at + stride]
             hole = slot
-        start = _HEADER_SIZE + hole * size
+        start = _HEADER_SIZE + hole * stride
         buf[start : start + _SLOT_HEADER] = _EMPTY_SLOT
         self._count(-1)
 
     def __setitem__(self, key: Key, value: Value) -> None:
         if self._closed:
-            self._check_open()
+            self._refuse()
         key_tag, key_data = _encode_key(key, self._key_size)
         tag, data = _encode_value(value, self._value_size)
         crc = zlib.crc32(key_data, key_tag)
-        _acquire(self._lock, self._timeout, "table lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "table lock", self)
         try:
             at, _, _, slot = self._find(key_tag, key_data, crc)
             self._store(key_tag, key_data, crc, at, slot, tag, data)
         finally:
-            self._lock.release()
+            lock.release()
 
     def update(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         key_tag, key_data = _encode_key(key, self._key_size)
         crc = zlib.crc32(key_data, key_tag)
-        _acquire(self._lock, self._timeout, "table lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "table lock", self)
         try:
             at, value_tag, length, slot = self._find(key_tag, key_data, crc)
-            new = fn(self._decode(at, value_tag, length) if at >= 0 else default)
+            current = self._decode(at, value_tag, length) if at >= 0 else default
+            try:
+                new = fn(current)
+            except BaseException as error:
+                # As the other ways give it: one that cannot be pickled
+                # comes as the RuntimeError their owner or server sends.
+                sent = portable(error)
+                if sent is error:
+                    raise
+                raise sent from error
             tag, data = _encode_value(new, self._value_size)
             self._store(key_tag, key_data, crc, at, slot, tag, data)
         finally:
-            self._lock.release()
+            lock.release()
         return _plain_value(new, self._value_size)
 
     def pop(self, key: Key, default: Any = _MISSING) -> Any:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         key_tag, key_data = _lookup_key(key)
         crc = zlib.crc32(key_data, key_tag)
-        _acquire(self._lock, self._timeout, "table lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "table lock", self)
         try:
             at, value_tag, length, slot = self._find(key_tag, key_data, crc)
             if at < 0:
@@ -687,147 +693,213 @@ class CtypesDict(_Closable):
                 self._end(generation)
             return value
         finally:
-            self._lock.release()
+            lock.release()
 
     def __delitem__(self, key: Key) -> None:
         self.pop(key)
 
     def _occupied(self) -> int:
         """Slots in use (for tests: deletions leave no tombstones)."""
-        size = self._slot_size
+        stride = self._slot_size
         return sum(
             1
-            for at in range(_HEADER_SIZE, _HEADER_SIZE + (self._mask + 1) * size, size)
+            for at in range(_HEADER_SIZE, _HEADER_SIZE + (self._mask + 1) * stride, stride)
             if self._buf[at + 4]
         )
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._buf = None  # the segment cannot close while a view of it lives
         self._finalizer()
         self._lock = None
 
 
-# ---------------------------------------------------------------- the dict the Queue owner and
-# the Manager server hold
+# ---------------------------------------------------------------- the dict a QueueDict's owner
+# and a ManagerDict's server hold
 
 
-class _ServerDict(dict):  # type: ignore[type-arg]
+class _Table(Served):
     """A ``dict`` with the table's capacity and an atomic ``apply``.
 
-    Clients check keys and values before sending them; this class checks what
-    only the holder can: the capacity, and the result of ``fn``. A Manager
-    server serves each client in a thread of its own, so writes take a lock:
-    ``apply`` runs Python code (``fn``) between its read and its write.
+    Its public methods are the requests of both remote ways: a
+    :class:`QueueDict`'s owner calls them one at a time, a
+    :class:`ManagerDict`'s server through :meth:`Served.serve`. Clients
+    check keys and values before they send them; this class checks what only
+    the holder can: the capacity, and the result of ``fn``. A missing key
+    reads as ``None``, which no value can be, so a default never travels.
+    The server serves each client in a thread of its own, so writes take a
+    lock: ``apply`` runs Python code (``fn``) between its read and its write.
     """
 
     def __init__(self, capacity: int, value_size: int, timeout: float | None) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.value_size = value_size
-        self.timeout = timeout
-        self.lock = threading.Lock()
+        self._data: dict[Key, Value] = {}
+        self._capacity = capacity
+        self._value_size = value_size
+        self._timeout = timeout
+        self._lock = threading.Lock()
 
-    def _acquire(self) -> None:
-        _acquire(self.lock, self.timeout, "table lock")
+    def get(self, key: Key) -> Value | None:
+        return self._data.get(key)
 
-    def __setitem__(self, key: Key, value: Value) -> None:
-        self._acquire()
+    def count(self) -> int:
+        return len(self._data)
+
+    def keys(self) -> list[Key]:
+        return list(self._data)
+
+    def items(self) -> list[tuple[Key, Value]]:
+        return list(self._data.items())
+
+    def snapshot(self) -> dict[Key, Value]:
+        return self._data.copy()
+
+    def store(self, key: Key, value: Value) -> None:
+        acquire(self._lock, self._timeout, "table lock")
         try:
-            if len(self) >= self.capacity and key not in self:
-                raise _full(key, self.capacity)
-            super().__setitem__(key, value)
+            if key not in self._data and len(self._data) >= self._capacity:
+                raise _full(key, self._capacity)
+            self._data[key] = value
         finally:
-            self.lock.release()
+            self._lock.release()
 
-    def __delitem__(self, key: Key) -> None:
-        self._acquire()
+    def pop(self, key: Key) -> Value | None:
+        acquire(self._lock, self._timeout, "table lock")
         try:
-            super().__delitem__(key)
+            return self._data.pop(key, None)
         finally:
-            self.lock.release()
+            self._lock.release()
 
-    def pop(self, key: Key, *default: Any) -> Any:
-        self._acquire()
+    def apply(self, key: Key, payload: bytes) -> Value:
+        fn, (default,) = unpickled(payload)
+        acquire(self._lock, self._timeout, "table lock")
         try:
-            return super().pop(key, *default)
-        finally:
-            self.lock.release()
-
-    def apply(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
-        self._acquire()
-        try:
-            new = _plain_value(fn(super().get(key, default)), self.value_size)
-            if len(self) >= self.capacity and key not in self:
-                raise _full(key, self.capacity)
-            super().__setitem__(key, new)
+            new = _plain_value(fn(self._data.get(key, default)), self._value_size)
+            if key not in self._data and len(self._data) >= self._capacity:
+                raise _full(key, self._capacity)
+            self._data[key] = new
             return new
         finally:
-            self.lock.release()
+            self._lock.release()
+
+
+def _sendable(fn: object, default: object) -> bytes:
+    """``fn`` and ``default`` of an update pickled here, naming the one that fails."""
+    try:
+        return pickled(fn, (default,))
+    except TypeError:
+        pickled(fn)  # raises if fn is to blame
+        raise TypeError(
+            "update sends default to the process that runs fn, so it must be "
+            f"picklable, not {default!r}"
+        ) from None
+
+
+class _Remote(Closable):
+    """What :class:`QueueDict` and :class:`ManagerDict` share: every call is a request.
+
+    ``link`` is the handle's :class:`~shmref.owner.Owner` or
+    :class:`~shmref.server.Server`; its ``call(method, *args)`` runs
+    :class:`_Table`'s ``method`` there and returns its result or raises its
+    exception here.
+    """
+
+    def __init__(self, link: Owner | Server, key_size: int, value_size: int) -> None:
+        self._link = link
+        self._key_size = key_size
+        self._value_size = value_size
+        self._call = link.call  # bound once: no lookup on each call
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._closed:
+            self._refuse()
+        return {"link": self._link, "limits": (self._key_size, self._value_size)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        _Remote.__init__(self, state["link"], *state["limits"])
+
+    def _release(self) -> None:
+        self._link.close()
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        if self._closed:
+            self._refuse()
+        value = self._call("get", _key_type(key))
+        return default if value is None else value
+
+    def __getitem__(self, key: Key) -> Value:
+        if self._closed:
+            self._refuse()
+        value = self._call("get", _key_type(key))
+        if value is None:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: Key, value: Value) -> None:
+        if self._closed:
+            self._refuse()
+        key = _plain_key(key, self._key_size)  # the key first, as every way checks
+        self._call("store", key, _plain_value(value, self._value_size))
+
+    def __delitem__(self, key: Key) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: object) -> bool:
+        if self._closed:
+            self._refuse()
+        return self._call("get", _key_type(key)) is not None
+
+    def __len__(self) -> int:
+        if self._closed:
+            self._refuse()
+        return int(self._call("count"))
+
+    def keys(self) -> list[Key]:
+        if self._closed:
+            self._refuse()
+        return self._call("keys")  # type: ignore[no-any-return]
+
+    def items(self) -> list[tuple[Key, Value]]:
+        if self._closed:
+            self._refuse()
+        return self._call("items")  # type: ignore[no-any-return]
+
+    def pop(self, key: Key, default: Any = _MISSING) -> Any:
+        if self._closed:
+            self._refuse()
+        value = self._call("pop", _key_type(key))
+        if value is not None:
+            return value
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def update(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
+        if self._closed:
+            self._refuse()
+        key = _plain_key(key, self._key_size)
+        return self._call("apply", key, _sendable(fn, default))  # type: ignore[no-any-return]
+
+    def snapshot(self) -> dict[Key, Value]:
+        if self._closed:
+            self._refuse()
+        return self._call("snapshot")  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- Queue way
 
-# The calls a QueueDict's owner answers: method names of _ServerDict.
-_CALLS = frozenset(
-    {"get", "__getitem__", "__setitem__", "__delitem__", "__contains__", "__len__"}
-    | {"keys", "items", "pop", "apply", "copy"}
-)
-_STOP = "stop"
 
-
-def _sendable(error: BaseException) -> BaseException:
-    try:
-        pickle.dumps(error)
-    except Exception:
-        return RuntimeError(f"{type(error).__name__}: {error}")
-    return error
-
-
-def _table_owner(requests: Any, replies: Any, limits: tuple[int, int, float | None]) -> None:
-    """Owner process of a :class:`QueueDict`: answers requests one at a time."""
-    table = _ServerDict(*limits)
-    # Not os.getppid(): a forkserver child's parent is the forkserver.
-    creator = multiprocessing.parent_process()
-    while True:
-        try:
-            token, method, args = requests.get(timeout=1.0)
-        except queue.Empty:
-            if creator is not None and not creator.is_alive():  # died without close()
-                return
-            continue
-        if method == _STOP:
-            replies.put((token, True, None))
-            return
-        try:
-            if method not in _CALLS:
-                raise ValueError(f"unknown request {method!r}")
-            if method == "apply":
-                args = (args[0], pickle.loads(args[1]), args[2])
-            result = getattr(table, method)(*args)
-            if method in ("keys", "items"):
-                result = list(result)
-        except Exception as error:
-            replies.put((token, False, _sendable(error)))
-        else:
-            replies.put((token, True, result))
-
-
-class QueueDict(_Closable):
+class QueueDict(_Remote):
     """A ``dict`` held by an owner process, reached by requests on a Queue.
 
-    Every call is one request and one reply: the caller puts ``(method,
-    arguments)`` on the request queue and waits for the answer on the reply
-    queue. The owner answers one request at a time, so each call is atomic
-    and sees every call that returned before it in any process; ``update``
-    runs ``fn`` in the owner. ``fn`` is pickled by the caller (a lambda
-    fails there, and nothing is sent). One reply queue serves every caller:
-    a caller holds a lock from its request to its reply, so calls from many
-    processes queue one behind another. If the owner dies, calls raise
-    ``TimeoutError`` after ``timeout`` seconds; the owner exits by itself if
-    its creator dies.
+    Every call is one request and one reply (:class:`~shmref.owner.Owner`):
+    the owner answers one request at a time, so each call is atomic and sees
+    every call that returned before it in any process; ``update`` runs ``fn``
+    in the owner. ``fn`` and ``default`` are pickled by the caller: a lambda
+    fails there, with ``TypeError``, and nothing is sent. One reply queue
+    serves every caller, so calls from many processes queue one behind
+    another. ``timeout`` bounds every call's wait, for the reply lock and for
+    the reply: a call raises ``TimeoutError`` after it. If the owner dies,
+    calls raise :class:`~shmref.lifecycle.OwnerGone` and ``close()`` returns
+    at once; the owner exits by itself if its creator dies.
 
     >>> from shmref.table import QueueDict, increment
     >>> with QueueDict(capacity=8) as table:
@@ -846,153 +918,50 @@ class QueueDict(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        limits = (_limit("capacity", capacity), _limit("value_size", value_size), timeout)
-        self._key_size = _limit("key_size", key_size)
-        self._value_size = value_size
-        context = _context(ctx)
-        self._requests = context.Queue()
-        self._replies = context.Queue()
-        self._reply_lock = context.Lock()
-        self._timeout = timeout
-        self._creator = os.getpid()
-        self._sequence = 0
-        self._owner: Any = context.Process(
-            target=_table_owner,
-            args=(self._requests, self._replies, limits),
-            name="shmref-table-owner",
-            daemon=True,
+        timeout = seconds(timeout)
+        capacity, key_size, value_size = _limits(capacity, key_size, value_size)
+        owner = Owner(
+            context(ctx),
+            _Table,
+            (capacity, value_size, timeout),
+            what="QueueDict",
+            timeout=timeout,
         )
-        self._owner.start()
+        super().__init__(owner, key_size, value_size)
 
-    def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
-        state = self.__dict__.copy()
-        state["_owner"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def _call(self, method: str, *args: Any) -> Any:
-        if self._closed:
-            self._check_open()
-        _acquire(self._reply_lock, self._timeout, "reply lock")
-        try:
-            self._sequence += 1
-            token = (os.getpid(), id(self), self._sequence)
-            self._requests.put((token, method, args))
-            while True:
-                try:
-                    answer, ok, result = self._replies.get(timeout=self._timeout)
-                except queue.Empty:
-                    raise TimeoutError(
-                        f"no reply from the table's owner within {self._timeout} s"
-                    ) from None
-                # A reply to a caller that timed out earlier: nobody waits for it.
-                if answer == token:
-                    break
-        finally:
-            self._reply_lock.release()
-        if not ok:
-            raise result
-        return result
-
-    def get(self, key: Key, default: Any = None) -> Any:
-        return self._call("get", _key_type(key), default)
-
-    def __getitem__(self, key: Key) -> Value:
-        return self._call("__getitem__", _key_type(key))  # type: ignore[no-any-return]
-
-    def __setitem__(self, key: Key, value: Value) -> None:
-        key = _plain_key(key, self._key_size)
-        self._call("__setitem__", key, _plain_value(value, self._value_size))
-
-    def __delitem__(self, key: Key) -> None:
-        self._call("__delitem__", _key_type(key))
-
-    def __contains__(self, key: object) -> bool:
-        return bool(self._call("__contains__", _key_type(key)))
-
-    def __len__(self) -> int:
-        return int(self._call("__len__"))
-
-    def keys(self) -> list[Key]:
-        return list(self._call("keys"))
-
-    def items(self) -> list[tuple[Key, Value]]:
-        return list(self._call("items"))
-
-    def pop(self, key: Key, default: Any = _MISSING) -> Any:
-        key = _key_type(key)
-        if default is _MISSING:
-            return self._call("pop", key)
-        return self._call("pop", key, default)
-
-    def update(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
-        key = _plain_key(key, self._key_size)
-        # Pickled here, not by the Queue's feeder thread, where a failure
-        # would only be printed and the caller would wait for a reply in vain.
-        self._check_open()
-        return self._call("apply", key, pickle.dumps(fn), default)  # type: ignore[no-any-return]
-
-    def snapshot(self) -> dict[Key, Value]:
-        return dict(self._call("copy"))
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            if os.getpid() == self._creator and self._owner is not None:
-                self._call(_STOP)
-        finally:
-            self._closed = True
-            if self._owner is not None and os.getpid() == self._creator:
-                self._owner.join(self._timeout)
-                if self._owner.is_alive():
-                    self._owner.kill()
-                    self._owner.join()
-                self._owner.close()
-                self._owner = None
-                for q in (self._requests, self._replies):
-                    q.close()
-                    q.join_thread()
+    @property
+    def _owner(self) -> Owner:
+        """The owner process's link, by the name every Queue way gives it."""
+        return cast(Owner, self._link)
 
 
 # ---------------------------------------------------------------- Manager way
 
 
-class _TableProxy(DictProxy):  # type: ignore[type-arg]
-    """``manager.dict()``'s proxy, plus ``apply`` (one round trip for ``update``)."""
-
-    _exposed_ = (*DictProxy._exposed_, "apply")  # type: ignore[attr-defined]
-
-    def apply(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
-        call: Any = self._callmethod  # typeshed says it returns None
-        return call("apply", (key, fn, default))  # type: ignore[no-any-return]
-
-
 class DictManager(SyncManager):
-    """A ``SyncManager`` (``dict()``, ``list()``, ``Lock()``...) that also makes tables.
+    """A ``SyncManager`` (``dict()``, ``list()``, ``Lock()``...) that also holds tables.
 
-    ``manager.Table(capacity, value_size, timeout)`` is a ``dict`` in the
-    server whose proxy is ``manager.dict()``'s plus one method, ``apply``.
+    Pass a started one as ``manager=`` to :class:`ManagerDict` to share one
+    server between tables and the manager's other objects.
     """
 
 
-DictManager.register("Table", _ServerDict, _TableProxy)
+DictManager.register("Table", _Table, exposed=EXPOSED)
 
 
-class ManagerDict(_Closable):
-    """A ``dict`` in a Manager server, reached through its proxy.
+class ManagerDict(_Remote):
+    """A ``dict`` in a Manager server; every call is one round trip.
 
-    This is ``manager.dict()``: every call is one round trip to the server,
-    which runs it. ``update`` is one round trip too: the server's ``apply``
-    runs ``fn`` there, under a lock that every write to the table takes (the
-    server serves each client in a thread of its own). Pass a started
-    :class:`DictManager` as ``manager`` to share one server between tables
-    and other managed objects; otherwise each table starts its own. A dead
-    server makes calls fail at once (``EOFError`` or ``ConnectionError``);
-    the client side has no timeout, the server's lock waits ``timeout``.
+    The server runs each call, ``update`` included: its ``fn`` runs there,
+    under a lock that every write to the table takes (the server serves each
+    client in a thread of its own). ``fn`` and ``default`` are pickled by the
+    caller: a lambda fails there, with ``TypeError``, and nothing is sent.
+    Pass a started :class:`DictManager` as ``manager`` to share one server
+    between tables and other managed objects; otherwise each table starts
+    its own. ``timeout`` bounds the server's wait for that lock (a call
+    behind an ``update`` whose ``fn`` runs longer raises ``TimeoutError``);
+    the caller itself waits for nothing else: a dead server makes calls
+    raise :class:`~shmref.lifecycle.OwnerGone` at once.
 
     >>> from shmref.table import ManagerDict, increment
     >>> with ManagerDict(capacity=8) as table:
@@ -1013,81 +982,16 @@ class ManagerDict(_Closable):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        capacity = _limit("capacity", capacity)
-        self._key_size = _limit("key_size", key_size)
-        self._value_size = _limit("value_size", value_size)
-        self._manager: DictManager | None = None
-        self._creator = os.getpid()
-        if manager is None:
-            manager = self._manager = DictManager(ctx=_context(ctx))
-            manager.start()
-        self._proxy: Any = manager.Table(capacity, value_size, timeout)  # type: ignore[attr-defined]
+        timeout = seconds(timeout)
+        capacity, key_size, value_size = _limits(capacity, key_size, value_size)
+        args = (capacity, value_size, timeout)
+        server = Server(DictManager, "Table", args, what="ManagerDict", manager=manager, ctx=ctx)
+        super().__init__(server, key_size, value_size)
 
-    def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
-        return {"proxy": self._proxy, "limits": (self._key_size, self._value_size)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._proxy = state["proxy"]
-        self._key_size, self._value_size = state["limits"]
-        self._manager = None
-
-    def get(self, key: Key, default: Any = None) -> Any:
-        if self._closed:
-            self._check_open()
-        return self._proxy.get(_key_type(key), default)
-
-    def __getitem__(self, key: Key) -> Value:
-        self._check_open()
-        return self._proxy[_key_type(key)]  # type: ignore[no-any-return]
-
-    def __setitem__(self, key: Key, value: Value) -> None:
-        self._check_open()
-        key = _plain_key(key, self._key_size)  # the key first, as every way checks
-        self._proxy[key] = _plain_value(value, self._value_size)
-
-    def __delitem__(self, key: Key) -> None:
-        self._check_open()
-        del self._proxy[_key_type(key)]
-
-    def __contains__(self, key: object) -> bool:
-        self._check_open()
-        return _key_type(key) in self._proxy
-
-    def __len__(self) -> int:
-        self._check_open()
-        return len(self._proxy)
-
-    def keys(self) -> list[Key]:
-        self._check_open()
-        return list(self._proxy.keys())
-
-    def items(self) -> list[tuple[Key, Value]]:
-        self._check_open()
-        return list(self._proxy.items())
-
-    def pop(self, key: Key, default: Any = _MISSING) -> Any:
-        self._check_open()
-        key = _key_type(key)
-        return self._proxy.pop(key) if default is _MISSING else self._proxy.pop(key, default)
-
-    def update(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
-        self._check_open()
-        return self._proxy.apply(_plain_key(key, self._key_size), fn, default)  # type: ignore[no-any-return]
-
-    def snapshot(self) -> dict[Key, Value]:
-        self._check_open()
-        return dict(self._proxy.copy())
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._proxy = None  # the server drops its object before it stops
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
+    @property
+    def _server(self) -> Server:
+        """The Manager server's link, by the name every Manager way gives it."""
+        return cast(Server, self._link)
 
 
 # ---------------------------------------------------------------- for update and processes

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import pickle
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,6 @@ from shmref.table import (
     SharedDict,
     TableFull,
     increment,
-    put_worker,
     update_worker,
 )
 from tests.conftest import JOIN, contract, run_children
@@ -147,6 +145,7 @@ def test_values_come_back_with_their_type(make: Callable[..., Any]) -> None:
 
 @ways()
 def test_mapping_api(way: SharedDict) -> None:
+    assert isinstance(way, SharedDict)
     assert len(way) == 0 and way.snapshot() == {} and way.keys() == [] and way.items() == []
     assert way.get("a") is None and way.get("a", 5) == 5 and "a" not in way
     with pytest.raises(KeyError):
@@ -195,17 +194,127 @@ def test_update_result_refused_changes_nothing(way: SharedDict) -> None:
 
 @ways("queue", "manager")
 def test_update_with_unpicklable_fn_raises_and_changes_nothing(way: SharedDict) -> None:
+    # Regression (issue 9): QueueDict gave a raw PicklingError, ManagerDict a
+    # PicklingError or AttributeError; both now say what fn must be.
     way["n"] = 1
-    # PicklingError, or AttributeError for a local object before Python 3.14.
-    with pytest.raises((pickle.PicklingError, AttributeError)):
+    with pytest.raises(TypeError, match="module-level function"):
         way.update("n", lambda n: n + 1, 0)
     assert way.snapshot() == {"n": 1}
     assert way.update("n", increment, 0) == 2  # and the table still works
 
 
+@ways("queue", "manager")
+def test_update_with_unpicklable_default_raises_at_once(
+    make: Callable[..., Any], ctx: BaseContext
+) -> None:
+    # Regression (issue 9): QueueDict's feeder thread dropped the request and
+    # the caller waited its whole timeout; ManagerDict raised RuntimeError.
+    way = make(timeout=10)
+    way["n"] = 1
+    start = time.monotonic()
+    with pytest.raises(TypeError, match="default"):
+        way.update("n", increment, ctx.Lock())
+    assert time.monotonic() - start < 5
+    assert way.snapshot() == {"n": 1}
+    assert way.update("n", increment, 0) == 2
+
+
 def test_ctypes_update_runs_any_callable() -> None:
+    # The documented difference: fn and default stay in the caller.
     with CtypesDict(**LIMITS) as table:
         assert table.update("n", lambda n: n + 1, 0) == 1
+        assert table.update("n", increment, multiprocessing.Lock()) == 2
+
+
+@ways()
+def test_any_object_is_a_default_of_get_and_pop(
+    make: Callable[..., Any], ctx: BaseContext
+) -> None:
+    # Regression (issue 9): QueueDict.get(key, lock) sent the lock, which its
+    # feeder thread could not pickle, and waited its whole timeout. A default
+    # never leaves the caller, as with a dict.
+    way = make(timeout=10)
+    lock = ctx.Lock()
+    start = time.monotonic()
+    assert way.get("a", lock) is lock
+    assert way.pop("a", lock) is lock
+    assert time.monotonic() - start < 5
+    way["a"] = 1
+    assert (way.get("a", lock), way.pop("a", lock)) == (1, 1)
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> Any:
+        raise TypeError("this exception stays in the process that raised it")
+
+
+def exit_now(value: Any) -> Any:
+    raise SystemExit(3)
+
+
+def raise_unpicklable(value: Any) -> Any:
+    raise Unpicklable(value)
+
+
+#: update() calls every way refuses with the same exception (fn raising
+#: anything is re-raised in the caller; one that cannot be pickled as a
+#: RuntimeError, in the ctypes way too), leaving the table unchanged.
+BAD_UPDATES: list[tuple[str, tuple[Any, Any, Any], type[BaseException]]] = [
+    ("fn raises SystemExit", ("a", exit_now, 0), SystemExit),
+    ("fn raises an unpicklable exception", ("a", raise_unpicklable, 0), RuntimeError),
+    ("fn is not callable", ("a", 5, 0), TypeError),
+    ("fn(default) raises", ("new", increment, "x"), TypeError),
+    ("fn returns a bool", ("a", bool, 0), TypeError),
+    ("a key of another type", (1, increment, 0), TypeError),
+    ("a key over key_size", ("k" * 9, increment, 0), ValueError),
+]
+
+#: Constructor arguments every way refuses with the same exception, before
+#: it starts anything.
+BAD_ARGUMENTS: list[tuple[dict[str, Any], type[Exception]]] = [
+    ({"capacity": 0}, ValueError),
+    ({"capacity": 2**40}, ValueError),  # issue 9: ctypes could not hold it
+    ({"capacity": True}, ValueError),
+    ({"capacity": 8.0}, ValueError),
+    ({"key_size": -1}, ValueError),
+    ({"value_size": 2**31}, ValueError),
+    # Each under 2**31, but a segment no process can map.
+    ({"capacity": 2**30, "key_size": 2**30, "value_size": 2**30}, ValueError),
+    ({"timeout": True}, TypeError),  # issue 9: taken as 1 s
+    ({"timeout": "1"}, TypeError),
+    ({"timeout": -1}, ValueError),
+    ({"timeout": float("nan")}, ValueError),
+]
+
+
+@ways()
+def test_bad_input_raises_the_same_error_in_every_way(make: Callable[..., Any]) -> None:
+    way = make()
+    way["a"] = 1
+    for name, args, error in BAD_UPDATES:
+        with pytest.raises(error):
+            way.update(*args)
+        assert way.snapshot() == {"a": 1}, name
+    assert way.update("a", increment, 0) == 2  # the owner or server still serves
+    before = multiprocessing.active_children()
+    for arguments, error in BAD_ARGUMENTS:
+        with pytest.raises(error):
+            make(**arguments)
+    assert multiprocessing.active_children() == before
+
+
+@ways()
+def test_numpy_scalars_are_ints_and_floats(make: Callable[..., Any]) -> None:
+    numpy = pytest.importorskip("numpy", reason="pip install numpy")
+    way = make(capacity=numpy.int64(4), timeout=numpy.float64(5.0))
+    way["i"] = numpy.int64(3)
+    way["f"] = numpy.float32(1.5)
+    assert way.update("u", increment, numpy.uint8(1)) == 2
+    assert typed(way.snapshot()) == typed({"i": 3, "f": 1.5, "u": 2})
+    for value, error in [(numpy.bool_(True), TypeError), (numpy.uint64(2**63), OverflowError)]:
+        with pytest.raises(error):
+            way["x"] = value
+    assert len(way) == 3
 
 
 # Bad input and limits: a clear error, and the table unchanged.
@@ -325,7 +434,9 @@ def test_key_lands_in_same_slot_in_every_process(way: SharedDict, ctx: BaseConte
         way[key] = value
     children = {f"c{i}": -i for i in range(3)} | {"é": 1.5}
     run_children(ctx, check_then_put, way, parents, children)
-    for key, value in {**parents, **children}.items():
+    # A second child finds the first one's keys: its close() only detached.
+    run_children(ctx, check_then_put, way, {**parents, **children}, {"c0": 100})
+    for key, value in {**parents, **children, "c0": 100}.items():
         assert way[key] == value and key in way
 
 
@@ -381,7 +492,7 @@ def test_update_is_atomic_while_fn_runs(way: SharedDict, ctx: BaseContext) -> No
 #: Values a writer flips between: different types and lengths, so that a read
 #: mixing two writes (a tag of one with the bytes of the other) shows.
 FLIPS = ["a" * 16, 7, b"bb", -1.5, "c"]
-#: Reads per test, per way.
+#: Reads per test at least, per way.
 READS = {"ctypes": 100_000, "queue": 2_000, "manager": 2_000}
 
 
@@ -396,10 +507,17 @@ def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: Base
         allowed = typed(dict(enumerate(FLIPS))).values()
         seen = set()
         get = way.get
-        for _ in range(READS[way_name]):
+        reads, deadline = 0, time.monotonic() + JOIN
+        # Then on until the reads did overlap the writes: on a busy machine
+        # the writer may not have had its turn yet (issue 9: a fixed count
+        # made this test fail under forkserver).
+        while reads < READS[way_name] or (
+            len(seen) < 2 and writer.is_alive() and time.monotonic() < deadline
+        ):
             value = get("k")
             assert (type(value), value) in allowed, value
             seen.add(repr(value))
+            reads += 1
     finally:
         stop.set()
         writer.join(JOIN)
@@ -408,80 +526,10 @@ def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: Base
     assert len(seen) > 1  # the reads did overlap the writes
 
 
-@ways()
-def test_child_close_keeps_table_open(way: SharedDict, ctx: BaseContext) -> None:
-    run_children(ctx, put_worker, way, "child", 1)  # put_worker closes its handle
-    way["parent"] = 2
-    assert way.snapshot() == {"child": 1, "parent": 2}
-
-
-# close() and the context-manager protocol.
-
-
-@ways()
-def test_closed_table_refuses_calls(way: SharedDict) -> None:
-    way["a"] = 1
-    way.close()
-    for call in (
-        lambda: way.get("a"),
-        lambda: way["a"],
-        lambda: way.__setitem__("a", 2),
-        lambda: way.__delitem__("a"),
-        lambda: "a" in way,
-        lambda: len(way),
-        way.keys,
-        way.items,
-        way.snapshot,
-        lambda: way.pop("a"),
-        lambda: way.update("a", increment, 0),
-    ):
-        with pytest.raises(ValueError, match="closed"):
-            call()
-    way.close()
-
-
-@ways()
-def test_context_manager_closes(make: Callable[..., Any]) -> None:
-    table = make()
-    assert isinstance(table, SharedDict)
-    with table as entered:
-        assert entered is table
-        table["a"] = 1
-    with pytest.raises(ValueError):
-        table.get("a")
-
-
-@ways("queue", "manager")
-def test_creator_close_stops_owner(make: Callable[..., Any]) -> None:
-    before = {process.pid for process in multiprocessing.active_children()}
-    table = make()
-    started = {process.pid for process in multiprocessing.active_children()} - before
-    assert len(started) == 1
-    table.close()
-    assert not started & {process.pid for process in multiprocessing.active_children()}
-
-
-def segment_path(table: CtypesDict) -> str:
-    return f"/dev/shm/{table._segment.name}"
-
-
-@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
-def test_ctypes_segment_is_unlinked_by_its_creator_only(ctx: BaseContext) -> None:
-    table = CtypesDict(ctx=ctx, **LIMITS)
-    path = segment_path(table)
-    table["a"] = 1
-    run_children(ctx, put_worker, table, "b", 2)  # attaches, closes, exits
-    assert os.path.exists(path)
-    assert table.snapshot() == {"a": 1, "b": 2}
-    table.close()
-    assert not os.path.exists(path)
-    table.close()
-
-
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
 def test_ctypes_segment_goes_with_the_creator_handle() -> None:
     table = CtypesDict(**LIMITS)
-    path = segment_path(table)
+    path = f"/dev/shm/{table._segment.name}"
     del table
     gc.collect()
     assert not os.path.exists(path)
@@ -524,20 +572,29 @@ def test_ctypes_readers_do_not_wait_for_the_writer_lock(ctx: BaseContext) -> Non
             table._lock.release()
 
 
+def owner_process(table: QueueDict) -> Any:
+    return table._owner._process
+
+
+def kill_owner(table: QueueDict) -> None:
+    process = owner_process(table)
+    process.kill()
+    process.join(JOIN)
+
+
 @ways("queue")
-def test_queue_calls_time_out_when_owner_is_dead(make: Callable[..., Any]) -> None:
-    table = make(timeout=0.5)
+def test_queue_close_returns_at_once_when_the_owner_is_dead(make: Callable[..., Any]) -> None:
+    # Regression (issue 9): close() waited its whole timeout for the dead
+    # owner, then raised TimeoutError, which replaced the error of a with block.
+    table = make(timeout=10)
     table["a"] = 1
-    table._owner.kill()
-    table._owner.join(JOIN)
+    kill_owner(table)
     start = time.monotonic()
-    with pytest.raises(TimeoutError):
-        table.get("a")
-    assert 0.45 <= time.monotonic() - start < 10
-    with pytest.raises(TimeoutError):
-        table.close()  # it cannot stop a dead owner; it still releases everything
-    with pytest.raises(ValueError):
-        table.get("a")
+    table.close()
+    assert time.monotonic() - start < 5
+    with pytest.raises(KeyError, match="ended the block"), make(timeout=10) as table:
+        kill_owner(table)
+        raise KeyError("the error that ended the block")
 
 
 @ways("queue")
@@ -546,22 +603,9 @@ def test_queue_owner_outlives_idle_periods(make: Callable[..., Any]) -> None:
     # forkserver child's parent process is the forkserver, not the creator.
     table = make()
     table["a"] = 1
-    table._owner.join(1.5)  # returns after 1.5 s: the owner is still there
-    assert table._owner.is_alive()
+    owner_process(table).join(1.5)  # returns after 1.5 s: the owner is still there
+    assert owner_process(table).is_alive()
     assert table["a"] == 1
-
-
-@ways("manager")
-def test_manager_calls_fail_at_once_when_server_is_dead(make: Callable[..., Any]) -> None:
-    table = make()
-    table["a"] = 1
-    process = table._manager._process
-    process.kill()
-    process.join(JOIN)
-    start = time.monotonic()
-    with pytest.raises((EOFError, ConnectionError, BrokenPipeError)):
-        table.get("a")
-    assert time.monotonic() - start < 10
 
 
 def test_manager_tables_share_a_manager(ctx: BaseContext) -> None:
