@@ -3,15 +3,16 @@
 An owner is a process that holds a primitive's state and applies requests
 one at a time, so each request is atomic. Requests travel on one
 ``multiprocessing.Queue`` and replies on another; both carry bytes pickled
-by the sender itself (not by the queue's feeder thread), so:
+by the sender itself (not by the queue's feeder thread), unless they are made
+only of immutable values that always pickle (ints, floats, str, bytes, tuples
+of them), so:
 
 * an argument that cannot be pickled raises ``TypeError`` in the caller at
   once, instead of being dropped by the feeder while the caller waits;
 * a reply is a copy of the state at the moment the owner answered, even
   though the feeder writes it to the pipe later.
 
-A request is ``(token, method, args)`` (pickled by the caller, except for
-:meth:`Owner.send`'s messages of checked plain values): the owner calls ``state.method(*args)``
+A request is ``(token, method, args)``: the owner calls ``state.method(*args)``
 and, unless ``token`` is None (a message that needs no reply), answers
 ``(token, (ok, result))``. Exceptions the state raises, ``BaseException``
 included, go back to the caller; the owner goes on serving.
@@ -44,13 +45,35 @@ _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 
 
-def _dumps(message: object) -> bytes:
+#: Immutable types that always pickle: a message made only of these goes on
+#: the queue as it is (the feeder pickles it once), since the sender can
+#: neither fail to pickle it nor change it before the feeder does. A 16 MiB
+#: bytes payload is then copied twice less.
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, slice})
+
+
+def _plain(value: object) -> bool:
+    if value.__class__ is tuple:
+        return all(map(_plain, value))  # type: ignore[arg-type]
+    if value.__class__ is slice:
+        return _plain((value.start, value.stop, value.step))  # type: ignore[attr-defined]
+    return value.__class__ in _PLAIN
+
+
+def _wire(message: tuple[Any, ...]) -> tuple[Any, ...] | bytes:
+    """``message`` as it goes on a queue: itself if plain, else pickled here."""
+    if _plain(message):
+        return message
     try:
         return _DUMPS(message, pickle.HIGHEST_PROTOCOL)
     except Exception as error:
         raise TypeError(
             f"cannot send to the owner process: {type(error).__name__}: {error}"
         ) from None
+
+
+def _unwire(message: Any) -> Any:
+    return _LOADS(message) if message.__class__ is bytes else message
 
 
 def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], args: Any) -> None:
@@ -63,8 +86,7 @@ def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], 
     while True:
         try:
             message = requests.get(timeout=IDLE_CHECK)
-            # call() sends bytes it pickled itself, send() a plain tuple.
-            token, method, call_args = _LOADS(message) if message.__class__ is bytes else message
+            token, method, call_args = _unwire(message)
         except queue.Empty:
             token = None
             method = ""
@@ -76,7 +98,7 @@ def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], 
         if not method:
             continue
         if method == _STOP:
-            replies.put(_DUMPS((token, (True, None))))
+            replies.put((token, (True, None)))
             lifeline.close()
             return
         if method.startswith("_"):
@@ -85,10 +107,12 @@ def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], 
             answer = run(getattr(state, method), *call_args)
         if token is None:
             continue  # nobody waits for this one; the state keeps what it must report
+        # Pickled now, not by the feeder thread later: the reply is the state
+        # as it is at this moment, even if the state goes on changing.
         try:
-            reply = _DUMPS((token, answer))
-        except Exception as error:
-            reply = _DUMPS((token, (False, portable(TypeError(f"unpicklable reply: {error}")))))
+            reply = _wire((token, answer))
+        except TypeError as error:
+            reply = _wire((token, (False, portable(error))))
         replies.put(reply)
 
 
@@ -173,14 +197,14 @@ class Owner:
     ) -> Any:
         # waker: whose closing ends the wait (None: close()'s own stop request).
         token = (os.getpid(), id(self), next(self._tokens))
-        request = _dumps((token, method, args))
+        request = _wire((token, method, args))
         acquire(self._reply_lock, lock_wait, f"{self.what}'s reply lock", waker)
         try:
             self._requests.put(request)
             deadline = Deadline(self.timeout)
             while True:
                 try:
-                    answer, outcome = _LOADS(self._replies.get(True, deadline.next_slice()))
+                    answer, outcome = _unwire(self._replies.get(True, deadline.next_slice()))
                 except queue.Empty:
                     if waker is not None and self.closed:
                         self._refuse()
