@@ -14,35 +14,49 @@ Python's semantics, ``read()``/``readinto()``/``write()`` of the whole array,
 * a Manager server: :class:`ManagerArray` (the data lives in the server, one
   round trip per call).
 
+Every argument is checked in the caller, by code the three ways share, so
+the same bad input raises the same exception in each, before anything is
+written or sent. numpy's integer and float scalars count as ints and
+floats; a size larger than :data:`MAX_BYTES` (this machine's memory) is
+refused with ``ValueError`` by every way.
+
 Objects pass to child processes as ``Process`` arguments under every start
 method. The process that creates an array owns it: its ``close()`` releases
 the segment, owner process or server; ``close()`` in another process only
 detaches that process's handle. This module is named ``arrays`` so that,
 copied alone into a project, it does not shadow the standard ``array``
-module; it imports only the standard library (numpy is optional).
+module. ``python -m shmref.standalone arrays`` writes it and the shared
+machinery it uses as one file that imports only the standard library (numpy
+is optional).
 """
 
 from __future__ import annotations
 
 import array
 import gc
-import multiprocessing
+import numbers
 import os
-import queue
-import secrets
 import sys
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
+from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, acquire, context, seconds, size
+from shmref.owner import Owner
+from shmref.segment import attach, create, release
+from shmref.server import EXPOSED, Served, Server
+
 if TYPE_CHECKING:
+    from multiprocessing.shared_memory import SharedMemory
+
     import numpy
 
 __all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_BYTES",
     "SEGMENT_BYTES",
     "TYPECODES",
     "Array",
@@ -61,11 +75,24 @@ TYPECODES = "bBhHiIlLqQfd"
 #: own; smaller ones share the multiprocessing heap (see CtypesArray).
 SEGMENT_BYTES = 1 << 20
 
-#: Seconds a call waits for a lock or a reply before raising TimeoutError.
-DEFAULT_TIMEOUT = 30.0
 
-#: Prefix of the segments' names, so that ``ls /dev/shm`` shows whose they are.
-SEGMENT_PREFIX = "shmref_"
+def _memory() -> int:
+    """This machine's physical memory in bytes (``sys.maxsize`` where unknown)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf, or not these names
+        return sys.maxsize
+    return min(total, sys.maxsize) if total > 0 else sys.maxsize
+
+
+#: The most bytes one array may hold: this machine's physical memory. No way
+#: can hold more (a segment and the heap live in RAM-backed files, an owner
+#: and a server in their process's memory), and every way refuses a larger
+#: size with the same ``ValueError`` before it allocates anything. Without
+#: this bound the ways failed each their own way: ``OverflowError``,
+#: ``MemoryError``, a segment that raised SIGBUS when written, a heap array
+#: that wrote terabytes of zeros to a temporary file.
+MAX_BYTES = _memory()
 
 Item = int | float
 
@@ -205,19 +232,33 @@ def _index(key: object, length: int) -> int:
     return int(i)
 
 
-def _slice_length(key: slice, length: int) -> int:
-    # range() applies Python's slice rules, including ValueError for step 0.
-    return len(range(length)[key])
+def _slice(key: slice, length: int) -> tuple[slice, int]:
+    """``key`` with plain int bounds, and the number of items it selects.
+
+    range() applies Python's slice rules, including ValueError for step 0.
+    The bounds may be anything with ``__index__``; the slice that goes to an
+    owner process or a server holds ints, which always pickle.
+    """
+    selected = range(length)[key]
+    # A negative step ends at -1, which a slice would read as the last item.
+    stop = selected.stop if selected.stop >= 0 else None
+    return slice(selected.start, stop, selected.step), len(selected)
+
+
+def _count(count: object, code: str) -> int:
+    """A checked number of items: one rule, one limit (:data:`MAX_BYTES`) for every way."""
+    itemsize = _KINDS[code][1]
+    what = f"size ({code!r} items of {itemsize} bytes, MAX_BYTES = {MAX_BYTES} in all)"
+    return size(count, what, limit=MAX_BYTES // itemsize)
 
 
 def _spec(typecode: object, size_or_initializer: object) -> tuple[str, int, memoryview | None]:
     """The typecode, length and initial items of a new array."""
     code = _typecode(typecode)
-    if isinstance(size_or_initializer, int) and not isinstance(size_or_initializer, bool):
-        if size_or_initializer < 1:
-            raise ValueError(f"an array needs at least one item, not {size_or_initializer}")
-        return code, size_or_initializer, None
-    if isinstance(size_or_initializer, bool) or not isinstance(size_or_initializer, Iterable):
+    boolean = type(size_or_initializer).__name__ in _BOOLS  # Python's or numpy's
+    if isinstance(size_or_initializer, numbers.Integral) and not boolean:
+        return code, _count(size_or_initializer, code), None
+    if boolean or not isinstance(size_or_initializer, Iterable):
         raise TypeError(
             "size_or_initializer must be a positive int or an iterable of numbers, "
             f"not {type(size_or_initializer).__name__}"
@@ -230,7 +271,15 @@ def _spec(typecode: object, size_or_initializer: object) -> tuple[str, int, memo
         count = len(size_or_initializer)
     if count < 1:
         raise ValueError("an array needs at least one item, not an empty initializer")
+    count = _count(count, code)
     return code, count, _pack(code, size_or_initializer, count, "the initializer")
+
+
+def _items(code: str, length: int, initial: memoryview | None) -> array.array[Any]:
+    """The items an owner process or a server starts with."""
+    if initial is not None:
+        return array.array(code, initial.tobytes())
+    return array.array(code, [0]) * length
 
 
 def _numpy() -> Any:
@@ -241,16 +290,6 @@ def _numpy() -> Any:
             "as_numpy() needs numpy, which is not installed; read() returns an array.array"
         ) from None
     return numpy
-
-
-def _context(ctx: BaseContext | None) -> Any:
-    # Any: typeshed's BaseContext lacks Process, RawArray and friends.
-    return ctx if ctx is not None else multiprocessing.get_context()
-
-
-def _acquire(lock: Any, timeout: float | None, what: str) -> None:
-    if not lock.acquire(timeout=timeout):
-        raise TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
 
 
 @runtime_checkable
@@ -271,8 +310,9 @@ class Array(Protocol):
     written: a ``bool``, ``str`` or ``float`` for an int typecode raises
     ``TypeError``, a value outside the typecode's range ``OverflowError``
     (ctypes would silently wrap it), and on any error nothing is written.
-    After ``close()`` every call raises ``ValueError``; ``close()`` may be
-    called again.
+    numpy integer and float scalars are values like Python's ints and
+    floats. After ``close()`` every call raises ``ValueError``, ``len()``
+    and ``typecode`` included; ``close()`` may be called again.
     """
 
     @property
@@ -304,35 +344,17 @@ class Array(Protocol):
 
     def __enter__(self) -> Array: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
-class _Closable:
-    """The close/context-manager half of the protocol, shared by every way."""
-
-    _closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"{type(self).__name__} is closed")
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _ArrayBase(_Closable):
+class _ArrayBase(Closable):
     """Checks every argument, then hands a valid request to the way's storage.
 
-    Subclasses implement ``_get(key)`` (an int index in range, or a slice),
-    ``_set(key, payload)`` (payload: a checked value, or a memoryview of the
-    slice's items), ``_read()`` (a bytes-like copy of the whole array) and
-    ``_write(payload)``.
+    A closed handle refuses every call before looking at its arguments.
+    Subclasses implement ``_get(key)`` (an int index in range, or a slice
+    with int bounds), ``_set(key, payload)`` (payload: a checked value, or a
+    memoryview of the slice's items), ``_read()`` (a bytes-like copy of the
+    whole array) and ``_write(payload)``.
     """
 
     _typecode: str
@@ -341,9 +363,13 @@ class _ArrayBase(_Closable):
     @property
     def typecode(self) -> str:
         """The :mod:`array` typecode of the items."""
+        if self._closed:
+            self._refuse()
         return self._typecode
 
     def __len__(self) -> int:
+        if self._closed:
+            self._refuse()
         return self._length
 
     @overload
@@ -353,27 +379,31 @@ class _ArrayBase(_Closable):
     def __getitem__(self, key: slice) -> list[Item]: ...
 
     def __getitem__(self, key: int | slice) -> Item | list[Item]:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         if isinstance(key, slice):
-            _slice_length(key, self._length)
-            return self._get(key)  # type: ignore[no-any-return]
+            return self._get(_slice(key, self._length)[0])  # type: ignore[no-any-return]
         return self._get(_index(key, self._length))  # type: ignore[no-any-return]
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         if isinstance(key, slice):
-            count = _slice_length(key, self._length)
+            key, count = _slice(key, self._length)
             self._set(key, _pack(self._typecode, value, count, "slice assignment"))
         else:
             self._set(_index(key, self._length), _item(self._typecode, value))
 
     def __iter__(self) -> Iterator[Item]:
         """Iterate over a snapshot taken by one ``read()``."""
+        if self._closed:
+            self._refuse()
         return iter(self.read())
 
     def read(self) -> array.array[Any]:
         """A copy of every item, taken atomically."""
-        self._check_open()
+        if self._closed:
+            self._refuse()
         out = array.array(self._typecode)
         out.frombytes(self._read())
         return out
@@ -386,8 +416,14 @@ class _ArrayBase(_Closable):
         ``array.array`` of the same typecode). Reusing one buffer avoids the
         page faults of fresh memory that ``read()`` pays on large arrays.
         """
-        self._check_open()
-        target = memoryview(buffer)
+        if self._closed:
+            self._refuse()
+        try:
+            target = memoryview(buffer)
+        except TypeError:
+            raise TypeError(
+                f"readinto() needs a writable, contiguous, 1-D buffer, not {type(buffer).__name__}"
+            ) from None
         try:
             fmt = target.format.lstrip("@=" + _NATIVE)
             if target.readonly or target.ndim != 1 or not target.c_contiguous:
@@ -405,11 +441,14 @@ class _ArrayBase(_Closable):
 
     def write(self, values: Iterable[Item]) -> None:
         """Replace every item, atomically; ``values`` has ``len(self)`` items."""
-        self._check_open()
+        if self._closed:
+            self._refuse()
         self._write(_pack(self._typecode, values, self._length, "write()"))
 
     def as_numpy(self) -> numpy.ndarray[Any, Any]:
         """A numpy view of the shared items (only :class:`CtypesArray` has one)."""
+        if self._closed:
+            self._refuse()
         raise NotImplementedError(
             f"{type(self).__name__} keeps its items in another process: there is no "
             "shared memory to view; numpy.frombuffer(array.read(), array.typecode) is a copy"
@@ -435,67 +474,6 @@ class _ArrayBase(_Closable):
 # ---------------------------------------------------------------- ctypes
 
 
-def _tracker_id() -> int | None:
-    """Which resource_tracker this process talks to: the inode of its pipe."""
-    fd = getattr(resource_tracker._resource_tracker, "_fd", None)
-    if fd is None:
-        return None
-    try:
-        return os.fstat(fd).st_ino
-    except OSError:
-        return None
-
-
-def _create_segment(nbytes: int) -> shared_memory.SharedMemory:
-    # SharedMemory creates with mode 0600 and O_EXCL; a name of our own
-    # makes shmref's segments recognisable in /dev/shm.
-    while True:
-        name = SEGMENT_PREFIX + secrets.token_hex(8)
-        try:
-            return shared_memory.SharedMemory(name, create=True, size=nbytes)
-        except FileExistsError:
-            continue
-
-
-def _attach_segment(name: str, creator_tracker: int | None) -> shared_memory.SharedMemory:
-    """Map an existing segment without making this process's tracker own it.
-
-    The creator's resource_tracker unlinks a segment whose creator died
-    without ``close()``; an attaching process must not register it too.
-    Python 3.13 has ``track=False`` for that. Before 3.13 attaching always
-    registers, and the usual fix, unregistering right after, is wrong when
-    the tracker is shared: fork, spawn and forkserver children all talk to
-    their parent's tracker, which keeps one *set* of names, so the child's
-    unregister would erase the creator's registration (its own unlink then
-    makes the tracker print a KeyError, and a crash would leak the segment).
-    So the registration is undone only if this process has a tracker of its
-    own, which would otherwise unlink the segment when this process exits.
-    """
-    if sys.version_info >= (3, 13):
-        return shared_memory.SharedMemory(name, track=False)
-    segment = shared_memory.SharedMemory(name)
-    if _tracker_id() != creator_tracker:
-        resource_tracker.unregister(getattr(segment, "_name", name), "shared_memory")
-    return segment
-
-
-def _release_segment(
-    segment: shared_memory.SharedMemory, views: list[memoryview], creator: int
-) -> None:
-    """Unmap a segment, and unlink it if this process created it (runs once)."""
-    for view in views:
-        view.release()
-    try:
-        segment.close()
-    except BufferError:
-        # numpy views outlive a handle that was dropped without close(): they
-        # keep the mapping alive, and it is unmapped when the last one goes.
-        segment._mmap = None  # type: ignore[attr-defined]
-        segment.close()
-    if os.getpid() == creator:
-        segment.unlink()
-
-
 class CtypesArray(_ArrayBase):
     """Items in shared memory, every call under one lock.
 
@@ -506,14 +484,18 @@ class CtypesArray(_ArrayBase):
     created with mode 0600 and unlinked exactly once, by the creator's
     ``close()`` (or when the creator's handle is garbage-collected). Pass
     ``segment=True`` or ``False`` to choose. Children attach without the
-    resource_tracker claiming the segment (see :func:`_attach_segment`).
+    resource_tracker claiming the segment (see :func:`shmref.segment.attach`).
     The creator must not close before its children have attached (a child
-    started just before ``close()`` gets ``FileNotFoundError``).
+    started just before ``close()`` gets ``FileNotFoundError``). A segment's
+    memory is reserved when it is made: a full ``/dev/shm`` raises
+    ``OSError`` then, not SIGBUS later.
 
     Guarantees: every call (item, slice, ``read``, ``write``) holds the lock
     and is atomic; a process dying in the middle of a call (it holds the
     lock for a copy) makes other callers raise ``TimeoutError`` after
-    ``timeout`` seconds. ``get_lock()`` returns the lock.
+    ``timeout`` seconds, which bounds every wait for the lock. A thread
+    waiting for the lock when another thread closes the handle gets the
+    closed error. ``get_lock()`` returns the lock.
 
     ``as_numpy()`` returns a writable numpy view of the shared items, which
     does *not* take the lock: hold ``get_lock()`` while other processes may
@@ -539,21 +521,21 @@ class CtypesArray(_ArrayBase):
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
-        nbytes = self._length * array.array(self._typecode).itemsize
-        context = _context(ctx)
-        self._lock = context.Lock()
-        self._timeout = timeout
+        self._timeout = seconds(timeout)
+        if segment is not None and not isinstance(segment, bool):
+            raise TypeError(f"segment must be True, False or None, not {segment!r}")
+        nbytes = self._length * _KINDS[self._typecode][1]
+        ctx = context(ctx)
+        self._lock = ctx.Lock()
         self._creator = os.getpid()
         self._raw: Any = None
-        self._segment: shared_memory.SharedMemory | None = None
-        self._tracker: int | None = None
+        self._segment: SharedMemory | None = None
+        self._name: str | None = None
         if segment if segment is not None else nbytes >= SEGMENT_BYTES:
-            self._segment = _create_segment(nbytes)
-            self._tracker = _tracker_id()
-            self._name: str | None = self._segment.name
+            self._segment = create(nbytes)
+            self._name = self._segment.name
         else:
-            self._raw = context.RawArray(self._typecode, self._length)
-            self._name = None
+            self._raw = ctx.RawArray(self._typecode, self._length)
         self._attach()
         if initial is not None:
             self._view[:] = initial
@@ -562,7 +544,7 @@ class CtypesArray(_ArrayBase):
         if self._segment is not None:
             buf = self._segment.buf
             assert buf is not None  # an open segment is mapped
-            self._bytes = buf[: self._length * array.array(self._typecode).itemsize]
+            self._bytes = buf[: self._length * _KINDS[self._typecode][1]]
         else:
             self._bytes = memoryview(self._raw).cast("B")
         self._view = _cast(self._bytes, self._typecode)
@@ -570,32 +552,34 @@ class CtypesArray(_ArrayBase):
         self._finalizer = None
         if self._segment is not None:
             self._finalizer = weakref.finalize(
-                self, _release_segment, self._segment, [self._view, self._bytes], self._creator
+                self, release, self._segment, [self._view, self._bytes], self._creator
             )
 
     @property
     def name(self) -> str | None:
         """The segment's name (in ``/dev/shm`` on Linux), or None for a RawArray."""
+        if self._closed:
+            self._refuse()
         return self._name
 
     def get_lock(self) -> Any:
         """The lock every call holds; hold it to use a numpy view safely."""
+        if self._closed:
+            self._refuse()
         return self._lock
 
     def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
-        state = {
+        if self._closed:
+            self._refuse()
+        return {
             "typecode": self._typecode,
             "length": self._length,
             "lock": self._lock,
             "timeout": self._timeout,
             "creator": self._creator,
+            "segment": self._name,
+            "raw": self._raw,  # a heap array: its fd travels with a spawned child
         }
-        if self._segment is not None:
-            state.update(segment=self._segment.name, tracker=self._tracker)
-        else:
-            state.update(raw=self._raw)  # the heap's fd travels with a spawned child
-        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._typecode = state["typecode"]
@@ -603,52 +587,55 @@ class CtypesArray(_ArrayBase):
         self._lock = state["lock"]
         self._timeout = state["timeout"]
         self._creator = state["creator"]
-        self._tracker = state.get("tracker")
-        self._raw = state.get("raw")
-        self._segment = None
-        self._name = state.get("segment")
-        if self._name is not None:
-            self._segment = _attach_segment(self._name, self._tracker)
+        self._raw = state["raw"]
+        self._name = state["segment"]
+        self._segment = attach(self._name) if self._name is not None else None
         self._attach()
 
     def _get(self, key: int | slice) -> Any:
-        _acquire(self._lock, self._timeout, "array lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "array lock", self)
         try:
             view: Any = self._view
             return view[key] if key.__class__ is int else view[key].tolist()
         finally:
-            self._lock.release()
+            lock.release()
 
     def _set(self, key: int | slice, payload: Any) -> None:
-        _acquire(self._lock, self._timeout, "array lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "array lock", self)
         try:
             self._view[key] = payload
         finally:
-            self._lock.release()
+            lock.release()
 
     def _read_into(self, target: memoryview) -> None:
-        _acquire(self._lock, self._timeout, "array lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "array lock", self)
         try:
             target[:] = self._bytes
         finally:
-            self._lock.release()
+            lock.release()
 
     def read(self) -> array.array[Any]:
-        self._check_open()
+        if self._closed:
+            self._refuse()
         out = array.array(self._typecode)
-        _acquire(self._lock, self._timeout, "array lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "array lock", self)
         try:
             out.frombytes(self._bytes)  # one copy, straight from shared memory
         finally:
-            self._lock.release()
+            lock.release()
         return out
 
     def _write(self, payload: memoryview) -> None:
-        _acquire(self._lock, self._timeout, "array lock")
+        lock = self._lock
+        acquire(lock, self._timeout, "array lock", self)
         try:
             self._view[:] = payload
         finally:
-            self._lock.release()
+            lock.release()
 
     def as_numpy(self) -> numpy.ndarray[Any, Any]:
         """A writable numpy view of the shared items; it does not take the lock.
@@ -656,7 +643,8 @@ class CtypesArray(_ArrayBase):
         Delete every view (and every array derived from one) before
         ``close()``, which refuses with ``BufferError`` while one exists.
         """
-        self._check_open()
+        if self._closed:
+            self._refuse()
         view = _numpy().frombuffer(self._view, dtype=self._typecode)
         # numpy gives the view a memoryview of its own as base (no export
         # of ours to count), and arrays derived from the view keep the view,
@@ -682,7 +670,8 @@ class CtypesArray(_ArrayBase):
         made by this process exist: they would read unmapped memory. A
         forked child's copies of its parent's views keep the child's mapping
         alive instead, until they are gone (they are not the child's to
-        delete).
+        delete). Inside ``with``, a ``BufferError`` of this close never
+        replaces the exception that ended the block (it becomes a note).
         """
         if self._closed:
             return
@@ -693,7 +682,9 @@ class CtypesArray(_ArrayBase):
                 "memory (or arrays derived from them) still exist; delete them first, "
                 "since close() unmaps the memory they read"
             )
-        self._closed = True
+        super().close()
+
+    def _release(self) -> None:
         if self._finalizer is not None:
             self._finalizer()  # unmaps, and unlinks in the creator
         else:
@@ -702,55 +693,85 @@ class CtypesArray(_ArrayBase):
         self._raw = self._segment = self._finalizer = None
 
 
-# ---------------------------------------------------------------- Queue
-
-_GET, _SET, _READ, _WRITE, _STOP = "get", "set", "read", "write", "stop"
+# ---------------------------------------------------------------- Queue and Manager
 
 
-def _queue_owner(requests: Any, replies: Any, data: array.array[Any]) -> None:
-    """Owner process of a :class:`QueueArray`: applies requests in order.
+class _ArrayState(Served):
+    """The items, held by a :class:`QueueArray`'s owner or a :class:`ManagerArray`'s server.
 
-    Requests arrive checked (the sender knows the length and typecode);
-    every request gets a reply, so a caller returns only once its write is
-    applied.
+    Requests arrive checked (the caller knows the length and typecode), and
+    each gets a reply, so a caller returns only once its write is applied.
+    A Manager server runs each client connection in a thread of its own: the
+    lock makes every call atomic without relying on the GIL (an owner
+    process applies one request at a time, and the lock costs it nothing).
+    ``read`` returns a copy taken under the lock, since the server pickles
+    its reply after the lock is released.
     """
-    code = data.typecode
-    # Not os.getppid(): under forkserver the parent is the fork server.
-    creator = multiprocessing.parent_process()
-    while True:
-        try:
-            message = requests.get(timeout=1.0)
-        except queue.Empty:
-            if creator is not None and not creator.is_alive():  # died without close()
-                return
-            continue
-        kind, token = message[0], message[1]
-        reply: Any = None
-        try:
-            if kind == _GET:
-                key = message[2]
-                reply = data[key].tolist() if isinstance(key, slice) else data[key]
-            elif kind == _SET:
-                key, payload = message[2], message[3]
-                if isinstance(key, slice):
-                    payload = array.array(code, payload)
-                data[key] = payload
-            elif kind == _READ:
-                # A copy: the queue's feeder thread pickles the reply after
-                # this loop has moved on to the next request.
-                reply = data.tobytes()
-            elif kind == _WRITE:
-                data = array.array(code, message[2])
-            elif kind == _STOP:
-                replies.put((token, None, None))
-                return
-        except Exception as exc:  # a bug, reported to the caller
-            replies.put((token, None, exc))
-        else:
-            replies.put((token, reply, None))
+
+    def __init__(self, data: array.array[Any]) -> None:
+        self._data = data
+        self._lock = threading.Lock()
+
+    def get(self, key: int | slice) -> Any:
+        with self._lock:
+            return self._data[key].tolist() if key.__class__ is slice else self._data[key]
+
+    def set(self, key: int | slice, payload: Any) -> None:
+        if key.__class__ is slice:
+            payload = array.array(self._data.typecode, payload)
+        with self._lock:
+            self._data[key] = payload
+
+    def read(self) -> bytes:
+        with self._lock:
+            return self._data.tobytes()
+
+    def write(self, payload: bytes) -> None:
+        fresh = array.array(self._data.typecode, payload)
+        with self._lock:
+            self._data = fresh
 
 
-class QueueArray(_ArrayBase):
+class _Remote(_ArrayBase):
+    """A way whose items live in another process, reached by ``self._link.call``.
+
+    ``_link`` is the handle's :class:`~shmref.owner.Owner` (Queue way) or
+    :class:`~shmref.server.Server` (Manager way): each call is one request
+    to it and one reply, which carries the state's exception if there is
+    one, and :class:`~shmref.lifecycle.OwnerGone` if the process is gone.
+    """
+
+    _link: Owner | Server
+
+    def __getstate__(self) -> dict[str, Any]:
+        if self._closed:
+            self._refuse()
+        return {"typecode": self._typecode, "length": self._length, "link": self._link}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._typecode = state["typecode"]
+        self._length = state["length"]
+        self._link = state["link"]
+
+    def _get(self, key: int | slice) -> Any:
+        return self._link.call("get", key)
+
+    def _set(self, key: int | slice, payload: Any) -> None:
+        if payload.__class__ is memoryview:
+            payload = payload.tobytes()
+        self._link.call("set", key, payload)
+
+    def _read(self) -> Any:
+        return self._link.call("read")
+
+    def _write(self, payload: memoryview) -> None:
+        self._link.call("write", payload.tobytes())
+
+    def _release(self) -> None:
+        self._link.close()
+
+
+class QueueArray(_Remote):
     """Items held by an owner process, read and written by messages on a Queue.
 
     Every call sends a request and waits for the owner's reply: a write
@@ -758,8 +779,10 @@ class QueueArray(_ArrayBase):
     process, sees it; the owner applies requests one at a time, so each is
     atomic. Callers take turns (one request in flight at a time), so a
     large ``read()`` makes the others wait. Every item crosses a pipe
-    pickled, twice for a round trip from a writer to a reader. A dead owner
-    makes calls raise ``TimeoutError`` after ``timeout`` seconds.
+    pickled, twice for a round trip from a writer to a reader. ``timeout``
+    bounds every wait for a turn and for the owner's reply (then
+    ``TimeoutError``); a dead owner makes calls raise
+    :class:`~shmref.lifecycle.OwnerGone` instead of waiting that long.
 
     Part of the contract it cannot keep: ``as_numpy()`` (nothing is shared;
     ``numpy.frombuffer(a.read(), a.typecode)`` makes a copy).
@@ -780,147 +803,34 @@ class QueueArray(_ArrayBase):
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
-        data = array.array(
-            self._typecode, bytes(array.array(self._typecode).itemsize * self._length)
+        self._link = Owner(
+            context(ctx),
+            _ArrayState,
+            (_items(self._typecode, self._length, initial),),
+            what="QueueArray",
+            timeout=seconds(timeout),
         )
-        if initial is not None:
-            data = array.array(self._typecode, initial.tobytes())
-        context = _context(ctx)
-        self._requests = context.Queue()
-        self._replies = context.Queue()
-        # One reply queue for all callers: a caller holds this lock from its
-        # request to its reply, so it cannot take another caller's reply.
-        self._reply_lock = context.Lock()
-        self._timeout = timeout
-        self._creator = os.getpid()
-        self._sequence = 0
-        self._owner: Any = context.Process(
-            target=_queue_owner,
-            args=(self._requests, self._replies, data),
-            name="shmref-array-owner",
-            daemon=True,
-        )
-        self._owner.start()
-
-    def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
-        state = self.__dict__.copy()
-        state.update(_owner=None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def _request(self, *message: Any) -> Any:
-        _acquire(self._reply_lock, self._timeout, "reply lock")
-        try:
-            self._sequence += 1
-            token = (os.getpid(), id(self), self._sequence)
-            self._requests.put((message[0], token, *message[1:]))
-            while True:
-                try:
-                    answer, value, error = self._replies.get(timeout=self._timeout)
-                except queue.Empty:
-                    raise TimeoutError(
-                        f"no reply from the array's owner within {self._timeout} s"
-                    ) from None
-                # A reply for a caller that timed out earlier: nobody waits for it.
-                if answer == token:
-                    break
-        finally:
-            self._reply_lock.release()
-        if error is not None:
-            raise error
-        return value
-
-    def _get(self, key: int | slice) -> Any:
-        return self._request(_GET, key)
-
-    def _set(self, key: int | slice, payload: Any) -> None:
-        if isinstance(payload, memoryview):
-            payload = payload.tobytes()
-        self._request(_SET, key, payload)
-
-    def _read(self) -> Any:
-        return self._request(_READ)
-
-    def _write(self, payload: memoryview) -> None:
-        self._request(_WRITE, payload.cast("B").tobytes())
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            creator = os.getpid() == self._creator
-            if creator and self._owner is not None and self._owner.is_alive():
-                self._request(_STOP)
-        finally:
-            self._closed = True
-            if self._owner is not None and os.getpid() == self._creator:
-                self._owner.join(self._timeout)
-                owner_died = self._owner.exitcode != 0
-                if self._owner.is_alive():
-                    self._owner.kill()
-                    self._owner.join()
-                self._owner.close()
-                self._owner = None
-                for q in (self._requests, self._replies):
-                    if owner_died:  # nobody reads: do not wait to flush into a full pipe
-                        q.cancel_join_thread()
-                    q.close()
-                    q.join_thread()
-
-
-# ---------------------------------------------------------------- Manager
-
-
-class _ArrayState:
-    """The items, living in a manager's server process.
-
-    The server runs each client connection in a thread of its own: the lock
-    makes every call atomic without relying on the GIL.
-    """
-
-    def __init__(self, data: array.array[Any]) -> None:
-        self._data = data
-        self._lock = threading.Lock()
-
-    def get(self, key: int | slice) -> Any:
-        with self._lock:
-            return self._data[key].tolist() if isinstance(key, slice) else self._data[key]
-
-    def set(self, key: int | slice, payload: Any) -> None:
-        if isinstance(key, slice):
-            payload = array.array(self._data.typecode, payload)
-        with self._lock:
-            self._data[key] = payload
-
-    def read(self) -> bytes:
-        with self._lock:
-            return self._data.tobytes()
-
-    def write(self, payload: bytes) -> None:
-        fresh = array.array(self._data.typecode, payload)
-        with self._lock:
-            self._data = fresh
 
 
 class ArrayManager(BaseManager):
     """A manager whose ``Array(data)`` is an array living in its server."""
 
 
-ArrayManager.register("Array", _ArrayState, exposed=("get", "set", "read", "write"))
+ArrayManager.register("Array", _ArrayState, exposed=EXPOSED)
 
 
-class ManagerArray(_ArrayBase):
+class ManagerArray(_Remote):
     """Items living in a Manager server; every call is one round trip.
 
     The server applies each call under a lock, so each is atomic and sees
     every call that returned before it, in any process. Pass a started
     :class:`ArrayManager` as ``manager`` to share one server between arrays;
-    otherwise each array starts its own. A dead server makes calls fail at
-    once (``EOFError`` or ``ConnectionError``). Every item crosses a socket
-    pickled, twice for a round trip from a writer to a reader.
+    otherwise each array starts its own. A dead server makes calls raise
+    :class:`~shmref.lifecycle.OwnerGone` at once. Every item crosses a
+    socket pickled, twice for a round trip from a writer to a reader.
+    ``timeout`` is checked like the other ways' and bounds nothing: the
+    server holds its lock only for a copy, so no call waits on a holder
+    that could die.
 
     Part of the contract it cannot keep: ``as_numpy()`` (nothing is shared).
 
@@ -938,53 +848,18 @@ class ManagerArray(_ArrayBase):
         *,
         manager: ArrayManager | None = None,
         ctx: BaseContext | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
-        data = array.array(
-            self._typecode, bytes(array.array(self._typecode).itemsize * self._length)
+        seconds(timeout)
+        self._link = Server(
+            ArrayManager,
+            "Array",
+            (_items(self._typecode, self._length, initial),),
+            what="ManagerArray",
+            manager=manager,
+            ctx=ctx,
         )
-        if initial is not None:
-            data = array.array(self._typecode, initial.tobytes())
-        self._manager: ArrayManager | None = None
-        self._creator = os.getpid()
-        if manager is None:
-            manager = self._manager = ArrayManager(ctx=_context(ctx))
-            manager.start()
-        self._proxy: Any = manager.Array(data)  # type: ignore[attr-defined]
-
-    def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
-        return {"typecode": self._typecode, "length": self._length, "proxy": self._proxy}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._typecode = state["typecode"]
-        self._length = state["length"]
-        self._proxy = state["proxy"]
-        self._manager = None
-
-    def _get(self, key: int | slice) -> Any:
-        return self._proxy.get(key)
-
-    def _set(self, key: int | slice, payload: Any) -> None:
-        if isinstance(payload, memoryview):
-            payload = payload.tobytes()
-        self._proxy.set(key, payload)
-
-    def _read(self) -> Any:
-        return self._proxy.read()
-
-    def _write(self, payload: memoryview) -> None:
-        self._proxy.write(payload.cast("B").tobytes())
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._proxy = None  # the server drops its object before it stops
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
 
 
 def fill(shared: Array, value: Item, start: int = 0, stop: int | None = None) -> None:

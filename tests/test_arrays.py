@@ -5,7 +5,10 @@ runs for every way in :data:`FACTORIES` (or the ways :func:`ways` names)
 under every start method; a way that cannot keep a clause is marked at its
 parameter with the reason. Arrays are small here: large ones are the
 benchmarks' business. Targets of child processes are module-level so that
-spawn and forkserver children can import them.
+spawn and forkserver children can import them. The lifecycle clauses (a
+closed array refuses every call, ``with``, a child's ``close()``, a dead
+owner or server, a blocked call woken by ``close()``) are tests/test_lifecycle.py's,
+which takes the ways and calls from tests/ways_arrays.py.
 """
 
 from __future__ import annotations
@@ -18,15 +21,15 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from multiprocessing import resource_tracker, shared_memory
+from multiprocessing import shared_memory
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shmref import arrays
 from shmref.arrays import (
+    MAX_BYTES,
     SEGMENT_BYTES,
     TYPECODES,
     Array,
@@ -36,11 +39,11 @@ from shmref.arrays import (
     QueueArray,
     fill,
 )
+from shmref.segment import SEGMENT_PREFIX
 from tests.conftest import JOIN, contract, run_children
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
 #: Items of the arrays under test: a few slots, and enough to slice every way.
 N = 8
 
@@ -129,6 +132,7 @@ def test_child_reads_parent_writes_and_parent_reads_child_writes(
         process.join(JOIN)
     assert process.exitcode == 0
     process.close()
+    assert isinstance(way, Array)
     assert seen == ([100, 1, 2, 3, 4, 5, 6, 7], [2, 3, 4], 7)
     assert way[:] == [-1, 1, -1, 3, -1, 5, -1, 99]
 
@@ -176,21 +180,6 @@ def test_items_follow_python_indexing(way: Array) -> None:
     assert list(way) == model
 
 
-@ways()
-def test_index_out_of_range_raises_and_changes_nothing(way: Array) -> None:
-    for i in (N, -N - 1, 2**70):
-        with pytest.raises(IndexError):
-            way[i]
-        with pytest.raises(IndexError):
-            way[i] = 1
-    for key in ("1", 1.0, None):
-        with pytest.raises(TypeError):
-            way[key]  # type: ignore[index]
-        with pytest.raises(TypeError):
-            way[key] = 1  # type: ignore[index]
-    assert way[:] == list(range(N))
-
-
 SLICES = [
     slice(None),
     slice(2, 5),
@@ -215,44 +204,191 @@ def test_slices_follow_python_slicing(way: Array) -> None:
         assert way[:] == model, key
 
 
+# Bad input: the same error in every way, and nothing written.
+
+#: Calls on an array of N int64 items, 0 to N-1, that every way refuses:
+#: (call, the exception's exact type, words its message must hold).
+BAD_INPUTS: dict[str, tuple[Callable[[Any], object], type[Exception], str]] = {
+    "a[3] = True": (lambda a: a.__setitem__(3, True), TypeError, "not bool"),
+    "a[3] = 1.5": (lambda a: a.__setitem__(3, 1.5), TypeError, "not float"),
+    "a[3] = '1'": (lambda a: a.__setitem__(3, "1"), TypeError, "not str"),
+    "a[3] = None": (lambda a: a.__setitem__(3, None), TypeError, "not NoneType"),
+    "a[3] = b'1'": (lambda a: a.__setitem__(3, b"1"), TypeError, "not bytes"),
+    "a[3] = 2**63": (lambda a: a.__setitem__(3, 2**63), OverflowError, "does not fit"),
+    "a[3] = -2**63-1": (lambda a: a.__setitem__(3, -(2**63) - 1), OverflowError, "does not fit"),
+    "a[N]": (lambda a: a[N], IndexError, "out of range"),
+    "a[-N-1] = 1": (lambda a: a.__setitem__(-N - 1, 1), IndexError, "out of range"),
+    "a[2**70]": (lambda a: a[2**70], IndexError, "out of range"),
+    "a['1']": (lambda a: a["1"], TypeError, "not str"),
+    "a[1.0] = 1": (lambda a: a.__setitem__(1.0, 1), TypeError, "not float"),
+    "a[None]": (lambda a: a[None], TypeError, "not NoneType"),
+    "a[::0]": (lambda a: a[::0], ValueError, "zero"),
+    "a[::0] = []": (lambda a: a.__setitem__(slice(None, None, 0), []), ValueError, "zero"),
+    "a[2:5] = 2 items": (lambda a: a.__setitem__(slice(2, 5), [0, 1]), ValueError, "needs 3"),
+    "a[2:5] = 4 items": (lambda a: a.__setitem__(slice(2, 5), [0] * 4), ValueError, "needs 3"),
+    "a[::2] = 3 items": (lambda a: a.__setitem__(slice(None, None, 2), [1] * 3), ValueError, "4"),
+    "a[5:2] = [1]": (lambda a: a.__setitem__(slice(5, 2), [1]), ValueError, "needs 0"),
+    "a[0:1] = 5": (lambda a: a.__setitem__(slice(0, 1), 5), TypeError, "iterable"),
+    # The bad item comes after good ones: nothing before it may be written.
+    "a[0:3] = [7, 7, 2**63]": (
+        lambda a: a.__setitem__(slice(0, 3), [7, 7, 2**63]),
+        OverflowError,
+        "does not fit",
+    ),
+    "a[::2] = [7, 7, False, 7]": (
+        lambda a: a.__setitem__(slice(None, None, 2), [7, 7, False, 7]),
+        TypeError,
+        "not bool",
+    ),
+    "write(N-1 items)": (lambda a: a.write([7] * (N - 1)), ValueError, f"needs {N} items"),
+    "write(N+1 items)": (lambda a: a.write(range(N + 1)), ValueError, f"needs {N} items"),
+    "write(... 7.0)": (lambda a: a.write([7] * (N - 1) + [7.0]), TypeError, "not float"),
+    "write(... 2**64)": (lambda a: a.write([7] * (N - 1) + [2**64]), OverflowError, "fit"),
+    "write(5)": (lambda a: a.write(5), TypeError, "iterable"),
+    "write('12345678')": (lambda a: a.write("12345678"), TypeError, "not str"),
+    "readinto(N-1 items)": (
+        lambda a: a.readinto(array.array("q", bytes(8 * (N - 1)))),
+        ValueError,
+        f"needs {N} items",
+    ),
+    "readinto(doubles)": (lambda a: a.readinto(array.array("d", bytes(8 * N))), TypeError, "'d'"),
+    "readinto(bytes)": (lambda a: a.readinto(bytes(8 * N)), TypeError, "writable"),
+    "readinto(5)": (lambda a: a.readinto(5), TypeError, "buffer"),
+}
+
+#: Constructor arguments every way refuses: (typecode, size_or_initializer,
+#: the exception's exact type, words its message must hold).
+BAD_ARGUMENTS: list[tuple[object, object, type[Exception], str]] = [
+    ("x", 2, ValueError, "typecode"),
+    ("u", 2, ValueError, "typecode"),
+    ("dd", 2, ValueError, "typecode"),
+    (None, 2, ValueError, "typecode"),
+    ("q", 0, ValueError, "from 1"),
+    ("q", -1, ValueError, "from 1"),
+    ("q", True, TypeError, "not bool"),
+    ("q", 2.0, TypeError, "not float"),
+    ("q", None, TypeError, "not NoneType"),
+    ("q", [], ValueError, "at least one item"),
+    ("b", [1, 128], OverflowError, "does not fit"),
+    ("q", [1, "2"], TypeError, "not str"),
+    ("q", "12", TypeError, "not str"),
+]
+
+
 @ways()
-def test_slice_of_wrong_length_raises_and_changes_nothing(way: Array) -> None:
-    for key, count in [
-        (slice(2, 5), 2),
-        (slice(2, 5), 4),
-        (slice(None, None, 2), 3),
-        (slice(5, 2), 1),
+def test_bad_input_raises_the_same_error_in_every_way(way: Array) -> None:
+    for name, (call, error, words) in BAD_INPUTS.items():
+        with pytest.raises(error) as caught:
+            call(way)
+        assert type(caught.value) is error, (name, caught.value)
+        assert words in str(caught.value), (name, caught.value)
+        assert way[:] == list(range(N)), name
+
+
+@ways()
+def test_bad_arguments_raise_the_same_error_in_every_way(make: Callable[..., Any]) -> None:
+    before = {process.pid for process in multiprocessing.active_children()}
+    for typecode, size, error, words in BAD_ARGUMENTS:
+        with pytest.raises(error) as caught:
+            make(typecode, size)
+        assert type(caught.value) is error, (typecode, size, caught.value)
+        assert words in str(caught.value), (typecode, size, caught.value)
+    # A refused array started no owner process or server.
+    assert {process.pid for process in multiprocessing.active_children()} == before
+
+
+#: Sizes past MAX_BYTES (this machine's memory): (typecode, number of items).
+HUGE_SIZES = [("d", 2**62), ("d", 2**40), ("B", MAX_BYTES + 1), ("q", MAX_BYTES // 8 + 1)]
+
+
+@ways()
+def test_sizes_no_way_can_hold_are_refused_alike(make: Callable[..., Any]) -> None:
+    # Regression (issue 9): these raised OverflowError ("array too large",
+    # "Python int too large to convert to C long", "cannot fit 'int' into an
+    # index-sized integer") or MemoryError, depending on the way; and
+    # CtypesArray("d", 2**40) made a sparse 8 TiB segment that raised SIGBUS
+    # when written, or, on the heap, wrote zeros to a file in the temporary
+    # directory for as long as the disk lasted.
+    for typecode, count in HUGE_SIZES:
+        with pytest.raises(ValueError, match="MAX_BYTES") as caught:
+            make(typecode, count)
+        assert type(caught.value) is ValueError
+
+
+@ways()
+def test_numpy_scalars_are_ints_and_floats(make: Callable[..., Any]) -> None:
+    # Regression (issue 9): a numpy integer was refused as a size, in every way.
+    np = numpy_or_skip()
+    ints = make("q", np.int64(N))
+    assert len(ints) == N
+    ints[np.int64(1)] = np.int64(-5)
+    ints[np.uint8(2) : np.int32(4)] = [np.uint16(7), np.int8(-8)]
+    ints[-1] = np.uint64(2**63 - 1)
+    for bad, error in [
+        (np.bool_(True), TypeError),
+        (np.float64(1.0), TypeError),
+        (np.uint64(2**63), OverflowError),
     ]:
-        with pytest.raises(ValueError):
-            way[key] = list(range(count))
-    with pytest.raises(ValueError):
-        way[::0]
-    with pytest.raises(ValueError):
-        way[::0] = []
-    assert way[:] == list(range(N))
+        with pytest.raises(error):
+            ints[0] = bad
+        with pytest.raises(error):
+            ints.write([0] * (N - 1) + [bad])
+    assert ints[:] == [0, -5, 7, -8, 0, 0, 0, 2**63 - 1]
+    doubles = make("d", 3)
+    doubles[0:3] = [np.float32(1.5), np.float64(2.5), np.int64(3)]
+    doubles[1] = np.float16(-0.5)
+    with pytest.raises(TypeError):
+        doubles[2] = np.bool_(False)
+    assert doubles[:] == [1.5, -0.5, 3.0]
+    with pytest.raises(TypeError):
+        make("q", np.bool_(True))
+    assert make("B", np.uint8(1))[:] == [0]
+
+
+class Index:
+    """A slice bound that is not an int: anything with ``__index__`` will do."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an Index does not pickle")
+
+
+@ways()
+def test_slice_bounds_need_not_pickle(make: Callable[..., Any]) -> None:
+    # Regression (issue 9): the slice went to the owner as it was: the
+    # Queue's feeder thread dropped a bound it could not pickle and the
+    # caller waited out its timeout; ManagerArray raised the pickling error.
+    shared = make("q", list(range(N)), timeout=5)
+    start = time.monotonic()
+    assert shared[Index(1) : Index(7) : Index(2)] == [1, 3, 5]
+    shared[Index(-2) :] = [70, 80]
+    assert shared[:] == [0, 1, 2, 3, 4, 5, 70, 80]
+    assert time.monotonic() - start < 5
+
+
+@ways(*SHARED_WAYS)
+def test_buffer_error_of_close_keeps_the_error_in_flight(make: Callable[..., Any]) -> None:
+    # Regression (issue 9): close() at the end of a with block raised
+    # BufferError for a live view, and it replaced the block's exception.
+    np = numpy_or_skip()
+    shared = make("d", 2)
+    with pytest.raises(KeyError) as caught, shared:
+        view = shared.as_numpy()
+        raise KeyError("the block's own error")
+    if sys.version_info >= (3, 11):  # add_note() is new in 3.11
+        assert "BufferError" in " ".join(caught.value.__notes__)
+    view[0] = 1.5  # the array is still open: the view still reads it
+    assert shared[0] == 1.5
+    assert np.array_equal(view, [1.5, 0.0])
+    del view
 
 
 # Values: checked before anything is written.
-
-
-@ways()
-def test_bad_values_raise_and_change_nothing(way: Array) -> None:
-    for bad in (True, 1.5, "1", None, b"1"):
-        with pytest.raises(TypeError):
-            way[3] = bad
-    for bad in (2**63, -(2**63) - 1):
-        with pytest.raises(OverflowError):
-            way[3] = bad
-    # The bad item comes after good ones: nothing before it may be written.
-    with pytest.raises(OverflowError):
-        way[0:3] = [7, 7, 2**63]
-    with pytest.raises(TypeError):
-        way[::2] = [7, 7, False, 7]
-    with pytest.raises(TypeError):
-        way.write([7] * (N - 1) + [7.0])
-    with pytest.raises(OverflowError):
-        way.write([7] * (N - 1) + [2**64])
-    assert way[:] == list(range(N))
 
 
 @ways()
@@ -369,72 +505,6 @@ def test_initializer_and_arguments(make: Callable[..., Any]) -> None:
     assert make("d", 2)[:] == [0.0, 0.0]
     assert make("b", b"\x01\x02")[:] == [1, 2]  # bytes are unsigned: taken item by item
     assert make("B", iter([7, 8])).read().tolist() == [7, 8]
-    before = {process.pid for process in multiprocessing.active_children()}
-    for typecode, size, error in [
-        ("x", 2, ValueError),
-        ("u", 2, ValueError),
-        ("dd", 2, ValueError),
-        ("q", 0, ValueError),
-        ("q", -1, ValueError),
-        ("q", True, TypeError),
-        ("q", 2.0, TypeError),
-        ("q", [], ValueError),
-        ("b", [1, 128], OverflowError),
-        ("q", [1, "2"], TypeError),
-    ]:
-        with pytest.raises(error):
-            make(typecode, size)
-    # A refused array started no owner process or server.
-    assert {process.pid for process in multiprocessing.active_children()} == before
-
-
-# close() and the context-manager protocol.
-
-
-@ways()
-def test_closed_array_refuses_calls(way: Array) -> None:
-    way.close()
-    for call in (
-        lambda: way[0],
-        lambda: way[0:2],
-        lambda: way.__setitem__(0, 1),
-        lambda: way.__setitem__(slice(0, 1), [1]),
-        way.read,
-        lambda: way.write(range(N)),
-        lambda: way.readinto(array.array("q", bytes(8 * N))),
-    ):
-        with pytest.raises(ValueError, match="closed"):
-            call()
-    way.close()
-
-
-@ways()
-def test_context_manager_closes(make: Callable[..., Any]) -> None:
-    shared = make()
-    assert isinstance(shared, Array)
-    with shared as entered:
-        assert entered is shared
-        shared[0] = 2
-        assert shared[0] == 2
-    with pytest.raises(ValueError):
-        shared[0]
-
-
-@ways()
-def test_child_close_keeps_array_open(way: Array, ctx: BaseContext) -> None:
-    run_children(ctx, fill, way, 5, 0, 4)  # fill closes the child's handle
-    way[7] = 70
-    assert way[:] == [5, 5, 5, 5, 4, 5, 6, 70]
-
-
-@ways(*OWNED_WAYS)
-def test_creator_close_stops_owner(make: Callable[..., Any]) -> None:
-    before = {process.pid for process in multiprocessing.active_children()}
-    shared = make()
-    started = {process.pid for process in multiprocessing.active_children()} - before
-    assert len(started) == 1
-    shared.close()
-    assert not started & {process.pid for process in multiprocessing.active_children()}
 
 
 # numpy views: only shared memory has them; close() refuses while one lives.
@@ -509,19 +579,6 @@ def test_ctypes_times_out_when_lock_is_held(make: Callable[..., Any]) -> None:
     assert shared[:] == list(range(N))
 
 
-def test_queue_times_out_when_owner_is_dead(ctx: BaseContext) -> None:
-    shared = QueueArray("q", N, ctx=ctx, timeout=0.5)
-    shared._owner.kill()
-    shared._owner.join(JOIN)
-    start = time.monotonic()
-    with pytest.raises(TimeoutError):
-        shared[0] = 1
-    assert 0.45 <= time.monotonic() - start < 10
-    shared.close()  # skips the dead owner, still releases everything
-    with pytest.raises(ValueError):
-        shared.read()
-
-
 def test_manager_arrays_share_a_manager(ctx: BaseContext) -> None:
     manager = ArrayManager(ctx=ctx)
     manager.start()
@@ -547,7 +604,7 @@ def test_manager_arrays_share_a_manager(ctx: BaseContext) -> None:
 def test_storage_follows_size() -> None:
     with CtypesArray("B", SEGMENT_BYTES - 1) as small, CtypesArray("B", SEGMENT_BYTES) as large:
         assert small.name is None
-        assert large.name is not None and large.name.startswith(arrays.SEGMENT_PREFIX)
+        assert large.name is not None and large.name.startswith(SEGMENT_PREFIX)
 
 
 def test_segment_is_private_and_unlinked_once_by_creator(
@@ -562,7 +619,8 @@ def test_segment_is_private_and_unlinked_once_by_creator(
 
     monkeypatch.setattr(shared_memory._posixshmem, "shm_unlink", counting_unlink)  # type: ignore[attr-defined]
     shared = CtypesArray("q", N, segment=True, ctx=ctx)
-    path = f"/dev/shm/{shared.name}"
+    name = shared.name
+    path = f"/dev/shm/{name}"
     assert os.stat(path).st_mode & 0o777 == 0o600
     run_children(ctx, fill, shared, 9, 0, 4, count=2)  # each child attaches and closes
     assert os.path.exists(path)  # no child unlinked it
@@ -570,24 +628,7 @@ def test_segment_is_private_and_unlinked_once_by_creator(
     shared.close()
     shared.close()
     assert not os.path.exists(path)
-    assert unlinked == [f"/{shared.name}"]
-
-
-@pytest.mark.skipif(sys.version_info >= (3, 13), reason="3.13 attaches with track=False")
-@pytest.mark.parametrize("own_tracker", [False, True], ids=["shared-tracker", "own-tracker"])
-def test_attach_unregisters_only_from_a_tracker_of_its_own(
-    own_tracker: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    calls: list[tuple[str, str]] = []
-    with CtypesArray("q", N, segment=True) as shared:
-        tracker = arrays._tracker_id()
-        assert tracker is not None
-        assert shared.name is not None
-        with monkeypatch.context() as patch:
-            patch.setattr(resource_tracker, "unregister", lambda *args: calls.append(args))
-            segment = arrays._attach_segment(shared.name, tracker + 1 if own_tracker else tracker)
-        segment.close()
-    assert calls == ([(f"/{shared.name}", "shared_memory")] if own_tracker else [])
+    assert unlinked == [f"/{name}"]
 
 
 OWN_CHILDREN = """\
@@ -660,7 +701,7 @@ def test_children_attach_without_tracker_warnings(start_method: str, tmp_path: P
 def test_the_usual_unregister_fix_breaks_the_shared_tracker(
     start_method: str, tmp_path: Path
 ) -> None:
-    # Why _attach_segment does not simply unregister: every start method's
+    # Why shmref.segment.attach does not simply unregister: every start method's
     # children share their parent's tracker, and their unregister erases the
     # creator's registration, so the creator's own unlink makes it complain.
     result = run_interpreter(tmp_path, USUAL_FIX, start_method)
@@ -673,6 +714,7 @@ def test_queue_owner_outlives_an_idle_second(ctx: BaseContext) -> None:
     # The owner checks every second that its creator lives; under forkserver
     # its parent is the fork server, which must not count as the creator dying.
     with QueueArray("q", 4, ctx=ctx, timeout=5) as shared:
-        shared._owner.join(1.5)  # idle for longer than one check
-        assert shared._owner.is_alive()
+        owner = shared._link._process
+        owner.join(1.5)  # idle for longer than one check
+        assert owner.is_alive()
         assert shared[0] == 0
