@@ -16,36 +16,50 @@ fields in one call change together); a monitor reads every row with
 :class:`UnsafeMetrics` is the shared-memory board without the sequence
 counter, kept to show the half-updated rows a monitor then reads.
 
-Objects pass to child processes as ``Process`` arguments under every start
-method. The process that creates a board owns it: its ``close()`` stops the
-owner process or server; ``close()`` in another process only detaches that
-process's handle. This module imports only the standard library: copy it
-alone into a project and it works. ``python -m shmref.metrics`` runs the
-monitor loop of the worker-metrics example.
+The three ways raise the same exception types for the same input; numpy's
+integer scalars count as ints. Objects pass to child processes as
+``Process`` arguments under every start method. The process that creates a
+board owns it: its ``close()`` stops the owner process or server;
+``close()`` in another process only detaches that process's handle.
+``python -m shmref.standalone metrics`` writes this module and the shared
+machinery it uses as one file that imports only the standard library, to
+copy into a project.
 """
 
 from __future__ import annotations
 
 import ctypes
-import multiprocessing
 import os
 import platform
-import queue
 import sys
 import threading
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from multiprocessing import connection, util
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    Closable,
+    Deadline,
+    acquire,
+    context,
+    integer,
+    reset_after_fork,
+    seconds,
+    size,
+)
+from shmref.owner import Owner
+from shmref.server import EXPOSED, Served, Server
 
 __all__ = [
     "DEFAULT_FIELDS",
     "DEFAULT_TIMEOUT",
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_WORKERS",
     "STORES_IN_ORDER",
     "CtypesMetrics",
     "ManagerMetrics",
@@ -53,7 +67,6 @@ __all__ = [
     "MetricsManager",
     "QueueMetrics",
     "UnsafeMetrics",
-    "equal_fields_writer",
     "metrics_worker",
     "monitor",
 ]
@@ -63,9 +76,10 @@ INT64_MAX = 2**63 - 1
 
 DEFAULT_FIELDS = ("completed", "errors", "throughput")
 
-#: Seconds a call waits for a lock, a reply or a consistent row before
-#: raising TimeoutError.
-DEFAULT_TIMEOUT = 30.0
+#: The most rows a board may have, in every way: the bound is the ctypes
+#: way's, whose ``sync="lock"`` boards hold one semaphore per row (each one a
+#: memory mapping; Linux allows about 65 000 per process).
+MAX_WORKERS = 2**14
 
 #: True where the CPU makes one core's stores visible to the others in the
 #: order they were made (x86 is TSO), which is all the sequence counter of
@@ -85,10 +99,11 @@ class MetricsBoard(Protocol):
     consistent: it never shows some fields of an ``add``/``set`` and not
     the others. ``totals()`` sums the rows of one snapshot.
 
-    An unknown field or a non-int value raises ``TypeError``, a worker index
-    out of range ``IndexError``, a field that would leave the signed 64-bit
-    range ``OverflowError``; the row is then unchanged. After ``close()``
-    every call raises ``ValueError``; ``close()`` may be called again.
+    An unknown field or a value that is not an int (``bool`` included)
+    raises ``TypeError``, a worker index out of range ``IndexError``, a
+    field that would leave the signed 64-bit range ``OverflowError``; the
+    row is then unchanged. After ``close()`` every call raises
+    ``ValueError``; ``close()`` may be called again.
     """
 
     fields: tuple[str, ...]
@@ -106,12 +121,11 @@ class MetricsBoard(Protocol):
 
     def __enter__(self) -> MetricsBoard: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
 def _shape(workers: object, fields: Sequence[str]) -> tuple[int, tuple[str, ...]]:
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive int, not {workers!r}")
+    workers = size(workers, "workers", MAX_WORKERS)
     names = tuple(fields)
     if isinstance(fields, str) or not names:
         raise ValueError(f"fields must be a non-empty sequence of names, not {fields!r}")
@@ -123,9 +137,9 @@ def _shape(workers: object, fields: Sequence[str]) -> tuple[int, tuple[str, ...]
     return workers, names
 
 
-def _row(worker: object, workers: int) -> int:
-    if isinstance(worker, bool) or not isinstance(worker, int):
-        raise TypeError(f"worker must be an int, not {type(worker).__name__}")
+def _row(worker: int, workers: int) -> int:
+    if worker.__class__ is not int:
+        worker = integer(worker, "worker")  # numpy's ints pass, bool does not
     if not 0 <= worker < workers:
         raise IndexError(f"worker {worker} out of range: the board has {workers} rows")
     return worker
@@ -138,10 +152,10 @@ def _changes(columns: dict[str, int], changes: dict[str, Any]) -> tuple[tuple[in
         column = columns.get(name)
         if column is None:
             raise TypeError(f"no field {name!r}; the fields are {', '.join(columns)}")
-        # bool is an int subclass; counting True as 1 is almost always a bug.
-        if n.__class__ is not int and (isinstance(n, bool) or not isinstance(n, int)):
-            raise TypeError(f"{name} must be an int, not {type(n).__name__}")
-        out.append((column, int(n)))
+        if n.__class__ is not int:
+            # bool is an int subclass; counting True as 1 is almost always a bug.
+            n = integer(n, name)
+        out.append((column, n))
     return tuple(out)
 
 
@@ -170,47 +184,7 @@ def _added(
     return tuple(new)
 
 
-def _context(ctx: BaseContext | None) -> Any:
-    # Any: typeshed's BaseContext lacks Process, and the shared objects it
-    # makes are replaced by None on close().
-    return ctx if ctx is not None else multiprocessing.get_context()
-
-
-def _acquire(lock: Any, timeout: float | None, what: str) -> None:
-    if not lock.acquire(timeout=timeout):
-        raise TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, as another user
-        return True
-    return True
-
-
-class _Closable:
-    """The close/context-manager half of the protocol, shared by every way."""
-
-    _closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"{type(self).__name__} is closed")
-
-    def close(self) -> None:
-        self._closed = True
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Board(_Closable):
+class _Board(Closable):
     """What every way computes the same way: ``totals`` from ``snapshot``."""
 
     fields: tuple[str, ...]
@@ -223,18 +197,20 @@ class _Board(_Closable):
         return {name: sum(row[name] for row in self.snapshot()) for name in self.fields}
 
 
-# Rows claimed in a parent are not the child's after fork(): forget them.
-_claimants: weakref.WeakSet[CtypesMetrics] = weakref.WeakSet()
-
-
-def _forget_claims() -> None:
-    for board in list(_claimants):
-        board._mine = set()
-        board._finalizer = None
+def _alive(pid: int) -> bool:
+    """Whether process ``pid``, a row's writer (any process, not only a child), exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, as another user
+        return True
+    return True
 
 
 def _release_rows(writers: Any, lock: Any, rows: set[int], me: int, timeout: float | None) -> None:
     """Let other processes claim ``rows``, which process ``me`` claimed."""
+    # A finalizer, run at close() or at exit: it gives up rather than raise.
     if lock.acquire(timeout=timeout):
         try:
             for worker in rows:
@@ -245,18 +221,14 @@ def _release_rows(writers: Any, lock: Any, rows: set[int], me: int, timeout: flo
     rows.clear()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_claims)
-
-
 class CtypesMetrics(_Board):
     """One ``RawArray`` row per worker, each written by one process only.
 
     Layout: row ``i`` is ``[sequence, field 0, field 1, ...]`` of signed
     64-bit cells. A row has exactly one writer process, so its updates need
     no lock to be exact: nobody else writes those cells. The first ``add``
-    or ``set`` of a process to row ``i`` claims the row (under a lock, once);
-    a second live process writing row ``i`` gets ``RuntimeError``. The claim
+    or ``set`` of a process to row ``i`` claims it (under a lock, once); a
+    second live process writing row ``i`` gets ``RuntimeError``. The claim
     ends with ``close()`` in that process or with the process itself.
 
     What a single writer does not give is a consistent *reading*: a monitor
@@ -269,12 +241,13 @@ class CtypesMetrics(_Board):
     ``sync="lock"``: one lock per row, taken by its writer and by readers.
 
     ``snapshot`` is consistent per row, not across rows: two rows may be
-    read at different moments. A writer killed in the middle of an update
-    leaves its row unreadable (``TimeoutError`` after ``timeout`` seconds):
-    with the seqlock until a new process claims the row (the fields of that
-    update are then partly written), with ``sync="lock"`` for good, since
-    nobody can release the dead writer's row lock. Two threads of one
-    process must not write one row.
+    read at different moments. ``timeout`` bounds every wait: for the claim
+    lock, for a row lock, and for a row to hold still. A writer killed in
+    the middle of an update leaves its row unreadable (``TimeoutError``
+    after ``timeout`` seconds): with the seqlock until a new process claims
+    the row (the fields of that update are then partly written), with
+    ``sync="lock"`` for good, since nobody can release the dead writer's row
+    lock. Two threads of one process must not write one row.
 
     >>> from shmref.metrics import CtypesMetrics
     >>> with CtypesMetrics(workers=2) as board:
@@ -298,22 +271,26 @@ class CtypesMetrics(_Board):
             sync = "seqlock" if STORES_IN_ORDER else "lock"
         if sync not in ("seqlock", "lock"):
             raise ValueError(f"sync must be 'seqlock' or 'lock', not {sync!r}")
-        context = _context(ctx)
+        self._timeout = seconds(timeout)
+        ctx = context(ctx)
         self.sync: str = sync
         self._stride = len(self.fields) + 1
-        self._cells = context.RawArray(ctypes.c_int64, self.workers * self._stride)
-        self._writers = context.RawArray(ctypes.c_int64, self.workers)  # pid per row
-        self._claim_lock = context.Lock()
-        self._row_locks = [context.Lock() for _ in range(self.workers)] if sync == "lock" else None
-        self._timeout = timeout
+        self._cells = ctx.RawArray(ctypes.c_int64, self.workers * self._stride)
+        self._writers = ctx.RawArray(ctypes.c_int64, self.workers)  # pid per row
+        self._claim_lock = ctx.Lock()
+        self._row_locks = [ctx.Lock() for _ in range(self.workers)] if sync == "lock" else None
         self._attach()
 
     def _attach(self) -> None:
         self._columns = {name: column + 1 for column, name in enumerate(self.fields)}
         self._names = ("sequence", *self.fields)  # by column
+        self._after_fork()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # Rows claimed by a parent are not a forked child's.
         self._mine: set[int] = set()  # rows this process has claimed
         self._finalizer: util.Finalize | None = None
-        _claimants.add(self)
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -326,8 +303,7 @@ class CtypesMetrics(_Board):
         self._attach()
 
     def _claim(self, worker: int) -> None:
-        self._check_open()
-        _acquire(self._claim_lock, self._timeout, "claim lock")
+        acquire(self._claim_lock, self._timeout, "claim lock", self)
         try:
             holder, me = self._writers[worker], os.getpid()
             if holder not in (0, me) and _alive(holder):
@@ -361,7 +337,7 @@ class CtypesMetrics(_Board):
             cells[base] = sequence + 2
         elif self.sync == "lock":
             lock = self._row_locks[base // self._stride]  # type: ignore[index]
-            _acquire(lock, self._timeout, "row lock")
+            acquire(lock, self._timeout, "row lock", self)
             try:
                 for column, value in changes:
                     cells[base + column] = value
@@ -372,6 +348,8 @@ class CtypesMetrics(_Board):
                 cells[base + column] = value
 
     def add(self, worker: int, /, **deltas: int) -> None:
+        if self._closed:
+            self._refuse()
         worker = _row(worker, self.workers)
         changes = _changes(self._columns, deltas)
         if worker not in self._mine:
@@ -382,6 +360,8 @@ class CtypesMetrics(_Board):
         self._write(base, _added(self._names, row, changes))
 
     def set(self, worker: int, /, **values: int) -> None:
+        if self._closed:
+            self._refuse()
         worker = _row(worker, self.workers)
         changes = _changes(self._columns, values)
         _check_values(self._names, changes)
@@ -391,12 +371,11 @@ class CtypesMetrics(_Board):
 
     def _rows(self) -> list[list[int]]:
         """Every row, each one consistent, without field names."""
-        self._check_open()
         cells, stride = self._cells, self._stride
         if self.sync == "lock":
             rows = []
             for worker, lock in enumerate(self._row_locks):  # type: ignore[arg-type]
-                _acquire(lock, self._timeout, "row lock")
+                acquire(lock, self._timeout, "row lock", self)
                 try:
                     rows.append(cells[worker * stride + 1 : (worker + 1) * stride])
                 finally:
@@ -428,23 +407,23 @@ class CtypesMetrics(_Board):
                 # The writer may be descheduled mid-update: let it run.
                 if hasattr(os, "sched_yield"):
                     os.sched_yield()
-                now = time.monotonic()
+                if self._closed:  # by another thread, while this one waited
+                    self._refuse()
                 if deadline is None:
-                    deadline = now + (self._timeout if self._timeout is not None else 1e9)
-                elif now > deadline:
+                    deadline = Deadline(self._timeout)
+                elif deadline.expired:
                     raise TimeoutError(
                         f"row {base // self._stride} stayed mid-update for {self._timeout} s "
                         "(its writer may have died)"
                     )
 
     def snapshot(self) -> list[dict[str, int]]:
+        if self._closed:
+            self._refuse()
         fields = self.fields
         return [dict(zip(fields, row, strict=True)) for row in self._rows()]
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None
@@ -474,54 +453,49 @@ class UnsafeMetrics(CtypesMetrics):
         self.sync = "none"
 
 
-# Queue way: messages from workers to the owner process.
-_ADD = "add"
-_SET = "set"
-_SNAPSHOT = "snapshot"
-_STOP = "stop"
+class _Rows:
+    """The rows as an owner process or a Manager server holds them."""
 
-#: Seconds between the owner's checks that its creator is still alive.
-_IDLE_CHECK = 1.0
+    def __init__(self, workers: int, fields: tuple[str, ...]) -> None:
+        self._fields = fields
+        self._rows = [[0] * len(fields) for _ in range(workers)]
+
+    def _add(self, worker: int, changes: tuple[tuple[int, int], ...]) -> None:
+        row = self._rows[worker]
+        for column, value in _added(self._fields, row, changes):
+            row[column] = value
+
+    def _set(self, worker: int, changes: tuple[tuple[int, int], ...]) -> None:
+        row = self._rows[worker]
+        for column, value in changes:
+            row[column] = value  # checked by the caller
 
 
-def _queue_owner(
-    requests: Any, replies: Any, workers: int, fields: tuple[str, ...], creator: int
-) -> None:
-    """Owner process of a :class:`QueueMetrics`: applies messages in order."""
-    rows = [[0] * len(fields) for _ in range(workers)]
-    rejected: list[str] = []
-    while True:
+class _OwnedRows(_Rows):
+    """The state of a :class:`QueueMetrics`'s owner process, one message at a time."""
+
+    def __init__(self, workers: int, fields: tuple[str, ...]) -> None:
+        super().__init__(workers, fields)
+        self._refused: list[str] = []
+
+    def add(self, worker: int, changes: tuple[tuple[int, int], ...]) -> None:
         try:
-            message = requests.get(timeout=_IDLE_CHECK)
-        except queue.Empty:
-            # Not os.getppid(): under forkserver the parent is the fork server.
-            if not _alive(creator):  # the creator died without close()
-                return
-            continue
-        kind = message[0]
-        if kind == _ADD:
-            row = rows[message[1]]
-            try:
-                new = _added(fields, row, message[2])
-            except OverflowError as error:
-                rejected.append(str(error))
-            else:
-                for column, value in new:
-                    row[column] = value
-        elif kind == _SET:
-            row = rows[message[1]]
-            for column, value in message[2]:
-                row[column] = value
-        elif kind == _SNAPSHOT:
-            if rejected:
-                text = f"{rejected[0]} ({len(rejected) - 1} more adds were refused too)"
-                replies.put((message[1], None, text))
-                rejected = []
-            else:
-                replies.put((message[1], rows, None))
-        elif kind == _STOP:
-            replies.put((message[1], None, None))
-            return
+            self._add(worker, changes)
+        except OverflowError as error:  # nobody waits for an add: the next snapshot says it
+            self._refused.append(str(error))
+
+    def set(self, worker: int, changes: tuple[tuple[int, int], ...]) -> None:
+        self._set(worker, changes)
+
+    def snapshot(self) -> list[list[int]]:
+        if self._refused:
+            first, more = self._refused[0], len(self._refused) - 1
+            self._refused = []
+            raise OverflowError(f"{first} ({more} more adds were refused too)")
+        # The live rows, not a copy: the owner pickles its reply before it
+        # applies the next message (issue 9: the Queue's feeder thread used
+        # to pickle them later, while the owner went on writing).
+        return self._rows
 
 
 class QueueMetrics(_Board):
@@ -536,11 +510,14 @@ class QueueMetrics(_Board):
     process has itself called ``snapshot`` after them, or has exited. Any
     process may write any row.
 
+    ``timeout`` bounds every wait for the owner's reply. If the owner dies,
+    ``snapshot`` raises :class:`~shmref.lifecycle.OwnerGone`; updates sent
+    meanwhile are lost.
+
     Part of the contract it cannot keep: ``add`` does not wait, so a field
     that would overflow is not reported by that ``add``. The owner refuses
     it (the row is unchanged) and the next ``snapshot`` raises
-    ``OverflowError``. If the owner dies, ``snapshot`` raises
-    ``TimeoutError`` after ``timeout`` seconds.
+    ``OverflowError``.
 
     >>> from shmref.metrics import QueueMetrics
     >>> with QueueMetrics(workers=2) as board:
@@ -558,99 +535,50 @@ class QueueMetrics(_Board):
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self.workers, self.fields = _shape(workers, fields)
-        context = _context(ctx)
+        timeout = seconds(timeout)
         self._columns = {name: column for column, name in enumerate(self.fields)}
-        self._requests = context.Queue()
-        self._replies = context.Queue()
-        # One reply queue for all readers: a reader holds this lock from its
-        # request to its reply, so it cannot take another reader's reply.
-        self._reply_lock = context.Lock()
-        self._timeout = timeout
-        self._creator = os.getpid()
-        self._sequence = 0
-        self._owner: Any = context.Process(
-            target=_queue_owner,
-            args=(self._requests, self._replies, self.workers, self.fields, os.getpid()),
-            name="shmref-metrics-owner",
-            daemon=True,
+        self._owner = Owner(
+            context(ctx),
+            _OwnedRows,
+            (self.workers, self.fields),
+            what="QueueMetrics",
+            timeout=timeout,
         )
-        self._owner.start()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        state = self.__dict__.copy()
-        state["_owner"] = None
-        return state
+        return {"workers": self.workers, "fields": self.fields, "owner": self._owner}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.workers, self.fields = state["workers"], state["fields"]
+        self._columns = {name: column for column, name in enumerate(self.fields)}
+        self._owner = state["owner"]
 
     def add(self, worker: int, /, **deltas: int) -> None:
-        worker = _row(worker, self.workers)
-        changes = _changes(self._columns, deltas)
         if self._closed:
-            self._check_open()
-        self._requests.put((_ADD, worker, changes))
+            self._refuse()
+        worker = _row(worker, self.workers)
+        self._owner.send("add", worker, _changes(self._columns, deltas))
 
     def set(self, worker: int, /, **values: int) -> None:
+        if self._closed:
+            self._refuse()
         worker = _row(worker, self.workers)
         changes = _changes(self._columns, values)
         _check_values(self.fields, changes)
-        if self._closed:
-            self._check_open()
-        self._requests.put((_SET, worker, changes))
-
-    def _request(self, kind: str) -> Any:
-        _acquire(self._reply_lock, self._timeout, "reply lock")
-        try:
-            self._sequence += 1
-            token = (os.getpid(), id(self), self._sequence)
-            self._requests.put((kind, token))
-            while True:
-                try:
-                    answer, rows, refused = self._replies.get(timeout=self._timeout)
-                except queue.Empty:
-                    raise TimeoutError(
-                        f"no reply from the board's owner within {self._timeout} s"
-                    ) from None
-                # A reply for a reader that timed out earlier: nobody waits for it.
-                if answer == token:
-                    break
-        finally:
-            self._reply_lock.release()
-        if refused is not None:
-            raise OverflowError(refused)
-        return rows
+        self._owner.send("set", worker, changes)
 
     def snapshot(self) -> list[dict[str, int]]:
-        self._check_open()
-        fields = self.fields
-        return [dict(zip(fields, row, strict=True)) for row in self._request(_SNAPSHOT)]
-
-    def close(self) -> None:
         if self._closed:
-            return
-        self._closed = True
-        owner, self._owner = self._owner, None
-        if owner is None or os.getpid() != self._creator:
-            return  # another process's handle: detach only
-        try:
-            if owner.is_alive():
-                self._request(_STOP)
-        except TimeoutError:
-            pass  # killed below
-        finally:
-            owner.join(self._timeout)
-            if owner.is_alive():
-                owner.kill()
-                owner.join()
-            owner.close()
-            for q in (self._requests, self._replies):
-                q.close()
-                q.join_thread()
+            self._refuse()
+        fields = self.fields
+        return [dict(zip(fields, row, strict=True)) for row in self._owner.call("snapshot")]
+
+    def _release(self) -> None:
+        self._owner.close()
 
 
-class _BoardState:
+class _BoardState(_Rows, Served):
     """The rows, living in a manager's server process.
 
     The server serves each client connection in a thread of its own, so two
@@ -658,21 +586,16 @@ class _BoardState:
     """
 
     def __init__(self, workers: int, fields: tuple[str, ...]) -> None:
-        self._fields = fields
-        self._rows = [[0] * len(fields) for _ in range(workers)]
+        super().__init__(workers, fields)
         self._lock = threading.Lock()
 
     def add(self, worker: int, changes: tuple[tuple[int, int], ...]) -> None:
         with self._lock:
-            row = self._rows[worker]
-            for column, value in _added(self._fields, row, changes):
-                row[column] = value
+            self._add(worker, changes)
 
     def set(self, worker: int, changes: tuple[tuple[int, int], ...]) -> None:
         with self._lock:
-            row = self._rows[worker]
-            for column, value in changes:
-                row[column] = value
+            self._set(worker, changes)
 
     def snapshot(self) -> list[list[int]]:
         with self._lock:
@@ -683,7 +606,7 @@ class MetricsManager(BaseManager):
     """A manager whose ``Board(workers, fields)`` is a board living in its server."""
 
 
-MetricsManager.register("Board", _BoardState, exposed=("add", "set", "snapshot"))
+MetricsManager.register("Board", _BoardState, exposed=EXPOSED)
 
 
 class ManagerMetrics(_Board):
@@ -695,8 +618,11 @@ class ManagerMetrics(_Board):
     the server has applied it, so ``snapshot`` sees every update that has
     returned in any process. Any process may write any row. Pass a started
     :class:`MetricsManager` as ``manager`` to share one server; otherwise
-    each board starts its own. A dead server makes calls fail at once
-    (``EOFError`` or ``ConnectionError``) rather than hang.
+    each board starts its own. A dead server makes calls raise
+    :class:`~shmref.lifecycle.OwnerGone` at once rather than hang.
+    ``timeout`` is accepted for the same signature as the other ways: the
+    server holds its lock for one row's update or one copy of the rows, and
+    nothing else waits.
 
     >>> from shmref.metrics import ManagerMetrics
     >>> with ManagerMetrics(workers=1, fields=("ok", "failed")) as board:
@@ -713,58 +639,54 @@ class ManagerMetrics(_Board):
         *,
         manager: MetricsManager | None = None,
         ctx: BaseContext | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self.workers, self.fields = _shape(workers, fields)
+        seconds(timeout)
         self._columns = {name: column for column, name in enumerate(self.fields)}
-        self._manager: MetricsManager | None = None
-        self._creator = os.getpid()
-        if manager is None:
-            manager = self._manager = MetricsManager(ctx=_context(ctx))
-            manager.start()
-        self._proxy: Any = manager.Board(self.workers, self.fields)  # type: ignore[attr-defined]
+        self._server = Server(
+            MetricsManager,
+            "Board",
+            (self.workers, self.fields),
+            what="ManagerMetrics",
+            manager=manager,
+            ctx=ctx,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"workers": self.workers, "fields": self.fields, "proxy": self._proxy}
+        return {"workers": self.workers, "fields": self.fields, "server": self._server}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.workers, self.fields = state["workers"], state["fields"]
         self._columns = {name: column for column, name in enumerate(self.fields)}
-        self._proxy = state["proxy"]
-        self._manager = None
+        self._server = state["server"]
 
     def add(self, worker: int, /, **deltas: int) -> None:
-        worker = _row(worker, self.workers)
-        changes = _changes(self._columns, deltas)
         if self._closed:
-            self._check_open()
-        self._proxy.add(worker, changes)
+            self._refuse()
+        worker = _row(worker, self.workers)
+        self._server.call("add", worker, _changes(self._columns, deltas))
 
     def set(self, worker: int, /, **values: int) -> None:
+        if self._closed:
+            self._refuse()
         worker = _row(worker, self.workers)
         changes = _changes(self._columns, values)
         _check_values(self.fields, changes)
-        if self._closed:
-            self._check_open()
-        self._proxy.set(worker, changes)
+        self._server.call("set", worker, changes)
 
     def snapshot(self) -> list[dict[str, int]]:
-        self._check_open()
-        fields = self.fields
-        return [dict(zip(fields, row, strict=True)) for row in self._proxy.snapshot()]
-
-    def close(self) -> None:
         if self._closed:
-            return
-        self._closed = True
-        self._proxy = None  # the server drops its object before it stops
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
+            self._refuse()
+        fields = self.fields
+        return [dict(zip(fields, row, strict=True)) for row in self._server.call("snapshot")]
+
+    def _release(self) -> None:
+        self._server.close()
 
 
-# Process targets and the example's monitor loop.
+# The example's process target and monitor loop.
 
 
 def _task(number: int) -> bool:
@@ -800,34 +722,6 @@ def metrics_worker(
     board.close()
 
 
-def equal_fields_writer(
-    board: MetricsBoard,
-    worker: int,
-    n: int,
-    stop: Any = None,
-    barrier: Any = None,
-    timeout: float = 60.0,
-) -> None:
-    """Process target: ``n`` times, set every field of the row to ``i``.
-
-    A row in which the fields differ is a row read half-way through a
-    ``set``. Stops early once ``stop.value`` is true (a shared ``c_bool``);
-    with a ``barrier``, waits on it before the first ``set`` and after the
-    last. Closes the process's handle at the end.
-    """
-    if barrier is not None:
-        barrier.wait(timeout)
-    fields, set_row = board.fields, board.set
-    for i in range(1, n + 1):
-        set_row(worker, **dict.fromkeys(fields, i))
-        if stop is not None and stop.value:
-            break
-    if barrier is not None:
-        board.snapshot()  # the owner has applied every update of this process
-        barrier.wait(timeout)
-    board.close()
-
-
 def monitor(
     board: MetricsBoard,
     processes: Sequence[Any],
@@ -853,34 +747,3 @@ def monitor(
     totals = board.totals()
     print("done:", "  ".join(f"{name} {value}" for name, value in totals.items()), file=out)
     return totals
-
-
-WAYS: dict[str, Callable[..., MetricsBoard]] = {
-    "ctypes": CtypesMetrics,
-    "queue": QueueMetrics,
-    "manager": ManagerMetrics,
-}
-
-
-def _main(argv: list[str]) -> int:
-    """``python -m shmref.metrics [ctypes|queue|manager] [TASKS]``."""
-    way = argv[0] if argv else "ctypes"
-    tasks = int(argv[1]) if len(argv) > 1 else 10_000
-    if way not in WAYS:
-        print(f"usage: python -m shmref.metrics [{'|'.join(WAYS)}] [TASKS]", file=sys.stderr)
-        return 2
-    ctx = multiprocessing.get_context("spawn")
-    with WAYS[way](workers=4, ctx=ctx) as board:
-        workers = [
-            ctx.Process(target=metrics_worker, args=(board, worker, tasks)) for worker in range(4)
-        ]
-        for process in workers:
-            process.start()
-        monitor(board, workers)
-        for number, row in enumerate(board.snapshot()):
-            print(f"worker {number}: {row}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

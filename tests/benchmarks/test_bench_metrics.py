@@ -21,8 +21,8 @@ from shmref.metrics import (
     ManagerMetrics,
     QueueMetrics,
     UnsafeMetrics,
-    equal_fields_writer,
 )
+from tests.apparatus_metrics import equal_fields_writer
 
 from .timing import BARRIER_TIMEOUT, WorkerGroup, size, time_groups
 
