@@ -31,6 +31,8 @@ from typing import Any, Protocol, runtime_checkable
 
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
+    INT64_MAX,
+    INT64_MIN,
     Closable,
     acquire,
     context,
@@ -56,8 +58,6 @@ __all__ = [
     "add_worker",
 ]
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 
 @runtime_checkable

@@ -27,6 +27,11 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
+#: The signed 64-bit range: what a C int64 (and every way's counter, board
+#: and table) holds. ctypes would silently wrap a value outside it.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
 #: Seconds a call waits for a lock or a reply before raising TimeoutError,
 #: unless the constructor's ``timeout`` says otherwise. Long enough for a
 #: loaded machine, short enough that a dead peer is noticed.

@@ -42,6 +42,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
+    INT64_MAX,
+    INT64_MIN,
     Closable,
     Deadline,
     acquire,
@@ -71,8 +73,6 @@ __all__ = [
     "monitor",
 ]
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 DEFAULT_FIELDS = ("completed", "errors", "throughput")
 

@@ -38,6 +38,8 @@ from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
+    INT64_MAX,
+    INT64_MIN,
     Closable,
     acquire,
     context,
@@ -75,8 +77,6 @@ __all__ = [
 Key: TypeAlias = str | bytes
 Value: TypeAlias = int | float | str | bytes
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 DEFAULT_CAPACITY = 1024
 DEFAULT_KEY_SIZE = 64
