@@ -23,11 +23,17 @@ holder that died holding the lock would otherwise hang it forever. Only
 :class:`RobustLock` recovers from such a death; with the others the lock
 stays taken.
 
+A wait is taken in slices (:data:`~shmref.lifecycle.SLICE`), so that a
+thread waiting in ``acquire`` or ``with`` wakes with ``ValueError`` ("is
+closed") when another thread closes the handle, and a Manager way's waiter
+with :class:`~shmref.lifecycle.OwnerGone` when its server stops.
+
 Objects pass to child processes as ``Process`` arguments under every start
 method. The process that creates a Manager way without a ``manager=`` owns
 the server: its ``close()`` stops it. Every other ``close()`` only releases
-this process's handle. This module imports only the standard library: copy
-it alone into a project and it works.
+this process's handle. ``python -m shmref.standalone locks`` writes this
+module as one file that imports only the standard library, to copy into a
+project.
 """
 
 from __future__ import annotations
@@ -35,17 +41,25 @@ from __future__ import annotations
 import ctypes
 import errno
 import math
-import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing import synchronize
 from multiprocessing.context import BaseContext
-from multiprocessing.managers import SyncManager
+from multiprocessing.managers import BaseManager
 from typing import Any, Protocol, runtime_checkable
+
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    Closable,
+    Deadline,
+    context,
+    integer,
+    seconds,
+    timed_out,
+)
+from shmref.server import EXPOSED, Served, Server
 
 # In the order of the docs: autodoc lists members in __all__ order.
 __all__ = [  # noqa: RUF022
@@ -63,15 +77,8 @@ __all__ = [  # noqa: RUF022
     "ManagerLock",
     "ManagerRLock",
     "ManagerSemaphore",
-    "Occupancy",
-    "occupy",
-    "outer_inner",
-    "die_holding",
+    "LockManager",
 ]
-
-#: Seconds a ``with`` block waits for the lock before raising TimeoutError.
-#: Long enough for a loaded machine, short enough that a dead holder is noticed.
-DEFAULT_TIMEOUT = 30.0
 
 # The largest value of a POSIX semaphore (typeshed does not list it).
 _SEM_VALUE_MAX: int = getattr(synchronize, "SEM_VALUE_MAX", 2**31 - 1)
@@ -115,41 +122,21 @@ class SyncPrimitive(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
-def _context(ctx: BaseContext | None) -> Any:
-    # Any: typeshed's BaseContext lacks Process and the synchronisation types.
-    return ctx if ctx is not None else multiprocessing.get_context()
-
-
-def _seconds(timeout: object) -> float | None:
-    """A checked timeout: None (wait forever) or a number of seconds >= 0."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(
-            f"timeout must be a number of seconds or None, not {type(timeout).__name__}"
-        )
-    seconds = float(timeout)
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"timeout must be a number of seconds >= 0, not {timeout!r}")
-    return None if math.isinf(seconds) else seconds
-
-
 def _acquire_args(blocking: object, timeout: object) -> float | None:
     if blocking is not True and blocking is not False:
         hint = ""
         if isinstance(blocking, (int, float)):
             hint = f" (to wait at most {blocking} s, pass timeout={blocking})"
         raise TypeError(f"blocking must be True or False, not {blocking!r}{hint}")
-    seconds = _seconds(timeout)
+    checked = seconds(timeout)
     if not blocking and timeout is not None:
         raise ValueError("can't specify a timeout for a non-blocking call")
-    return seconds
+    return checked
 
 
 def _value(value: object, limit: int) -> int:
-    """A checked semaphore value: an int from 1 to ``limit``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"semaphore value must be an int, not {type(value).__name__}")
+    """A checked semaphore value: an int (numpy's too) from 1 to ``limit``."""
+    value = integer(value, "semaphore value")
     if value < 1:
         raise ValueError(
             f"semaphore value must be at least 1, not {value} "
@@ -160,19 +147,16 @@ def _value(value: object, limit: int) -> int:
     return value
 
 
-class _Primitive:
-    """Argument checks, ``with`` and ``close()``, shared by every way.
+class _Primitive(Closable):
+    """Argument checks, the sliced wait and ``with``, shared by every way.
 
-    A subclass provides ``_take(blocking, timeout) -> bool`` (arguments
-    already checked; ``timeout=None`` waits forever) and ``release()``.
+    A subclass provides ``_take(blocking, timeout) -> bool``, one wait of at
+    most ``timeout`` seconds (never None when ``blocking``: the slices of
+    :meth:`_wait` are), and ``release()``. Unlike other handles, ``with``
+    acquires and releases; only ``close()`` closes.
     """
 
-    _closed = False
     _timeout: float | None = DEFAULT_TIMEOUT
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ValueError(f"{type(self).__name__} is closed")
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
         raise NotImplementedError
@@ -180,29 +164,46 @@ class _Primitive:
     def release(self) -> None:
         raise NotImplementedError
 
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait ``timeout`` seconds (None: as long as it takes), slice by slice.
+
+        Between slices it looks whether another thread closed the handle:
+        the waiter then gets the closed error, whatever the resources that
+        ``close()`` dropped under it raised meanwhile.
+        """
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                if self._take(True, deadline.next_slice()):
+                    return True
+            except Exception:
+                if not self._closed:
+                    raise
+            if self._closed:
+                self._refuse()
+            if deadline.expired:
+                return False
+
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Acquire; True on success, False if not acquired in time (or at once)."""
+        if self._closed:
+            self._refuse()
         if blocking is not True or timeout is not None:
             timeout = _acquire_args(blocking, timeout)
-        if self._closed:
-            self._check_open()
-        return self._take(blocking, timeout)
+        # Uncontended, one try; the sliced wait only when it is taken.
+        if self._take(False, None):
+            return True
+        return blocking and self._wait(timeout)
 
     def __enter__(self) -> bool:
         if self._closed:
-            self._check_open()
-        if not self._take(True, self._timeout):
-            raise TimeoutError(
-                f"{type(self).__name__} not acquired within {self._timeout} s "
-                "(its holder may have died holding it)"
-            )
-        return True
+            self._refuse()
+        if self._take(False, None) or self._wait(self._timeout):
+            return True
+        raise timed_out(type(self).__name__, self._timeout)
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-    def close(self) -> None:
-        self._closed = True
 
 
 # ---------------------------------------------------------------- ctypes shared memory
@@ -211,8 +212,8 @@ class _Primitive:
 class _SemLockPrimitive(_Primitive):
     """A ``multiprocessing`` SemLock: a POSIX semaphore in shared memory."""
 
-    def __init__(self, semlock: Any, timeout: object) -> None:
-        self._timeout = _seconds(timeout)
+    def __init__(self, semlock: Any, timeout: float | None) -> None:
+        self._timeout = timeout
         self._semlock = semlock
         self._attach()
 
@@ -233,17 +234,16 @@ class _SemLockPrimitive(_Primitive):
 
     def release(self) -> None:
         if self._closed:
-            self._check_open()
+            self._refuse()
         try:
             self._sem_release()
         # Lock and BoundedSemaphore raise ValueError, RLock AssertionError.
         except (ValueError, AssertionError) as error:
             raise ReleaseError(f"{type(self).__name__}: {error}") from None
 
-    def close(self) -> None:
+    def _release(self) -> None:
         # Drop the semaphore: it goes with the last handle, in whichever
         # process that is (under spawn it is a /dev/shm/sem.mp-* entry).
-        self._closed = True
         self._semlock = self._sem_release = None
         self.__dict__.pop("_take", None)
 
@@ -268,8 +268,8 @@ class CtypesLock(_SemLockPrimitive):
     def __init__(
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
-        _seconds(timeout)
-        super().__init__(_context(ctx).Lock(), timeout)
+        timeout = seconds(timeout)
+        super().__init__(context(ctx).Lock(), timeout)
 
 
 class CtypesRLock(_SemLockPrimitive):
@@ -285,8 +285,8 @@ class CtypesRLock(_SemLockPrimitive):
     def __init__(
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
-        _seconds(timeout)
-        super().__init__(_context(ctx).RLock(), timeout)
+        timeout = seconds(timeout)
+        super().__init__(context(ctx).RLock(), timeout)
 
 
 class CtypesSemaphore(_SemLockPrimitive):
@@ -306,8 +306,8 @@ class CtypesSemaphore(_SemLockPrimitive):
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         value = _value(value, _SEM_VALUE_MAX)
-        _seconds(timeout)
-        super().__init__(_context(ctx).BoundedSemaphore(value), timeout)
+        timeout = seconds(timeout)
+        super().__init__(context(ctx).BoundedSemaphore(value), timeout)
 
 
 # ---------------------------------------------------------------- robust mutex
@@ -319,9 +319,6 @@ _PTHREAD_MUTEX_ROBUST = 1
 # sizeof(pthread_mutex_t) is 40 on x86-64, 48 on AArch64: leave room.
 _MUTEX_BYTES = 64
 _ATTR_BYTES = 64
-# A wait wakes this often so that Python can run signal handlers (Ctrl-C):
-# pthread_mutex_clocklock is not interrupted by signals.
-_SLICE = 0.1
 
 
 class _Timespec(ctypes.Structure):
@@ -400,9 +397,9 @@ class _Pthread:
                 raise OSError(rc, f"cannot make a robust mutex: {os.strerror(rc)}")
 
 
-def _timespec(seconds: float) -> _Timespec:
-    whole = math.floor(seconds)
-    return _Timespec(whole, min(int((seconds - whole) * 1e9), 999_999_999))
+def _timespec(when: float) -> _Timespec:
+    whole = math.floor(when)
+    return _Timespec(whole, min(int((when - whole) * 1e9), 999_999_999))
 
 
 _pthread: _Pthread | None = None
@@ -441,8 +438,8 @@ class RobustLock(_Primitive):
     def __init__(
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
-        self._timeout = _seconds(timeout)
-        self._mutex = _context(ctx).RawArray(ctypes.c_ubyte, _MUTEX_BYTES)
+        self._timeout = seconds(timeout)
+        self._mutex = context(ctx).RawArray(ctypes.c_ubyte, _MUTEX_BYTES)
         self._attach()
         self._api.init_robust(self._pointer)
 
@@ -462,17 +459,26 @@ class RobustLock(_Primitive):
         self._attach()
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
-        # Uncontended, one call; the timed wait only when the mutex is taken.
-        rc = self._trylock(self._pointer)
-        if rc == errno.EBUSY and blocking:
-            rc = self._wait(timeout)
+        # The mutex first: this reference keeps its memory alive while this
+        # thread waits on it, even if another thread closes the handle (which
+        # drops the pointer first, so a None pointer is seen as closed).
+        _alive, pointer = self._mutex, self._pointer
+        if pointer is None:
+            self._refuse()
+        if blocking:
+            # One slice of the base class's wait: pthread_mutex_clocklock is
+            # not interrupted by signals, so Python runs its handlers (Ctrl-C)
+            # between slices.
+            rc = self._api.lock_until(pointer, time.monotonic() + (timeout or 0.0))
+        else:
+            rc = self._trylock(pointer)
         if rc == 0:
             self.holder_died = False
             return True
         if rc == errno.EOWNERDEAD:
             # We hold it now; without this call the next unlock would make
             # the mutex unusable for good (ENOTRECOVERABLE).
-            self._api.mutex_consistent(self._pointer)
+            self._api.mutex_consistent(pointer)
             self.holder_died = True
             return True
         if rc in (errno.ETIMEDOUT, errno.EBUSY):
@@ -481,28 +487,19 @@ class RobustLock(_Primitive):
             raise RuntimeError("RobustLock is already held by this thread (it is not re-entrant)")
         raise OSError(rc, f"pthread_mutex_lock: {os.strerror(rc)}")
 
-    def _wait(self, timeout: float | None) -> int:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wake = time.monotonic() + _SLICE
-            if deadline is not None and deadline <= wake:
-                return self._api.lock_until(self._pointer, deadline)
-            rc = self._api.lock_until(self._pointer, wake)
-            if rc != errno.ETIMEDOUT:
-                return rc
-
     def release(self) -> None:
-        if self._closed:
-            self._check_open()
-        rc = self._unlock(self._pointer)
+        pointer = self._pointer
+        if pointer is None:
+            self._refuse()
+        rc = self._unlock(pointer)
         if rc:
             if rc == errno.EPERM:
                 raise ReleaseError("RobustLock is not held by this thread")
             raise OSError(rc, f"pthread_mutex_unlock: {os.strerror(rc)}")
 
-    def close(self) -> None:
-        self._closed = True
-        self._mutex = self._pointer = None
+    def _release(self) -> None:
+        self._pointer = None  # before the mutex: see _take
+        self._mutex = None
 
 
 # ---------------------------------------------------------------- Queue: tokens
@@ -514,9 +511,9 @@ class _TokenQueue(_Primitive):
     """``tokens`` tokens in a Queue of that size: take one to acquire."""
 
     def __init__(self, tokens: int, ctx: BaseContext | None, timeout: object) -> None:
-        self._timeout = _seconds(timeout)
+        self._timeout = seconds(timeout)
         # maxsize=tokens: a put beyond it, a release too many, raises Full.
-        self._tokens = _context(ctx).Queue(maxsize=tokens)
+        self._tokens = context(ctx).Queue(maxsize=tokens)
         for _ in range(tokens):
             self._tokens.put_nowait(_TOKEN)
 
@@ -537,7 +534,7 @@ class _TokenQueue(_Primitive):
 
     def release(self) -> None:
         if self._closed:
-            self._check_open()
+            self._refuse()
         try:
             self._tokens.put_nowait(_TOKEN)
         except queue.Full:
@@ -545,15 +542,13 @@ class _TokenQueue(_Primitive):
                 f"{type(self).__name__} released more times than acquired"
             ) from None
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         # join_thread: a token this process released is in the pipe before
-        # close() returns (the Queue's feeder thread writes it).
-        self._tokens.close()
-        self._tokens.join_thread()
-        self._tokens = None
+        # close() returns (the Queue's feeder thread writes it). A thread of
+        # this process still waiting in get() wakes at its next slice.
+        tokens, self._tokens = self._tokens, None
+        tokens.close()
+        tokens.join_thread()
 
 
 class QueueLock(_TokenQueue):
@@ -625,7 +620,7 @@ class QueueRLock(_TokenQueue):
 
     def release(self) -> None:
         if self._closed:
-            self._check_open()
+            self._refuse()
         if self._owner != (os.getpid(), threading.get_ident()):
             raise ReleaseError("QueueRLock is not held by this thread")
         if self._depth > 1:
@@ -638,78 +633,124 @@ class QueueRLock(_TokenQueue):
 # ---------------------------------------------------------------- Manager
 
 
+class _ServedLock(Served):
+    """A ``threading`` Lock, RLock or BoundedSemaphore living in a LockManager's server.
+
+    Each call runs in the server thread that serves the caller's connection,
+    one per thread of each client process: that thread is an RLock's owner.
+    """
+
+    def __init__(self, kind: str, what: str, value: int) -> None:
+        self._what = what
+        self._lock: Any
+        if kind == "rlock":
+            self._lock = threading.RLock()
+        elif kind == "semaphore":
+            self._lock = threading.BoundedSemaphore(value)
+        else:
+            self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool, timeout: float | None) -> bool:
+        if not blocking:
+            return bool(self._lock.acquire(False))
+        return bool(self._lock.acquire(True, timeout))  # one slice: never None
+
+    def release(self) -> None:
+        try:
+            self._lock.release()
+        # threading.Lock and RLock raise RuntimeError, BoundedSemaphore ValueError.
+        except (RuntimeError, ValueError) as error:
+            raise ReleaseError(f"{self._what}: {error}") from None
+
+
+class LockManager(BaseManager):
+    """A manager whose ``Lock(kind, what, value)`` is a lock living in its server.
+
+    Start one and pass it as ``manager=`` to share one server between the
+    Manager ways.
+    """
+
+
+LockManager.register("Lock", _ServedLock, exposed=EXPOSED)
+
+
 class _ManagerPrimitive(_Primitive):
-    """A ``threading`` lock in a manager's server, used through its proxy."""
+    """A ``threading`` lock in a manager's server, reached through :class:`Server`."""
+
+    _kind = "lock"  # or rlock, semaphore: which threading lock the server holds
 
     def __init__(
         self,
-        make: Callable[[SyncManager], Any],
-        manager: SyncManager | None,
-        ctx: BaseContext | None,
-        timeout: object,
+        *,
+        manager: LockManager | None = None,
+        ctx: BaseContext | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._timeout = _seconds(timeout)
-        self._manager: SyncManager | None = None
-        self._creator = os.getpid()
-        if manager is None:
-            manager = self._manager = SyncManager(ctx=_context(ctx))
-            manager.start()
-        self._proxy: Any = make(manager)
+        self._start(1, manager, ctx, timeout)
+
+    def _start(
+        self, value: int, manager: LockManager | None, ctx: BaseContext | None, timeout: object
+    ) -> None:
+        self._timeout = seconds(timeout)
+        what = type(self).__name__
+        self._server = Server(
+            LockManager, "Lock", (self._kind, what, value), what=what, manager=manager, ctx=ctx
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"proxy": self._proxy, "timeout": self._timeout}
+        return {"server": self._server, "timeout": self._timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._proxy = state["proxy"]
+        self._server = state["server"]
         self._timeout = state["timeout"]
-        self._manager = None
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
-        # The server thread that serves this process waits, not this process.
-        return bool(self._proxy.acquire(blocking, timeout))
+        # The server thread that serves this thread waits, at most one slice
+        # of _wait at a time, so that a stopped server or a close() is seen.
+        return bool(self._server.call("acquire", blocking, timeout))
+
+    # A try costs a round trip here: a blocking acquire goes straight to the
+    # wait, whose first slice returns at once if the lock is free.
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        if self._closed:
+            self._refuse()
+        if blocking is not True or timeout is not None:
+            timeout = _acquire_args(blocking, timeout)
+        return self._wait(timeout) if blocking else self._take(False, None)
+
+    def __enter__(self) -> bool:
+        if self._closed:
+            self._refuse()
+        if self._wait(self._timeout):
+            return True
+        raise timed_out(type(self).__name__, self._timeout)
 
     def release(self) -> None:
         if self._closed:
-            self._check_open()
-        try:
-            self._proxy.release()
-        # Raised in the server and re-raised here: threading.Lock and RLock
-        # raise RuntimeError, BoundedSemaphore ValueError.
-        except (RuntimeError, ValueError) as error:
-            raise ReleaseError(f"{type(self).__name__}: {error}") from None
+            self._refuse()
+        self._server.call("release")
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._proxy = None  # the server drops its object before it stops
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            self._manager.shutdown()
-            self._manager = None
+    def _release(self) -> None:
+        self._server.close()
 
 
 class ManagerLock(_ManagerPrimitive):
     """A ``threading.Lock`` in a Manager server; every call is one round trip.
 
-    Pass a started ``SyncManager`` as ``manager`` to share one server between
-    primitives; otherwise each starts its own, and its creator's ``close()``
-    stops it. Not owned: any process may release it. If the holder dies, the
-    server does not notice: the lock stays held. A waiter's wait runs in the
-    server, which goes on waiting after the waiter died and may then take the
-    lock for it. The server could run on another host; this class starts it
+    Pass a started :class:`LockManager` as ``manager`` to share one server
+    between primitives; otherwise each starts its own, and its creator's
+    ``close()`` stops it. Not owned: any process may release it. If the
+    holder dies, the server does not notice: the lock stays held. A wait runs
+    in the server, in slices of 0.1 s, one round trip each: a waiter that
+    dies may still take the lock in the server during its last slice, and
+    then holds it for good. A stopped or dead server makes every call, and
+    every wait under way, raise :class:`~shmref.lifecycle.OwnerGone`. The
+    constructor's ``timeout`` bounds a ``with`` block, as for every way
+    here. The server could run on another host; this class starts it
     locally.
     """
-
-    def __init__(
-        self,
-        *,
-        manager: SyncManager | None = None,
-        ctx: BaseContext | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> None:
-        super().__init__(lambda m: m.Lock(), manager, ctx, timeout)
 
 
 class ManagerRLock(_ManagerPrimitive):
@@ -718,149 +759,26 @@ class ManagerRLock(_ManagerPrimitive):
     The server serves each thread of each process on its own connection and
     server thread, so the owner is the calling process and thread: only it
     may re-enter and release (anyone else gets :class:`ReleaseError`).
+    Otherwise as :class:`ManagerLock`.
     """
 
-    def __init__(
-        self,
-        *,
-        manager: SyncManager | None = None,
-        ctx: BaseContext | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> None:
-        super().__init__(lambda m: m.RLock(), manager, ctx, timeout)
+    _kind = "rlock"
 
 
 class ManagerSemaphore(_ManagerPrimitive):
-    """A ``threading.BoundedSemaphore(value)`` in a Manager server."""
+    """A ``threading.BoundedSemaphore(value)`` in a Manager server.
+
+    Otherwise as :class:`ManagerLock`.
+    """
+
+    _kind = "semaphore"
 
     def __init__(
         self,
         value: int = 1,
         *,
-        manager: SyncManager | None = None,
+        manager: LockManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        value = _value(value, _SEM_VALUE_MAX)
-        super().__init__(lambda m: m.BoundedSemaphore(value), manager, ctx, timeout)
-
-
-# ---------------------------------------------------------------- showing exclusion
-
-
-class Occupancy:
-    """Counts the holders inside a critical section, and the most at once.
-
-    Made to prove a lock or semaphore: every holder calls :meth:`visit`
-    while it holds it, and :attr:`peak` is the most holders ever inside at
-    once. A section meant for ``capacity`` holders must show a peak of
-    exactly ``capacity``: to make "``capacity`` at once" observed rather than
-    hoped for, a visitor waits (at most ``timeout``) until ``capacity``
-    visitors are inside or all ``entries`` expected visits have begun. Then
-    it stays ``window`` seconds more, time in which a broken lock would let
-    one visitor too many in.
-    """
-
-    def __init__(
-        self,
-        capacity: int = 1,
-        entries: int = 1,
-        *,
-        ctx: BaseContext | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        context = _context(ctx)
-        self.capacity, self.entries, self.timeout = capacity, entries, timeout
-        self._changed = context.Condition(context.Lock())
-        self._counts = context.RawArray(ctypes.c_int64, 3)  # inside, peak, entered
-
-    @property
-    def inside(self) -> int:
-        return int(self._counts[0])
-
-    @property
-    def peak(self) -> int:
-        return int(self._counts[1])
-
-    @property
-    def entered(self) -> int:
-        return int(self._counts[2])
-
-    def visit(self, window: float = 0.02) -> None:
-        counts, changed = self._counts, self._changed
-        if not changed.acquire(timeout=self.timeout):
-            raise TimeoutError("Occupancy: its own lock was not acquired in time")
-        try:
-            counts[0] += 1
-            counts[1] = max(counts[1], counts[0])
-            counts[2] += 1
-            changed.notify_all()
-            company = changed.wait_for(
-                lambda: counts[0] >= self.capacity or counts[2] >= self.entries, self.timeout
-            )
-            if not company:
-                raise TimeoutError(f"fewer than {self.capacity} holders were ever inside at once")
-            changed.wait_for(lambda: counts[0] > self.capacity, window)
-            counts[0] -= 1
-            changed.notify_all()
-        finally:
-            changed.release()
-
-    def close(self) -> None:
-        self._changed = self._counts = None
-
-
-def occupy(
-    lock: SyncPrimitive,
-    occupancy: Occupancy,
-    rounds: int = 1,
-    depth: int = 1,
-    start: Any = None,
-) -> None:
-    """Process target: ``rounds`` times, hold ``lock`` and visit ``occupancy``.
-
-    With ``depth > 1`` the holder acquires ``lock`` that many times (an
-    RLock's re-entry) before its visit. With a ``start`` barrier, all wait
-    there first, so that they contend from the first round instead of
-    arriving one by one as they start up. Closes both handles at the end.
-    """
-    if start is not None:
-        start.wait(occupancy.timeout)
-    for _ in range(rounds):
-        for _ in range(depth):
-            if not lock.acquire(timeout=occupancy.timeout):
-                raise TimeoutError(f"{type(lock).__name__} not acquired in time")
-        try:
-            occupancy.visit()
-        finally:
-            for _ in range(depth):
-                lock.release()
-    lock.close()
-    occupancy.close()
-
-
-def outer_inner(lock: SyncPrimitive) -> str:
-    """The article's re-entry example: ``outer`` holds the lock and calls ``inner``.
-
-    With an RLock ``inner`` takes the lock again and runs; with a plain Lock
-    it waits for itself: its ``with`` raises ``TimeoutError`` after the
-    lock's timeout instead of hanging.
-    """
-    with lock:
-        return _inner(lock)
-
-
-def _inner(lock: SyncPrimitive) -> str:
-    with lock:
-        return "inner ran inside outer"
-
-
-def die_holding(lock: SyncPrimitive) -> None:
-    """Process target: acquire ``lock``, then die at once by SIGKILL, holding it.
-
-    What a crash, the kernel's OOM killer or ``kill -9`` does to a holder:
-    no ``finally``, no ``with`` exit, no release.
-    """
-    if not lock.acquire(timeout=DEFAULT_TIMEOUT):
-        raise TimeoutError(f"{type(lock).__name__} not acquired in time")
-    os.kill(os.getpid(), signal.SIGKILL)
+        self._start(_value(value, _SEM_VALUE_MAX), manager, ctx, timeout)

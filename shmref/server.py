@@ -88,7 +88,7 @@ class Server:
         if proxy is None:  # dropped by close(), perhaps in another thread
             raise self.closed_error(f"{self.what} is closed")
         try:
-            ok, result = proxy._callmethod("serve", (method, args))
+            reply = proxy._callmethod("serve", (method, args))
         except (pickle.PicklingError, TypeError, RuntimeError) as error:
             # serve() answers every call with (ok, result): an exception
             # here is the request failing to pickle, before anything is sent
@@ -106,6 +106,14 @@ class Server:
             raise OwnerGone(
                 f"the Manager server of {self.what} is gone ({type(error).__name__})"
             ) from None
+        if reply is None:
+            # A server shutting down while one of its threads still answers
+            # sends that connection one extra ('#RETURN', None): the thread
+            # serving this process has stopped, and so has the server.
+            if self.closed:
+                raise self.closed_error(f"{self.what} is closed")
+            raise OwnerGone(f"the Manager server of {self.what} is gone")
+        ok, result = reply
         if not ok:
             raise result
         return result

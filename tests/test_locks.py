@@ -11,35 +11,35 @@ spawn and forkserver children can import them.
 
 from __future__ import annotations
 
+import functools
 import math
-import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
-from multiprocessing.managers import SyncManager
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 
+from shmref.lifecycle import OwnerGone
 from shmref.locks import (
     QUEUE_TOKENS_MAX,
     CtypesLock,
     CtypesRLock,
     CtypesSemaphore,
+    LockManager,
     ManagerLock,
     ManagerRLock,
     ManagerSemaphore,
-    Occupancy,
     QueueLock,
     QueueRLock,
     QueueSemaphore,
     ReleaseError,
     RobustLock,
     SyncPrimitive,
-    occupy,
-    outer_inner,
 )
+from tests.apparatus_locks import Occupancy, occupy, outer_inner
 from tests.conftest import JOIN, contract
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
@@ -96,12 +96,12 @@ def make(kind: Kind, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
     The Manager kinds share one server per test, started on first use.
     """
     made: list[SyncPrimitive] = []
-    managers: list[SyncManager] = []
+    managers: list[LockManager] = []
 
     def make(**kwargs: Any) -> Any:
         if kind.way == "manager" and "manager" not in kwargs:
             if not managers:
-                managers.append(SyncManager(ctx=ctx))
+                managers.append(LockManager(ctx=ctx))
                 managers[0].start()
             kwargs["manager"] = managers[0]
         primitive = kind.cls(ctx=ctx, **kwargs)
@@ -524,26 +524,101 @@ def test_semaphore_admits_value_holders_and_is_bounded(make: Callable[..., Any])
             semaphore.release()
 
 
-# Bad input.
+# Bad input: the same exception type, with a message naming the problem, in every way.
+
+#: (args, kwargs) of acquire -> the exception every way raises, and its message.
+BAD_ACQUIRES: list[tuple[tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
+    (("yes",), {}, TypeError, "blocking must be True or False"),
+    ((1,), {}, TypeError, r"blocking must be True or False, not 1 \(to wait at most 1 s"),
+    ((0,), {}, TypeError, "blocking must be True or False"),
+    ((0.5,), {}, TypeError, "blocking must be True or False"),
+    ((None,), {}, TypeError, "blocking must be True or False"),
+    ((), {"timeout": "1"}, TypeError, "timeout must be a number of seconds or None, not str"),
+    ((), {"timeout": True}, TypeError, "timeout must be a number of seconds or None, not bool"),
+    ((), {"timeout": []}, TypeError, "timeout must be a number of seconds or None, not list"),
+    ((), {"timeout": -1}, ValueError, "timeout must be a number of seconds >= 0"),
+    ((), {"timeout": -0.5}, ValueError, "timeout must be a number of seconds >= 0"),
+    ((), {"timeout": math.nan}, ValueError, "timeout must be a number of seconds >= 0"),
+    ((False, 1.0), {}, ValueError, "can't specify a timeout for a non-blocking call"),
+]
+
+#: Timeouts every way takes: numpy's numbers, and waits too long for one OS
+#: call, which mean "as long as it takes" (issue 9: the Queue ways raised
+#: OverflowError for 3e6 s and more, the Manager ways for 1e12 s).
+GOOD_TIMEOUTS = [2, np.float64(0.5), np.float32(0.5), np.int64(1), 3e6, 1e9, 1e12, math.inf]
 
 
 @kinds()
 def test_bad_acquire_arguments_raise_and_change_nothing(lock: Any) -> None:
-    for blocking in ("yes", 1, 0, 0.5, None):
-        with pytest.raises(TypeError, match="blocking must be True or False"):
-            lock.acquire(blocking)
-    for timeout in ("1", True, []):
-        with pytest.raises(TypeError, match="timeout must be a number"):
-            lock.acquire(timeout=timeout)
-    for timeout in (-1, -0.5, math.nan):
-        with pytest.raises(ValueError, match="timeout must be"):
-            lock.acquire(timeout=timeout)
-    with pytest.raises(ValueError, match="non-blocking"):
-        lock.acquire(False, 1.0)
+    for args, kwargs, error, message in BAD_ACQUIRES:
+        with pytest.raises(error, match=message):
+            lock.acquire(*args, **kwargs)
     with pytest.raises(ReleaseError):
         lock.release()  # none of the calls above acquired it
-    assert lock.acquire(timeout=math.inf) is True  # inf waits forever, like None
+    assert_free(lock)
+    # Nor do they change a held lock (an RLock's depth included).
+    assert lock.acquire(timeout=JOIN) is True
+    for args, kwargs, error, message in BAD_ACQUIRES:
+        with pytest.raises(error, match=message):
+            lock.acquire(*args, **kwargs)
     lock.release()
+    assert_free(lock)
+
+
+@kinds()
+def test_every_number_of_seconds_is_a_timeout(lock: Any) -> None:
+    for timeout in GOOD_TIMEOUTS:
+        assert lock.acquire(timeout=timeout) is True, timeout
+        lock.release()
+
+
+def hold_then_release(lock: SyncPrimitive, held: threading.Event, hold: float) -> None:
+    assert lock.acquire(timeout=JOIN)
+    held.set()
+    time.sleep(hold)
+    lock.release()
+
+
+@kinds()
+def test_a_wait_too_long_for_one_os_call_waits(make: Callable[..., Any]) -> None:
+    # Issue 9: QueueLock.acquire(timeout=3e6) on a held lock raised
+    # OverflowError at once, and a Manager way did for 1e12 s.
+    for timeout in (3e6, 1e12):
+        lock = make(timeout=timeout)  # with waits as long
+        for enter in (functools.partial(lock.acquire, timeout=timeout), lock.__enter__):
+            held = threading.Event()
+            holder = threading.Thread(target=hold_then_release, args=(lock, held, 0.2))
+            holder.start()
+            assert held.wait(JOIN)
+            assert enter() is True  # once the holder released it
+            lock.release()
+            holder.join(JOIN)
+
+
+@kinds("manager-lock", "manager-rlock", "manager-sem")
+def test_manager_waiter_wakes_when_server_stops(kind: Kind, ctx: BaseContext) -> None:
+    # Issue 9: a thread waiting in acquire() got EOFError when the server
+    # was stopped; now OwnerGone, the error every call of a gone server raises.
+    manager = LockManager(ctx=ctx)
+    manager.start()
+    lock = kind.cls(manager=manager)
+    assert lock.acquire() is True  # by this thread: the waiter's is another
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            lock.acquire()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)  # in the server's wait by now (a slice at a time)
+    manager.shutdown()
+    waiter.join(SLOW)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], OwnerGone), outcome
+    lock.close()
 
 
 @pytest.mark.parametrize("cls", [kind.cls for kind in KINDS.values()], ids=list(KINDS))
@@ -551,28 +626,49 @@ def test_bad_constructor_arguments(cls: type[Any]) -> None:
     # No manager may be left running (the leak check would see it).
     with pytest.raises(TypeError, match="timeout must be a number"):
         cls(timeout="1")
+    with pytest.raises(TypeError, match="timeout must be a number"):
+        cls(timeout=True)
     with pytest.raises(ValueError, match="timeout must be"):
         cls(timeout=-1)
+    with pytest.raises(ValueError, match="timeout must be"):
+        cls(timeout=math.nan)
     if not issubclass(cls, (CtypesSemaphore, QueueSemaphore, ManagerSemaphore)):
         with pytest.raises(TypeError):
             cls(1)  # only a semaphore takes a positional argument, its value
 
 
-@pytest.mark.parametrize(
-    ("cls", "limit"),
-    [(CtypesSemaphore, 2**31 - 1), (QueueSemaphore, QUEUE_TOKENS_MAX), (ManagerSemaphore, None)],
-    ids=["ctypes", "queue", "manager"],
-)
-def test_bad_semaphore_values(cls: type[Any], limit: int | None) -> None:
-    for value in (-1, 0):
-        with pytest.raises(ValueError, match="at least 1"):
+#: Semaphore values -> the exception every way raises, and its message.
+#: 2**31 is past every way's limit (SEM_VALUE_MAX and QUEUE_TOKENS_MAX).
+BAD_VALUES: list[tuple[object, type[Exception], str]] = [
+    (-1, ValueError, "at least 1"),
+    (0, ValueError, "at least 1"),
+    (2**31, ValueError, "at most"),
+    (2**62, ValueError, "at most"),
+    (1.5, TypeError, "semaphore value must be an int, not float"),
+    (True, TypeError, "semaphore value must be an int, not bool"),
+    (np.True_, TypeError, "semaphore value must be an int, not bool"),
+    ("2", TypeError, "semaphore value must be an int, not str"),
+    (None, TypeError, "semaphore value must be an int, not NoneType"),
+]
+
+SEMAPHORE_WAYS = [KINDS[name].cls for name in SEMAPHORES]
+
+
+@pytest.mark.parametrize("cls", SEMAPHORE_WAYS, ids=SEMAPHORES)
+def test_bad_semaphore_values(cls: type[Any]) -> None:
+    for value, error, message in BAD_VALUES:
+        with pytest.raises(error, match=message):
             cls(value)
-    for value in (1.5, True, "2", None):
-        with pytest.raises(TypeError, match="must be an int"):
-            cls(value)
-    if limit is not None:
-        with pytest.raises(ValueError, match="at most"):
-            cls(limit + 1)
+
+
+@pytest.mark.parametrize("cls", SEMAPHORE_WAYS, ids=SEMAPHORES)
+def test_numpy_semaphore_value(cls: type[Any]) -> None:
+    semaphore = cls(np.int64(2))
+    assert [semaphore.acquire(timeout=JOIN) for _ in range(2)] == [True, True]
+    assert semaphore.acquire(timeout=SHORT) is False
+    semaphore.release()
+    semaphore.release()
+    semaphore.close()
 
 
 def test_queue_semaphore_holds_its_most_tokens(ctx: BaseContext) -> None:
@@ -585,30 +681,11 @@ def test_queue_semaphore_holds_its_most_tokens(ctx: BaseContext) -> None:
     semaphore.close()
 
 
-# close() and the owner of a Manager's server.
-
-
-@kinds()
-def test_closed_refuses_calls(lock: Any) -> None:
-    lock.close()
-    for call in (lock.acquire, lock.release, lock.__enter__):
-        with pytest.raises(ValueError, match="is closed"):
-            call()
-    lock.close()
-
-
-@kinds("manager-lock", "manager-rlock", "manager-sem")
-def test_creator_close_stops_its_server(kind: Kind, ctx: BaseContext) -> None:
-    before = {process.pid for process in multiprocessing.active_children()}
-    lock = kind.cls(ctx=ctx)
-    started = {process.pid for process in multiprocessing.active_children()} - before
-    assert len(started) == 1
-    lock.close()
-    assert not started & {process.pid for process in multiprocessing.active_children()}
+# A server shared between primitives.
 
 
 def test_manager_primitives_share_a_manager(ctx: BaseContext) -> None:
-    manager = SyncManager(ctx=ctx)
+    manager = LockManager(ctx=ctx)
     manager.start()
     try:
         lock, semaphore = ManagerLock(manager=manager), ManagerSemaphore(2, manager=manager)

@@ -103,26 +103,46 @@ if __name__ == "__main__":
 """
 
 LOCKS_SCRIPT = """\
+import ctypes
 import multiprocessing
 import os
+import signal
+import time
 
 import locks
+
+
+def hold(lock, counts, rounds):
+    # Process target: rounds times, hold lock and count who is inside.
+    for _ in range(rounds):
+        with lock:
+            counts[0] += 1
+            counts[1] = max(counts[1], counts[0])
+            time.sleep(0.01)
+            counts[0] -= 1
+            counts[2] += 1
+    lock.close()
+
+
+def die_holding(lock):
+    lock.acquire()
+    os.kill(os.getpid(), signal.SIGKILL)
+
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("spawn")
     for cls in (locks.CtypesLock, locks.QueueLock, locks.ManagerLock, locks.RobustLock):
         lock = cls(ctx=ctx)
-        seen = locks.Occupancy(1, 4, ctx=ctx)
-        workers = [ctx.Process(target=locks.occupy, args=(lock, seen, 2)) for _ in range(2)]
+        counts = ctx.RawArray(ctypes.c_int64, 3)  # inside, peak, entered
+        workers = [ctx.Process(target=hold, args=(lock, counts, 2)) for _ in range(2)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join(60)
-        print(cls.__name__, [worker.exitcode for worker in workers], seen.peak, seen.entered)
+        print(cls.__name__, [worker.exitcode for worker in workers], counts[1], counts[2])
         lock.close()
-        seen.close()
     lock = locks.RobustLock(ctx=ctx)
-    holder = ctx.Process(target=locks.die_holding, args=(lock,))
+    holder = ctx.Process(target=die_holding, args=(lock,))
     holder.start()
     holder.join(60)
     print("after die_holding:", holder.exitcode, lock.acquire(timeout=60), lock.holder_died)

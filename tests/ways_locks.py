@@ -1,0 +1,96 @@
+"""The locks' ways, as the lifecycle contract suite (tests/test_lifecycle.py) needs them.
+
+A way here is one primitive made one way, named as in tests/test_locks.py.
+Unlike every other handle of shmref, a lock's ``with`` acquires and releases
+it and does not close it (:data:`NOT_APPLICABLE`). The Queue ways have no owner
+process (their tokens are in a pipe) and the ctypes ways none either: only
+the Manager ways have a server that can die.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shmref import locks
+
+#: Every way, by the name the contract suites give it.
+WAYS: dict[str, Callable[..., Any]] = {
+    "ctypes-lock": locks.CtypesLock,
+    "ctypes-rlock": locks.CtypesRLock,
+    "ctypes-sem": locks.CtypesSemaphore,
+    "robust-lock": locks.RobustLock,
+    "queue-lock": locks.QueueLock,
+    "queue-rlock": locks.QueueRLock,
+    "queue-sem": locks.QueueSemaphore,
+    "manager-lock": locks.ManagerLock,
+    "manager-rlock": locks.ManagerRLock,
+    "manager-sem": locks.ManagerSemaphore,
+}
+
+#: Clauses of the lifecycle suite that mean something else for a lock.
+NOT_APPLICABLE: dict[str, str] = {
+    "with": "a lock's with acquires and releases it; only close() closes it",
+}
+
+
+def make(way: str, ctx: Any, timeout: float | None) -> Any:
+    """A new handle of ``way`` under ``ctx``, whose ``with`` blocks wait ``timeout``."""
+    return WAYS[way](ctx=ctx, timeout=timeout)
+
+
+#: Every public call, with valid arguments, in an order that works on an
+#: open handle: no call waits on a lock this thread holds, and the last one
+#: (which a Queue way's token, put back a moment after a release, may miss)
+#: leaves the lock held or not.
+CALLS: dict[str, Callable[[Any], object]] = {
+    "acquire()": lambda lock: lock.acquire(),
+    "release()": lambda lock: lock.release(),
+    "__enter__()": lambda lock: lock.__enter__(),
+    "__exit__()": lambda lock: lock.__exit__(None, None, None),
+    "acquire(timeout=5)": lambda lock: lock.acquire(timeout=5),
+    "release() again": lambda lock: lock.release(),
+    "acquire(False)": lambda lock: lock.acquire(False),
+}
+
+#: Calls with arguments every way refuses: a closed handle says "closed" first.
+BAD_CALLS: dict[str, Callable[[Any], object]] = {
+    "acquire(5)": lambda lock: lock.acquire(5),
+    "acquire(timeout='1')": lambda lock: lock.acquire(timeout="1"),
+    "acquire(timeout=True)": lambda lock: lock.acquire(timeout=True),
+    "acquire(timeout=-1)": lambda lock: lock.acquire(timeout=-1),
+    "acquire(timeout=nan)": lambda lock: lock.acquire(timeout=float("nan")),
+    "acquire(False, 1.0)": lambda lock: lock.acquire(False, 1.0),
+}
+
+
+def _hold_until_closed(lock: Any, held: threading.Event) -> None:
+    # A RobustLock is owned by a thread, which must outlive the handle's
+    # close(): a thread that ends holding it hands it over (holder_died).
+    # It unlocks through its own reference to the mutex, which close() drops.
+    lock.acquire()
+    mutex, pointer, unlock = lock._mutex, lock._pointer, lock._unlock
+    held.set()
+    while not lock._closed:
+        time.sleep(0.01)
+    unlock(pointer)
+    del mutex
+
+
+def stall(way: str, handle: Any) -> Callable[[], object] | None:
+    """Make a call of ``handle`` block (until the handle is closed); return that call.
+
+    The lock is taken first, as another holder would, and the call returned
+    is ``acquire()``, which waits as long as it takes. Run it in another
+    thread than this one: an RLock lets the thread that holds it back in.
+    """
+    if way == "robust-lock":
+        held = threading.Event()
+        threading.Thread(target=_hold_until_closed, args=(handle, held), daemon=True).start()
+        if not held.wait(30):
+            raise TimeoutError("the RobustLock holder thread did not acquire it")
+    else:
+        handle.acquire()
+    return handle.acquire
