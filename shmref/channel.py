@@ -6,8 +6,8 @@ messages of at most ``max_size`` bytes, with ``put(msg, timeout=None)``,
 context-manager protocol.
 
 * ctypes shared memory: :class:`CtypesChannel`, a ring of fixed-size slots in
-  one ``multiprocessing.shared_memory.SharedMemory`` segment, with two
-  semaphores counting free and filled slots;
+  one shared memory segment, with two semaphores counting free and filled
+  slots;
 * message passing: :class:`QueueChannel`, a ``multiprocessing.Queue``;
 * a Manager server: :class:`ManagerChannel`, a queue living in a manager's
   server process, like ``manager.Queue()``, whose batch methods run there.
@@ -18,10 +18,11 @@ The process that creates a channel owns it. Its ``close()`` closes the channel
 for every process: puts raise :class:`ChannelClosed` everywhere, and getters,
 waiting or not, receive what the channel still holds and then
 :class:`ChannelClosed` (a :class:`ManagerChannel` cannot drain: its server
-stops). ``close()`` in another process only detaches that process's handle.
+stops). ``close()`` in another process only detaches that process's handle;
+a thread of that process waiting in a call wakes with :class:`ChannelClosed`.
 Channels pass to child processes as ``Process`` arguments under every start
-method. This module imports only the standard library: copy it alone into a
-project and it works.
+method. ``python -m shmref.standalone channel`` writes this module as one file
+that imports only the standard library.
 """
 
 from __future__ import annotations
@@ -32,16 +33,30 @@ import os
 import pickle
 import queue
 import struct
-import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
-from multiprocessing import get_context
+from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NoReturn, Protocol, runtime_checkable
+
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    LONGEST_WAIT,
+    SLICE,
+    Closable,
+    Deadline,
+    OwnerGone,
+    acquire,
+    context,
+    reset_after_fork,
+    seconds,
+    size,
+    timed_out,
+)
+from shmref.segment import attach, create, release
+from shmref.server import EXPOSED, Served, Server
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -60,13 +75,14 @@ __all__ = [
     "send_worker",
 ]
 
-#: Seconds a call waits for an internal lock, and ``close()`` for its peers,
-#: before giving up: long enough for a loaded machine, short enough that a
-#: peer that died holding a lock is noticed. Waits for room or for a message
-#: take the call's own ``timeout`` instead.
-DEFAULT_TIMEOUT = 30.0
 DEFAULT_CAPACITY = 64
 DEFAULT_MAX_SIZE = 64 * 1024
+
+#: The largest ``capacity`` and ``max_size`` (and ``get_many`` count) of every
+#: way: a semaphore counts the slots, and SEM_VALUE_MAX is 2**31 - 1 on Linux;
+#: the segment of the largest ring, about 2**62 bytes, is still a size mmap
+#: takes (whether the machine has the memory is another matter: OSError).
+_LIMIT = 2**31 - 1
 
 #: What ``put`` accepts; ``get`` always returns ``bytes``.
 Message = bytes | bytearray | memoryview
@@ -76,19 +92,28 @@ class ChannelClosed(ValueError):
     """The channel, or this process's handle of it, is closed."""
 
 
+class _ServerGone(ChannelClosed, OwnerGone):
+    """A :class:`ManagerChannel`'s server has stopped.
+
+    To a process other than the creator, a server stopped by the creator's
+    ``close()`` and one that died look the same: the channel is closed, and
+    its owner is gone, so both ``except`` clauses catch it.
+    """
+
+
 @runtime_checkable
 class Channel(Protocol):
     """What every channel in this module guarantees.
 
     ``put(msg)`` appends a bytes-like ``msg`` of at most ``max_size`` bytes;
-    it waits up to ``timeout`` seconds (``None``: for ever) for room among
-    the ``capacity`` messages the channel holds, then raises ``queue.Full``.
-    A message that is not bytes-like raises ``TypeError``, a longer one
-    ``ValueError``, before anything is written. ``get()`` removes and
-    returns the oldest message as ``bytes``, waiting up to ``timeout``
-    seconds for one before raising ``queue.Empty``. Each message is received
-    by exactly one getter, and the messages of one producer reach each getter
-    in the order they were put.
+    it waits up to ``timeout`` seconds (``None``: as long as it takes) for
+    room among the ``capacity`` messages the channel holds, then raises
+    ``queue.Full``. A message that is not bytes-like raises ``TypeError``,
+    a longer one ``ValueError``, before anything is written. ``get()``
+    removes and returns the oldest message as ``bytes``, waiting up to
+    ``timeout`` seconds for one before raising ``queue.Empty``. Each message
+    is received by exactly one getter, and the messages of one producer reach
+    each getter in the order they were put.
 
     ``put_many(msgs)`` is all or nothing: it waits until there is room for
     every message (more than ``capacity`` raises ``ValueError``) and puts
@@ -96,10 +121,18 @@ class Channel(Protocol):
     waits like ``get`` for the first message and returns up to ``n`` without
     waiting again.
 
+    ``capacity``, ``max_size`` and ``n`` are ints (numpy's too) from 1 to
+    2**31 - 1; anything else raises ``ValueError``. A timeout is ``None`` or
+    seconds: ``bool`` and non-numbers raise ``TypeError``, NaN and negative
+    numbers ``ValueError``, and ``inf`` (or more than a day) waits as long
+    as it takes. Every wait is taken in slices, so that a thread waiting in
+    a call wakes with :class:`ChannelClosed` when another thread closes the
+    handle.
+
     ``close()`` in the creating process closes the channel for every process
     (see the module docstring); elsewhere it detaches this handle. Calls on a
     closed handle raise :class:`ChannelClosed`; ``close()`` may be called
-    again. Every blocking call takes a ``timeout``.
+    again.
     """
 
     @property
@@ -120,19 +153,11 @@ class Channel(Protocol):
 
     def __enter__(self) -> Channel: ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 
-def _context(ctx: BaseContext | None) -> Any:
-    # Any: typeshed's BaseContext lacks Process, and the shared objects it
-    # makes are replaced by None on close().
-    return ctx if ctx is not None else get_context()
-
-
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, not {value!r}")
-    return value
+def _sizes(capacity: object, max_size: object) -> tuple[int, int]:
+    return size(capacity, "capacity", _LIMIT), size(max_size, "max_size", _LIMIT)
 
 
 def _payload(msg: object) -> bytes:
@@ -143,8 +168,8 @@ def _payload(msg: object) -> bytes:
     raise TypeError(f"a message must be bytes-like, not {type(msg).__name__}")
 
 
-def _too_big(size: int, max_size: int) -> ValueError:
-    return ValueError(f"a message of {size} bytes exceeds max_size={max_size}; nothing was put")
+def _too_big(length: int, max_size: int) -> ValueError:
+    return ValueError(f"a message of {length} bytes exceeds max_size={max_size}; nothing was put")
 
 
 def _batch(msgs: Iterable[Message], capacity: int, max_size: int) -> list[bytes]:
@@ -160,44 +185,82 @@ def _batch(msgs: Iterable[Message], capacity: int, max_size: int) -> list[bytes]
     return batch
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
+# The hot paths check a timeout inline and call seconds() only for what is
+# not already a float it would return unchanged (a float from 0 to
+# LONGEST_WAIT), so that put(msg, 60.0) costs no extra call. Each then takes
+# the first slice of its wait in one C call (at most SLICE, so that it can
+# look at its handle between slices), and only a longer wait goes on in
+# Python, in the slow path.
 
 
-def _release(semaphore: Any, n: int) -> None:
+def _post(semaphore: Any, n: int) -> None:
     for _ in range(n):
         semaphore.release()
 
 
-def _acquire_n(semaphore: Any, n: int, timeout: float | None, closed: Any) -> bool:
+def _wait(semaphore: Any, timeout: float | None, waited: float, handle: Closable) -> bool:
+    """The rest of a wait for one token, after a first slice of ``waited`` s.
+
+    False if ``timeout`` ends first; the closed error if another thread
+    closes ``handle`` meanwhile.
+    """
+    try:
+        acquire(semaphore, None if timeout is None else timeout - waited, "a token", handle)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _acquire_n(semaphore: Any, n: int, timeout: float | None, closed: Callable[[], bool]) -> bool:
     """Take ``n`` tokens within ``timeout``, or none; stop early once ``closed()``.
 
-    Returns False on timeout. A closed channel makes it return True early
-    with what it holds given back, so that the caller reports the close.
+    False, with nothing held, on timeout or once ``closed()``: the caller
+    asks ``closed()`` which it was.
     """
     taken = 0
     while taken < n and semaphore.acquire(False):
         taken += 1
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = Deadline(timeout)
     while taken < n:
         # A token held may be the one close() posts to wake putters: waiting
         # for more while holding it would keep the other putters asleep.
         if closed():
-            _release(semaphore, taken)
-            return True
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not semaphore.acquire(True, wait):
-            _release(semaphore, taken)
-            return False
-        taken += 1
-    return True
+            break
+        if semaphore.acquire(True, deadline.next_slice()):
+            taken += 1
+        elif deadline.expired:
+            break
+    else:
+        return True
+    _post(semaphore, taken)
+    return False
 
 
-class _Handle:
-    """The parts every way shares: sizes, close state, context manager."""
+def _sliced(
+    call: Callable[[float], Any], timeout: float | None, handle: Closable, error: Exception
+) -> Any:
+    """``call(wait)`` until it returns, after a first slice found nothing.
 
-    _closed = False
+    ``call`` raises ``queue.Empty`` or ``queue.Full`` when ``wait`` seconds
+    pass; ``error`` is raised once ``timeout`` (counted from before the first
+    slice) has, and the closed error once another thread closes ``handle``.
+    """
+    deadline = Deadline(None if timeout is None else max(0.0, timeout - SLICE))
+    while True:
+        if handle._closed:
+            handle._refuse()
+        if deadline.expired:
+            raise error
+        try:
+            return call(deadline.next_slice())
+        except (queue.Empty, queue.Full):
+            pass
+
+
+class _Handle(Closable):
+    """The parts every way shares: sizes, the closed error."""
+
+    _closed_error = ChannelClosed
     _capacity: int
     _max_size: int
 
@@ -211,22 +274,16 @@ class _Handle:
         """The longest message, in bytes."""
         return self._max_size
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ChannelClosed(f"this {type(self).__name__} handle is closed")
-
     def _closed_by_creator(self, empty: bool = False) -> ChannelClosed:
         text = f"the {type(self).__name__} was closed by its creator"
         return ChannelClosed(text + " and is empty" if empty else text)
 
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _hand_on(self, semaphore: Any, tokens: int, empty: bool = False) -> NoReturn:
+        """Give ``tokens`` back for the next waiter, and say that the channel is closed."""
+        _post(semaphore, tokens)
+        if self._closed:
+            self._refuse()
+        raise self._closed_by_creator(empty)
 
 
 # CtypesChannel's segment: three 64-byte lines, so that producers (head) and
@@ -239,29 +296,6 @@ _LENGTH = 8
 _LINE = 64
 
 
-def _attach(name: str) -> SharedMemory:
-    if sys.version_info >= (3, 13):
-        return SharedMemory(name, track=False)
-    # Before 3.13 attaching registers the segment with the resource tracker.
-    # Every process that multiprocessing starts (fork, forkserver, spawn)
-    # shares its parent's tracker, which keeps names in a set: registering
-    # again changes nothing. Unregistering here would drop the creator's
-    # registration, so the tracker would print a KeyError when the creator
-    # unlinks, and would not clean up after a creator that crashed.
-    return SharedMemory(name)
-
-
-def _release_segment(segment: SharedMemory, words: memoryview, creator: int | None) -> None:
-    words.release()  # the mapping cannot close while a view of it exists
-    segment.close()
-    if creator == os.getpid():
-        segment.unlink()
-
-
-def _lock_timeout(what: str, timeout: float | None) -> TimeoutError:
-    return TimeoutError(f"{what} not acquired within {timeout} s (a holder may have died)")
-
-
 class CtypesChannel(_Handle):
     """A ring of ``capacity`` slots of ``max_size`` bytes in shared memory.
 
@@ -271,17 +305,20 @@ class CtypesChannel(_Handle):
     message is copied twice (into the segment, and out into a new ``bytes``)
     and never pickled; ``put_many``/``get_many`` take each lock once per
     batch. The segment takes ``capacity * (max_size + 8)`` bytes, rounded up
-    to 64 bytes a slot.
+    to 64 bytes a slot, reserved when the channel is made (a ``/dev/shm``
+    without that room raises ``OSError`` then).
 
     ``close()`` in the creating process marks the channel closed in the
     segment under the producers' lock, so every put either completed before
     it or raises :class:`ChannelClosed`; it posts one token of each kind,
     which each woken waiter hands on, and unlinks the segment (exactly once:
     no other process ever unlinks it). Getters receive every message whose
-    ``put`` returned before the close, then :class:`ChannelClosed`. A process
-    that dies while holding a lock (for the time of one copy) makes the
-    others raise ``TimeoutError`` after ``timeout`` seconds, with nothing
-    taken or written.
+    ``put`` returned before the close, then :class:`ChannelClosed`.
+    ``timeout`` is the longest wait for the producers' or the consumers'
+    lock, in every call and in ``close()``: a process that dies while
+    holding one (for the time of one copy) makes the others raise
+    ``TimeoutError`` after ``timeout`` seconds, with nothing taken or
+    written.
 
     >>> from shmref.channel import CtypesChannel
     >>> with CtypesChannel(capacity=4, max_size=16) as channel:
@@ -299,107 +336,126 @@ class CtypesChannel(_Handle):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._capacity = _positive("capacity", capacity)
-        self._max_size = _positive("max_size", max_size)
+        capacity, max_size = _sizes(capacity, max_size)
+        self._capacity, self._max_size = capacity, max_size
+        self._timeout = timeout = seconds(timeout)
+        # An internal lock is first waited for in one C call of at most a
+        # slice, then for the rest of `timeout` in slices (see _lock).
+        self._lock_wait = SLICE if timeout is None else min(SLICE, timeout)
         self._stride = -(-(_LENGTH + max_size) // _LINE) * _LINE
-        context = _context(ctx)
-        segment = SharedMemory(create=True, size=_SLOTS + capacity * self._stride)
+        ctx = context(ctx)
+        segment = create(_SLOTS + capacity * self._stride)
         buf: Any = segment.buf
         words = buf.cast("Q")
-        self._release = weakref.finalize(self, _release_segment, segment, words, os.getpid())
+        self._unmap = weakref.finalize(self, release, segment, [words], os.getpid())
         try:
-            self._free = context.Semaphore(capacity)
-            self._filled = context.Semaphore(0)
-            self._put_lock = context.Lock()
-            self._get_lock = context.Lock()
+            self._free = ctx.Semaphore(capacity)
+            self._filled = ctx.Semaphore(0)
+            self._put_lock = ctx.Lock()
+            self._get_lock = ctx.Lock()
         except BaseException:
-            self._release()
+            self._unmap()
             raise
-        self._segment: SharedMemory | None = segment
+        self._segment = segment
         self._buf: Any = buf
         self._words: Any = words
         self._creator = os.getpid()
-        self._timeout = timeout
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
         state = self.__dict__.copy()
-        state["_segment"] = self._segment.name  # type: ignore[union-attr]
-        del state["_buf"], state["_words"], state["_release"]
+        state["_segment"] = self._segment.name
+        del state["_buf"], state["_words"], state["_unmap"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        segment = self._segment = _attach(state["_segment"])
+        segment = self._segment = attach(state["_segment"])
         self._buf = segment.buf
         self._words = self._buf.cast("Q")
-        self._release = weakref.finalize(self, _release_segment, segment, self._words, None)
+        self._unmap = weakref.finalize(self, release, segment, [self._words], None)
 
     @property
     def name(self) -> str:
         """The shared memory segment's name (under ``/dev/shm`` on Linux)."""
         self._check_open()
-        return self._segment.name  # type: ignore[union-attr]
+        return self._segment.name
 
     def _is_closed(self) -> bool:
-        return bool(self._closed or self._words[_CLOSED])
+        if self._closed:
+            return True
+        words = self._words
+        try:
+            return bool(words[_CLOSED])
+        except (TypeError, ValueError):  # unmapped by close() in another thread meanwhile
+            return True
 
-    def _refuse(self, semaphore: Any, tokens: int, empty: bool = False) -> None:
-        _release(semaphore, tokens)  # hand them on to the next waiter
-        self._check_open()
-        raise self._closed_by_creator(empty)
+    def _lock(self, lock: Any, semaphore: Any, tokens: int, what: str) -> None:
+        """Take ``lock`` for the rest of ``timeout``, or give ``tokens`` back and raise."""
+        timeout = self._timeout
+        try:
+            acquire(lock, None if timeout is None else timeout - self._lock_wait, what, self)
+        except BaseException as error:
+            _post(semaphore, tokens)  # hand them on to the next waiter
+            if isinstance(error, TimeoutError):
+                raise timed_out(what, timeout) from None
+            raise
 
     # put() and get() are _write() and _read() for one message, inlined: they
     # are the calls whose cost the benchmarks measure.
 
     def put(self, msg: Message, timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
         if msg.__class__ is not bytes:
             msg = _payload(msg)
-        size = len(msg)
-        if size > self._max_size:
-            raise _too_big(size, self._max_size)
-        if self._closed:
-            self._check_open()
-        if timeout is not None:
-            _check_timeout(timeout)
+        length = len(msg)
+        if length > self._max_size:
+            raise _too_big(length, self._max_size)
+        if timeout is not None and (
+            timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
+        ):
+            timeout = seconds(timeout)
         free = self._free
-        if not free.acquire(True, timeout):
+        first = SLICE if timeout is None or timeout > SLICE else timeout
+        if not free.acquire(True, first) and not _wait(free, timeout, first, self):
             raise queue.Full(f"no free slot within {timeout} s")
         lock = self._put_lock
-        if not lock.acquire(True, self._timeout):
-            free.release()
-            raise _lock_timeout("the producers' lock", self._timeout)
+        if not lock.acquire(True, self._lock_wait):
+            self._lock(lock, free, 1, "the producers' lock")
         try:
             words = self._words
             refused = self._closed or words[_CLOSED]
             if not refused:
                 head = words[_HEAD]
                 offset = _SLOTS + head % self._capacity * self._stride
-                words[offset >> 3] = size
-                self._buf[offset + _LENGTH : offset + _LENGTH + size] = msg
+                words[offset >> 3] = length
+                self._buf[offset + _LENGTH : offset + _LENGTH + length] = msg
                 # Published last: a filled token stands for whole slots only.
                 words[_HEAD] = head + 1
         finally:
             lock.release()
         if refused:
-            self._refuse(free, 1)
+            self._hand_on(free, 1)
         self._filled.release()
 
     def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
         batch = _batch(msgs, self._capacity, self._max_size)
-        self._check_open()
-        _check_timeout(timeout)
+        timeout = seconds(timeout)
         if batch:
             if not _acquire_n(self._free, len(batch), timeout, self._is_closed):
+                if self._is_closed():
+                    self._hand_on(self._free, 0)
                 raise queue.Full(f"no {len(batch)} free slots within {timeout} s")
             self._write(batch)
 
     def _write(self, batch: Sequence[bytes]) -> None:
         """Copy ``batch`` in at the head; its free tokens are already taken."""
         free, lock = self._free, self._put_lock
-        if not lock.acquire(True, self._timeout):
-            _release(free, len(batch))
-            raise _lock_timeout("the producers' lock", self._timeout)
+        if not lock.acquire(True, self._lock_wait):
+            self._lock(lock, free, len(batch), "the producers' lock")
         try:
             refused = self._is_closed()
             if not refused:
@@ -414,21 +470,23 @@ class CtypesChannel(_Handle):
         finally:
             lock.release()
         if refused:
-            self._refuse(free, len(batch))
-        _release(self._filled, len(batch))
+            self._hand_on(free, len(batch))
+        _post(self._filled, len(batch))
 
     def get(self, timeout: float | None = None) -> bytes:
         if self._closed:
-            self._check_open()
-        if timeout is not None:
-            _check_timeout(timeout)
+            self._refuse()
+        if timeout is not None and (
+            timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
+        ):
+            timeout = seconds(timeout)
         filled = self._filled
-        if not filled.acquire(True, timeout):
+        first = SLICE if timeout is None or timeout > SLICE else timeout
+        if not filled.acquire(True, first) and not _wait(filled, timeout, first, self):
             raise queue.Empty(f"no message within {timeout} s")
         lock = self._get_lock
-        if not lock.acquire(True, self._timeout):
-            filled.release()
-            raise _lock_timeout("the consumers' lock", self._timeout)
+        if not lock.acquire(True, self._lock_wait):
+            self._lock(lock, filled, 1, "the consumers' lock")
         try:
             words = self._words
             if self._closed or words[_CLOSED]:
@@ -447,11 +505,13 @@ class CtypesChannel(_Handle):
         return msg  # type: ignore[no-any-return]
 
     def get_many(self, max_messages: int, timeout: float | None = None) -> list[bytes]:
-        _positive("max_messages", max_messages)
-        self._check_open()
-        _check_timeout(timeout)
+        if self._closed:
+            self._refuse()
+        max_messages = size(max_messages, "max_messages", _LIMIT)
+        timeout = seconds(timeout)
         filled = self._filled
-        if not filled.acquire(True, timeout):
+        first = SLICE if timeout is None or timeout > SLICE else timeout
+        if not filled.acquire(True, first) and not _wait(filled, timeout, first, self):
             raise queue.Empty(f"no message within {timeout} s")
         tokens = 1
         while tokens < max_messages and filled.acquire(False):
@@ -461,9 +521,8 @@ class CtypesChannel(_Handle):
     def _read(self, tokens: int) -> list[bytes]:
         """Copy up to ``tokens`` messages out at the tail; the tokens are taken."""
         filled, lock = self._filled, self._get_lock
-        if not lock.acquire(True, self._timeout):
-            _release(filled, tokens)
-            raise _lock_timeout("the consumers' lock", self._timeout)
+        if not lock.acquire(True, self._lock_wait):
+            self._lock(lock, filled, tokens, "the consumers' lock")
         out: list[bytes] = []
         try:
             if not self._closed:
@@ -482,10 +541,10 @@ class CtypesChannel(_Handle):
         finally:
             lock.release()
         if not out:
-            self._refuse(filled, tokens, empty=True)
+            self._hand_on(filled, tokens, empty=True)
         if len(out) < tokens:
-            _release(filled, tokens - len(out))  # hand the wake-up call on
-        _release(self._free, len(out))
+            _post(filled, tokens - len(out))  # hand the wake-up call on
+        _post(self._free, len(out))
         return out
 
     def _head_after_close(self) -> int:
@@ -499,13 +558,13 @@ class CtypesChannel(_Handle):
             if locked:
                 self._put_lock.release()
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        put_lock, get_lock = self._put_lock, self._get_lock
-        if os.getpid() == self._creator:
-            locked = put_lock.acquire(True, self._timeout)
+    def _release(self) -> None:
+        # The semaphores and locks stay: a thread of this process may be
+        # between two of them (bug 5 of issue 9), and finds the handle closed.
+        put_lock, get_lock, timeout = self._put_lock, self._get_lock, self._timeout
+        creator = os.getpid() == self._creator
+        if creator:
+            locked = put_lock.acquire(True, timeout)
             # Set even without the lock: its holder died, no put can follow.
             self._words[_CLOSED] = 1
             if locked:
@@ -515,39 +574,34 @@ class CtypesChannel(_Handle):
             self._filled.release()
             self._free.release()
         # Another thread of this process may be copying: unmap after it.
-        locked_get = get_lock.acquire(True, self._timeout)
-        locked_put = put_lock.acquire(True, self._timeout)
+        locked_get = get_lock.acquire(True, timeout)
+        locked_put = put_lock.acquire(True, timeout)
         self._buf = self._words = None
         try:
             if locked_get and locked_put:
-                self._release()
+                self._unmap()
             else:  # the mapping goes with the handle; the name goes now
-                self._release.detach()
-                if os.getpid() == self._creator and self._segment is not None:
+                self._unmap.detach()
+                if creator:
                     self._segment.unlink()
         finally:
             if locked_put:
                 put_lock.release()
             if locked_get:
                 get_lock.release()
-        self._segment = None
-        self._free = self._filled = self._put_lock = self._get_lock = None
 
 
 # QueueChannel's items: a message (bytes), a batch (list of bytes), or this.
 _CLOSED_MARK = None
 
-_queue_handles: weakref.WeakSet[QueueChannel] = weakref.WeakSet()
 
-
-def _forget_received() -> None:
-    # A batch the parent received is the parent's to hand out, not the child's.
-    for channel in list(_queue_handles):
-        channel._received = collections.deque()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_received)
+def _drain(messages: collections.deque[bytes]) -> list[bytes]:
+    """Empty ``messages``, one atomic popleft at a time (a getter may pop too)."""
+    out = []
+    with contextlib.suppress(IndexError):
+        while True:
+            out.append(messages.popleft())
+    return out
 
 
 class QueueChannel(_Handle):
@@ -574,7 +628,10 @@ class QueueChannel(_Handle):
     killed with SIGKILL loses the messages in its feeder thread and in its
     handle, and with them their room in the channel. ``close()`` waits up to
     ``timeout`` seconds for this process's feeder thread to write what it
-    holds; what it has not written by then is lost.
+    holds; what it has not written by then is lost. A ``get`` waits in
+    slices of the pipe's ``poll``, even with ``timeout=None``, so that
+    ``close()`` in another thread can wake it (and waits for it to leave
+    the queue: the feeder thread closes the queue's reader when it ends).
 
     >>> from shmref.channel import QueueChannel
     >>> with QueueChannel(capacity=4, max_size=16) as channel:
@@ -591,69 +648,84 @@ class QueueChannel(_Handle):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._capacity = _positive("capacity", capacity)
-        self._max_size = _positive("max_size", max_size)
-        context = _context(ctx)
+        capacity, max_size = _sizes(capacity, max_size)
+        self._capacity, self._max_size = capacity, max_size
+        self._timeout = seconds(timeout)
+        ctx = context(ctx)
         # Unbounded: the bound is `room`, so that the closing mark never waits.
-        self._queue: Any = context.Queue()
-        self._room: Any = context.Semaphore(capacity)
-        self._flag: Any = context.RawValue("b", 0)
+        self._queue: Any = ctx.Queue()
+        self._room: Any = ctx.Semaphore(capacity)
+        self._flag: Any = ctx.RawValue("b", 0)
         self._creator = os.getpid()
-        self._timeout = timeout
-        self._received: collections.deque[bytes] = collections.deque()
-        _queue_handles.add(self)
+        self._after_fork()
+        reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
         state = self.__dict__.copy()
-        state["_received"] = None
+        del state["_received"], state["_inside"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._received = collections.deque()
-        _queue_handles.add(self)
+        self._after_fork()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        # A batch the parent received is the parent's to hand out, and the
+        # parent's threads inside get() are not this process's.
+        self._received: collections.deque[bytes] = collections.deque()
+        #: One entry per call of this process inside the queue's get (list
+        #: append and pop are atomic): close() waits until there is none.
+        self._inside: list[None] = []
 
     def _is_closed(self) -> bool:
         return bool(self._closed or self._flag.value)
 
     def put(self, msg: Message, timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
         if msg.__class__ is not bytes:
             msg = _payload(msg)
         if len(msg) > self._max_size:
             raise _too_big(len(msg), self._max_size)
-        if self._closed:
-            self._check_open()
-        if timeout is not None:
-            _check_timeout(timeout)
+        if timeout is not None and (
+            timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
+        ):
+            timeout = seconds(timeout)
         flag, room = self._flag, self._room
         if flag.value:
             raise self._closed_by_creator()
-        if not room.acquire(True, timeout):
+        first = SLICE if timeout is None or timeout > SLICE else timeout
+        if not room.acquire(True, first) and not _wait(room, timeout, first, self):
             raise queue.Full(f"no room within {timeout} s")
         if flag.value:
-            self._refuse(room, 1)
-        self._queue.put(msg)
+            self._hand_on(room, 1)
+        try:
+            self._queue.put(msg)
+        except ValueError:  # "Queue is closed": close() ran in another thread
+            self._hand_on(room, 1)
 
     def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
         batch = _batch(msgs, self._capacity, self._max_size)
-        self._check_open()
-        _check_timeout(timeout)
+        timeout = seconds(timeout)
         if not batch:
             return
+        room = self._room
         if self._flag.value:
             raise self._closed_by_creator()
-        if not _acquire_n(self._room, len(batch), timeout, self._is_closed):
+        if not _acquire_n(room, len(batch), timeout, self._is_closed):
+            if self._is_closed():
+                self._hand_on(room, 0)
             raise queue.Full(f"no room for {len(batch)} messages within {timeout} s")
         if self._is_closed():
-            self._refuse(self._room, len(batch))
-        # One item: one pickle, one write to the pipe.
-        self._queue.put(batch if len(batch) > 1 else batch[0])
-
-    def _refuse(self, room: Any, tokens: int) -> None:
-        _release(room, tokens)  # hand them on to the next waiting putter
-        self._check_open()
-        raise self._closed_by_creator()
+            self._hand_on(room, len(batch))
+        try:  # one item: one pickle, one write to the pipe
+            self._queue.put(batch if len(batch) > 1 else batch[0])
+        except ValueError:  # "Queue is closed": close() ran in another thread
+            self._hand_on(room, len(batch))
 
     def _accept(self, item: bytes | list[bytes] | None) -> list[bytes]:
         """The messages of a received item; the closing mark raises."""
@@ -663,56 +735,101 @@ class QueueChannel(_Handle):
             raise self._closed_by_creator(empty=True)
         return [item] if isinstance(item, bytes) else item
 
+    def _receive(self, timeout: float | None) -> Any:
+        """The rest of a get's wait for an item, after a first slice found none."""
+        return _sliced(
+            lambda wait: self._queue.get(True, wait),
+            timeout,
+            self,
+            queue.Empty(f"no message within {timeout} s"),
+        )
+
     # A message's room token is given back when the message is handed out:
     # the rest of a batch waiting in `_received` still counts as in the channel.
 
     def get(self, timeout: float | None = None) -> bytes:
         if self._closed:
-            self._check_open()
+            self._refuse()
         received = self._received
-        if not received:
-            if timeout is not None:
-                _check_timeout(timeout)
-            item = self._queue.get(True, timeout)  # queue.Empty goes to the caller
-            if item.__class__ is bytes:
+        if received:
+            try:
+                msg = received.popleft()
+            except IndexError:  # taken meanwhile by another thread, or by close()
+                pass
+            else:
                 self._room.release()
-                return item
-            received.extend(self._accept(item))
+                return msg
+        if timeout is not None and (
+            timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
+        ):
+            timeout = seconds(timeout)
+        inside = self._inside
+        inside.append(None)
+        try:
+            if self._closed:
+                self._refuse()
+            try:
+                item = self._queue.get(
+                    True, SLICE if timeout is None or timeout > SLICE else timeout
+                )
+            except queue.Empty:
+                item = self._receive(timeout)
+            if item.__class__ is not bytes:
+                received.extend(self._accept(item))
+                item = received.popleft()
+        finally:
+            inside.pop()
         self._room.release()
-        return received.popleft()
+        return item
 
     def get_many(self, max_messages: int, timeout: float | None = None) -> list[bytes]:
-        _positive("max_messages", max_messages)
-        self._check_open()
-        _check_timeout(timeout)
-        q, received = self._queue, self._received
-        if not received:
-            received.extend(self._accept(q.get(True, timeout)))
-            # An item holds at most `capacity` messages: read more only while
-            # the next one cannot overflow, so that none is left over in this
-            # handle (where a getter that stops would strand it).
-            while max_messages - len(received) >= self._capacity:
+        if self._closed:
+            self._refuse()
+        max_messages = size(max_messages, "max_messages", _LIMIT)
+        timeout = seconds(timeout)
+        q, received, inside = self._queue, self._received, self._inside
+        inside.append(None)
+        try:
+            if self._closed:
+                self._refuse()
+            if not received:
                 try:
-                    received.extend(self._accept(q.get(False)))
-                except (queue.Empty, ChannelClosed):
-                    break  # the next call reports the close
-        out = [received.popleft() for _ in range(min(max_messages, len(received)))]
-        _release(self._room, len(out))
+                    item = q.get(True, SLICE if timeout is None or timeout > SLICE else timeout)
+                except queue.Empty:
+                    item = self._receive(timeout)
+                received.extend(self._accept(item))
+                # An item holds at most `capacity` messages: read more only while
+                # the next one cannot overflow, so that none is left over in this
+                # handle (where a getter that stops would strand it).
+                while max_messages - len(received) >= self._capacity:
+                    try:
+                        received.extend(self._accept(q.get(False)))
+                    except (queue.Empty, ChannelClosed):
+                        break  # the next call reports the close
+            out = [received.popleft() for _ in range(min(max_messages, len(received)))]
+        finally:
+            inside.pop()
+        _post(self._room, len(out))
         return out
 
-    def close(self) -> None:
-        if self._closed:
-            return
+    def _release(self) -> None:
         q = self._queue
+        # q.close() lets this process's feeder thread end, and it closes the
+        # queue's reader as it does: a getter of this handle still inside
+        # q.get() would read a closed pipe (bug 5 of issue 9). Each leaves
+        # within a slice, having seen the handle closed.
+        deadline = Deadline(self._timeout)
+        while self._inside and not deadline.expired:
+            time.sleep(0.001)
         try:
-            if self._received:  # the rest of a batch: back into the channel
-                q.put(list(self._received))
+            rest = _drain(self._received)
+            if rest:  # the rest of a batch: back into the channel
+                q.put(rest)
             if os.getpid() == self._creator:
                 self._flag.value = 1
                 self._room.release()  # wakes a waiting putter, which hands it on
                 q.put(_CLOSED_MARK)  # behind every message this process put
         finally:
-            self._closed = True
             q.close()
             # join_thread() has no timeout, and waits for ever for a pipe
             # that nobody reads: wait for the feeder thread ourselves.
@@ -723,16 +840,15 @@ class QueueChannel(_Handle):
                 q.cancel_join_thread()  # its messages are lost
             else:
                 q.join_thread()
-            self._queue = self._room = self._flag = None
-            self._received = collections.deque()
 
 
-class _ChannelState:
+class _ChannelState(Served):
     """The messages of a :class:`ManagerChannel`, living in its server.
 
     The server runs each call in a thread of its own; one condition guards
     the deque, and every change wakes all waiters, so a batch waiting for
-    room cannot swallow the wake-up a single put needed.
+    room cannot swallow the wake-up a single put needed. A wait lasts at
+    most ``wait`` seconds, one slice of the caller's timeout.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -740,29 +856,26 @@ class _ChannelState:
         self._capacity = capacity
         self._changed = threading.Condition()
 
-    # Every method returns something other than None: see ManagerChannel._call.
+    def put(self, msg: bytes, wait: float) -> None:
+        self.put_many([msg], wait)
 
-    def put(self, msg: bytes, timeout: float | None) -> int:
-        return self.put_many([msg], timeout)
-
-    def put_many(self, msgs: list[bytes], timeout: float | None) -> int:
+    def put_many(self, msgs: list[bytes], wait: float) -> None:
         with self._changed:
             room = self._changed.wait_for(
-                lambda: self._capacity - len(self._messages) >= len(msgs), timeout
+                lambda: self._capacity - len(self._messages) >= len(msgs), wait
             )
             if not room:
-                raise queue.Full(f"no room for {len(msgs)} messages within {timeout} s")
+                raise queue.Full(f"no room for {len(msgs)} messages within {wait} s")
             self._messages.extend(msgs)
             self._changed.notify_all()
-            return len(msgs)
 
-    def get(self, timeout: float | None) -> bytes:
-        return self.get_many(1, timeout)[0]
+    def get(self, wait: float) -> bytes:
+        return self.get_many(1, wait)[0]
 
-    def get_many(self, max_messages: int, timeout: float | None) -> list[bytes]:
+    def get_many(self, max_messages: int, wait: float) -> list[bytes]:
         with self._changed:
-            if not self._changed.wait_for(lambda: self._messages, timeout):
-                raise queue.Empty(f"no message within {timeout} s")
+            if not self._changed.wait_for(lambda: self._messages, wait):
+                raise queue.Empty(f"no message within {wait} s")
             messages = self._messages
             out = [messages.popleft() for _ in range(min(max_messages, len(messages)))]
             self._changed.notify_all()
@@ -773,7 +886,7 @@ class ChannelManager(BaseManager):
     """A manager whose ``Channel(capacity)`` is a channel living in its server."""
 
 
-ChannelManager.register("Channel", _ChannelState, exposed=("put", "get", "put_many", "get_many"))
+ChannelManager.register("Channel", _ChannelState, exposed=EXPOSED)
 
 
 class ManagerChannel(_Handle):
@@ -785,11 +898,20 @@ class ManagerChannel(_Handle):
     and from it. The server could run on another host; this class starts it
     locally, one server per channel.
 
+    A call waits in the server for a slice of its timeout at most, and asks
+    again until its timeout ends, so that a call waiting in a process whose
+    handle another thread closes wakes with :class:`ChannelClosed`; a call
+    that waits long makes a round trip per slice. ``timeout`` is accepted
+    for the signature every way shares; nothing else here waits (the
+    server's lock is held for one append or pop).
+
     ``close()`` in the creating process stops the server. Waiting getters
     and putters, in any process, wake with :class:`ChannelClosed` (the
-    connection to the server ends); so does every later call. Part of the
-    contract it cannot keep: messages still in the channel are lost, because
-    they live in the server, so getters do not drain a closed channel.
+    connection to the server ends); so does every later call. A server that
+    died raises the same error, which is also an
+    :class:`~shmref.lifecycle.OwnerGone`. Part of the contract it cannot
+    keep: messages still in the channel are lost, because they live in the
+    server, so getters do not drain a closed channel.
 
     >>> from shmref.channel import ManagerChannel
     >>> with ManagerChannel(capacity=4, max_size=16) as channel:
@@ -804,84 +926,110 @@ class ManagerChannel(_Handle):
         max_size: int = DEFAULT_MAX_SIZE,
         *,
         ctx: BaseContext | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        self._capacity = _positive("capacity", capacity)
-        self._max_size = _positive("max_size", max_size)
-        self._creator = os.getpid()
-        self._manager: ChannelManager | None = ChannelManager(ctx=_context(ctx))
-        self._manager.start()
-        self._proxy: Any = self._manager.Channel(capacity)  # type: ignore[attr-defined]
+        capacity, max_size = _sizes(capacity, max_size)
+        self._capacity, self._max_size = capacity, max_size
+        seconds(timeout)
+        self._server = Server(
+            ChannelManager,
+            "Channel",
+            (capacity,),
+            what="ManagerChannel",
+            ctx=ctx,
+            closed_error=ChannelClosed,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {
-            "_capacity": self._capacity,
-            "_max_size": self._max_size,
-            "_creator": self._creator,
-            "_proxy": self._proxy,
-        }
+        return {"_capacity": self._capacity, "_max_size": self._max_size, "_server": self._server}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._manager = None
 
-    def _call(self, method: str, *args: Any) -> Any:
-        try:
-            result = self._proxy._callmethod(method, args)
-        except (EOFError, OSError) as exc:  # the connection to the server ended
-            raise self._gone() from exc
-        if result is None:
-            # A call that reaches the server as it stops gets the None that
-            # the server sends when it ends the connection, not a reply.
-            raise self._gone()
-        return result
-
-    def _gone(self) -> ChannelClosed:
-        return ChannelClosed(
+    def _gone(self) -> _ServerGone:
+        return _ServerGone(
             f"the {type(self).__name__}'s server has stopped "
             "(closed by its creator, or died); messages still in it are lost"
         )
 
+    def _wait(
+        self, method: str, args: tuple[Any, ...], timeout: float | None, error: Exception
+    ) -> Any:
+        """The rest of a call's wait in the server, after a first slice."""
+        call = self._server.call
+        try:
+            return _sliced(lambda wait: call(method, *args, wait), timeout, self, error)
+        except OwnerGone:
+            raise self._gone() from None
+
     def put(self, msg: Message, timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
         if msg.__class__ is not bytes:
             msg = _payload(msg)
         if len(msg) > self._max_size:
             raise _too_big(len(msg), self._max_size)
-        if self._closed:
-            self._check_open()
-        _check_timeout(timeout)
-        self._call("put", msg, timeout)
+        if timeout is not None and (
+            timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
+        ):
+            timeout = seconds(timeout)
+        try:
+            self._server.call("put", msg, SLICE if timeout is None or timeout > SLICE else timeout)
+        except queue.Full:
+            self._wait("put", (msg,), timeout, queue.Full(f"no room within {timeout} s"))
+        except OwnerGone:
+            raise self._gone() from None
 
     def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
         batch = _batch(msgs, self._capacity, self._max_size)
-        self._check_open()
-        _check_timeout(timeout)
-        if batch:
-            self._call("put_many", batch, timeout)
+        timeout = seconds(timeout)
+        if not batch:
+            return
+        full = queue.Full(f"no room for {len(batch)} messages within {timeout} s")
+        first = SLICE if timeout is None or timeout > SLICE else timeout
+        try:
+            self._server.call("put_many", batch, first)
+        except queue.Full:
+            self._wait("put_many", (batch,), timeout, full)
+        except OwnerGone:
+            raise self._gone() from None
 
     def get(self, timeout: float | None = None) -> bytes:
         if self._closed:
-            self._check_open()
-        _check_timeout(timeout)
-        return self._call("get", timeout)  # type: ignore[no-any-return]
+            self._refuse()
+        if timeout is not None and (
+            timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
+        ):
+            timeout = seconds(timeout)
+        try:
+            return self._server.call(  # type: ignore[no-any-return]
+                "get", SLICE if timeout is None or timeout > SLICE else timeout
+            )
+        except queue.Empty:
+            empty = queue.Empty(f"no message within {timeout} s")
+            return self._wait("get", (), timeout, empty)  # type: ignore[no-any-return]
+        except OwnerGone:
+            raise self._gone() from None
 
     def get_many(self, max_messages: int, timeout: float | None = None) -> list[bytes]:
-        _positive("max_messages", max_messages)
-        self._check_open()
-        _check_timeout(timeout)
-        return self._call("get_many", max_messages, timeout)  # type: ignore[no-any-return]
-
-    def close(self) -> None:
         if self._closed:
-            return
-        self._closed = True
-        # A forked child holds a copy of the creator's manager: not its to stop.
-        if self._manager is not None and os.getpid() == self._creator:
-            # Stop the server before dropping the proxy: a spawned child's
-            # proxy borrows the creator's reference, and a call arriving
-            # after the object is dropped would fail with a KeyError.
-            self._manager.shutdown()
-        self._manager = self._proxy = None
+            self._refuse()
+        max_messages = size(max_messages, "max_messages", _LIMIT)
+        timeout = seconds(timeout)
+        empty = queue.Empty(f"no message within {timeout} s")
+        first = SLICE if timeout is None or timeout > SLICE else timeout
+        try:
+            return self._server.call("get_many", max_messages, first)  # type: ignore[no-any-return]
+        except queue.Empty:
+            return self._wait("get_many", (max_messages,), timeout, empty)  # type: ignore[no-any-return]
+        except OwnerGone:
+            raise self._gone() from None
+
+    def _release(self) -> None:
+        self._server.close()
 
 
 class PickleChannel:

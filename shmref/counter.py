@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 
-
 @runtime_checkable
 class Counter(Protocol):
     """What every counter in this module guarantees.

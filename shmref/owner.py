@@ -54,9 +54,9 @@ _PLAIN = frozenset({type(None), bool, int, float, str, bytes, slice})
 
 def _plain(value: object) -> bool:
     if value.__class__ is tuple:
-        return all(map(_plain, value))  # type: ignore[arg-type]
+        return all(map(_plain, value))
     if value.__class__ is slice:
-        return _plain((value.start, value.stop, value.step))  # type: ignore[attr-defined]
+        return _plain((value.start, value.stop, value.step))
     return value.__class__ in _PLAIN
 
 

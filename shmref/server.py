@@ -121,8 +121,13 @@ class Server:
     def close(self) -> None:
         """Drop the proxy; in the creator of the server, stop it."""
         self.closed = True
-        self.proxy = None  # the server drops its object before it stops
+        # New calls of this handle now find no proxy. The proxy itself is
+        # kept until the server has stopped: a spawned child's proxy borrows
+        # the creator's reference, and dropping ours first would let the
+        # server delete the state under the child's next call (RemoteError).
+        proxy, self.proxy = self.proxy, None
         manager, self._manager = self._manager, None
         # A forked child holds a copy of the creator's manager: not its to stop.
         if manager is not None and os.getpid() == self._creator:
             manager.shutdown()
+        del proxy  # after shutdown() its decref is skipped

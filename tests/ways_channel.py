@@ -1,0 +1,47 @@
+"""The channel's ways, as the lifecycle contract suite (tests/test_lifecycle.py) needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from shmref import channel
+
+#: Every way, by the name the contract suites give it.
+WAYS: dict[str, Callable[..., Any]] = {
+    "ctypes": channel.CtypesChannel,
+    "queue": channel.QueueChannel,
+    "manager": channel.ManagerChannel,
+}
+
+
+def make(way: str, ctx: Any, timeout: float | None) -> Any:
+    """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
+    return WAYS[way](capacity=4, max_size=64, ctx=ctx, timeout=timeout)
+
+
+#: Every public call, with valid arguments; in this order they all succeed on
+#: a new handle (what the puts put, the gets get).
+CALLS: dict[str, Callable[[Any], object]] = {
+    "put": lambda c: c.put(b"x", timeout=10),
+    "put_many": lambda c: c.put_many([b"y", b"z"], timeout=10),
+    "get": lambda c: c.get(timeout=10),
+    "get_many": lambda c: c.get_many(2, timeout=10),
+}
+
+#: Calls with arguments every way refuses: a closed handle says "closed" first.
+BAD_CALLS: dict[str, Callable[[Any], object]] = {
+    "put('text')": lambda c: c.put("text"),
+    "put(b'x', timeout=True)": lambda c: c.put(b"x", timeout=True),
+    "get(timeout=nan)": lambda c: c.get(timeout=float("nan")),
+    "get_many(0)": lambda c: c.get_many(0),
+}
+
+
+def stall(way: str, handle: Any) -> Callable[[], object] | None:
+    """Make a call of ``handle`` block (until the handle is closed); return that call.
+
+    Every way: ``get()`` on the new, empty channel waits as long as it takes.
+    """
+    call: Callable[[], object] = handle.get
+    return call
