@@ -87,6 +87,9 @@ class Server:
         proxy = self.proxy
         if proxy is None:  # dropped by close(), perhaps in another thread
             raise self.closed_error(f"{self.what} is closed")
+        # The errors are turned into ours outside the except blocks: the
+        # original's traceback holds the connection's receive buffer (a
+        # BytesIO with an exported view), which must not outlive this call.
         try:
             reply = proxy._callmethod("serve", (method, args))
         except (pickle.PicklingError, TypeError, RuntimeError) as error:
@@ -94,18 +97,20 @@ class Server:
             # here is the request failing to pickle, before anything is sent
             # (a multiprocessing Lock raises RuntimeError). The Queue ways
             # give TypeError for that too.
-            raise TypeError(
-                f"cannot send to the Manager server of {self.what}: "
-                f"{type(error).__name__}: {error}"
-            ) from None
+            unsent = f"{type(error).__name__}: {error}"
+            gone = None
         except (EOFError, OSError) as error:
             # EOFError, BrokenPipeError, ConnectionResetError, ConnectionRefusedError
             # or FileNotFoundError, depending on when the server went away.
+            unsent, gone = None, type(error).__name__
+        else:
+            unsent = gone = None
+        if unsent is not None:
+            raise TypeError(f"cannot send to the Manager server of {self.what}: {unsent}")
+        if gone is not None:
             if self.closed:
-                raise self.closed_error(f"{self.what} is closed") from None
-            raise OwnerGone(
-                f"the Manager server of {self.what} is gone ({type(error).__name__})"
-            ) from None
+                raise self.closed_error(f"{self.what} is closed")
+            raise OwnerGone(f"the Manager server of {self.what} is gone ({gone})")
         if reply is None:
             # A server shutting down while one of its threads still answers
             # sends that connection one extra ('#RETURN', None): the thread
