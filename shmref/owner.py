@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,9 @@ def _unwire(message: Any) -> Any:
 
 def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], args: Any) -> None:
     """Body of an owner process: ``make(*args)`` is the state, requests its method calls."""
+    # Ctrl-C reaches every process of the group: the owner's state must
+    # outlive it, as a Manager server's does. Its creator stops it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     state = make(*args)
     # The creator, watched through its sentinel: os.getppid() would be the
     # fork server under forkserver, and os.kill(pid, 0) calls a zombie alive.

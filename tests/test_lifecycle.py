@@ -17,16 +17,20 @@ block; a child's ``close()`` detaches only the child; the creator's
 children go); with the owner or server dead, every call ends within its
 timeout, the reading calls with ``OwnerGone``, and ``close()`` is prompt; a
 thread blocked in a call wakes with the closed error when another thread
-closes the handle.
+closes the handle; an owner or server outlives a SIGINT (Ctrl-C); a
+creator killed with SIGKILL leaves no process behind (owner, server, their
+resource tracker) within :data:`ORPHAN_GRACE` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import multiprocessing
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -200,6 +204,27 @@ def test_dead_owner_or_server_gives_a_clear_error(
     closed_error(lambda: next(iter(ways.CALLS.values()))(handle))
 
 
+@lifecycle("owner_sigint")
+def test_owner_or_server_outlives_ctrl_c(make: Callable[[], Any], ways: ModuleType) -> None:
+    # Regression (issue 10): Ctrl-C reaches every process of the group, and
+    # killed every Queue way's owner, with its state.
+    handle = make()
+    peer = link(handle)
+    if peer is None:
+        pytest.skip("this way has no owner process or server")
+    if isinstance(peer, Owner):
+        # Answered (refused): the owner is serving, so past its start-up.
+        with pytest.raises(ValueError, match="unknown request"):
+            peer.call("_probe")
+        process = peer._process
+    else:
+        process = peer._manager._process  # serving once the proxy exists
+    os.kill(process.pid, signal.SIGINT)
+    for call in ways.CALLS.values():
+        call(handle)
+    assert process.is_alive()
+
+
 @lifecycle("stalled_close")
 def test_close_wakes_a_blocked_call(make: Callable[[], Any], ways: ModuleType, way: str) -> None:
     handle = make()
@@ -247,6 +272,86 @@ def test_constructor_timeout_follows_one_rule(
                 call(handle)
         finally:
             handle.close()
+
+
+#: Seconds within which an owner or server outlives its SIGKILLed creator (issue 10).
+ORPHAN_GRACE = 2.0
+
+#: A creator in an interpreter of its own (its own resource tracker, its
+#: children not ours): it makes a handle, uses it, prints the pids of every
+#: process it started, and waits to be killed.
+CREATOR = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+import tests.ways_{primitive} as ways
+
+
+def descendants(pid):
+    found = []
+    for task in Path(f"/proc/{{pid}}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found += [int(child), *descendants(int(child))]
+    return found
+
+
+if __name__ == "__main__":
+    handle = ways.make({way!r}, multiprocessing.get_context({method!r}), 3.0)
+    for call in ways.CALLS.values():
+        call(handle)
+    print("started", *descendants(os.getpid()), flush=True)
+    time.sleep(600)
+"""
+
+
+def running(pid: int) -> bool:
+    """True if ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def lifecycle_with_processes(clause: str) -> pytest.MarkDecorator:
+    """:func:`lifecycle` for the ways that start processes (an owner, a server, a tracker)."""
+    mark = lifecycle(clause)
+    names, params = mark.args
+    kept = [p for p in params if "queue" in p.values[1] or "manager" in p.values[1]]
+    return pytest.mark.parametrize(names, kept)
+
+
+@lifecycle_with_processes("creator_killed")
+def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method: str) -> None:
+    # Regression (issue 10): a Manager server whose creator was SIGKILLed ran
+    # for ever (and, under spawn, its resource tracker with it).
+    if not Path("/proc/self/task").exists():
+        pytest.skip("needs Linux's /proc to find the creator's children")
+    script = CREATOR.format(primitive=primitive, way=way, method=start_method)
+    root = str(Path(__file__).parent.parent)
+    creator = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    try:
+        assert creator.stdout is not None
+        report = creator.stdout.readline().split()
+    finally:
+        creator.kill()
+        creator.wait()
+    assert report[:1] == ["started"], "the creator failed before its report"
+    started = [int(pid) for pid in report[1:]]
+    killed = time.monotonic()
+    deadline = killed + ORPHAN_GRACE + SLACK
+    while any(map(running, started)) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polled: these processes are not ours to wait for
+    left = [pid for pid in started if running(pid)]
+    for pid in left:  # do not let them outlive the test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running {time.monotonic() - killed:.1f} s after the creator died"
 
 
 # The rules themselves, once.
