@@ -49,17 +49,20 @@ def tests(session: nox.Session) -> None:
     pass on one interpreter; on the others spawn only, the strictest
     (everything is pickled, nothing is inherited), without the benchmarks, so
     that four interpreters take minutes, not half an hour. Set
-    SHMREF_START_METHODS yourself to choose.
+    SHMREF_START_METHODS yourself to choose. The tests run in one pytest-xdist
+    worker per core (most of their time is spent waiting for processes);
+    ``nox -s tests -- ARGS`` passes ARGS to pytest instead.
     """
     # numpy is optional for shmref; the standalone tests hide it to check that.
     session.install("-e", ".[test,numpy]")
     env = {}
     args = list(session.posargs)
-    if session.python != PINNED:
-        if "SHMREF_START_METHODS" not in os.environ:
-            env["SHMREF_START_METHODS"] = "spawn"
-        if not args:  # the benchmarks' quick pass checks the harness: once is enough
-            args = ["--ignore=tests/benchmarks"]
+    if not args:
+        args = ["--numprocesses=auto"]
+        if session.python != PINNED:  # the benchmarks' quick pass checks the harness: once
+            args.append("--ignore=tests/benchmarks")
+    if session.python != PINNED and "SHMREF_START_METHODS" not in os.environ:
+        env["SHMREF_START_METHODS"] = "spawn"
     session.run("python", "-m", "pytest", *args, env=env)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.leaks import check_tracker_log, no_leaks, start_tracker_log
+from tests.leaks import check_tracker_log, collect_worker_log, no_leaks, start_tracker_log
 
 __all__ = ["JOIN", "START_METHODS", "contract", "no_leaks", "run_children"]
 
@@ -41,6 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     check_tracker_log(session)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """pytest-xdist: a worker ended; keep what its resource_tracker reported."""
+    collect_worker_log(node.config, getattr(node, "workeroutput", {}))
 
 
 @pytest.fixture(params=START_METHODS)

@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing import resource_tracker
 from typing import Any, NamedTuple
@@ -138,6 +139,14 @@ def leaks_since(before: Snapshot) -> list[str]:
     new = _shm_entries() - before.shm
     if new:
         new -= _mapped_by_others(new)
+    # Beside another session (or another pytest-xdist worker), an entry of
+    # theirs may be caught between its creation and its mapping, or between
+    # unmapping and unlinking: give it GRACE to become mapped or go.
+    end = time.monotonic() + GRACE
+    while new and time.monotonic() < end:
+        time.sleep(0.05)
+        new &= _shm_entries()
+        new -= _mapped_by_others(new)
     leaked += [f"{SHM}/{name}" for name in sorted(new)]
     return leaked
 
@@ -195,20 +204,46 @@ def start_tracker_log(config: pytest.Config) -> None:
 
 
 def check_tracker_log(session: pytest.Session) -> None:
-    """Stop the resource_tracker, echo its log, fail the session on a leak."""
+    """Stop the resource_tracker, echo its log, fail the session on a leak.
+
+    Under pytest-xdist each worker has its own tracker: a worker hands its
+    log to the controller (``workeroutput``), which reports every worker's
+    (see :func:`collect_worker_log`), since a worker's exit status is not
+    the run's.
+    """
     path = session.config.stash.get(_tracker_log, None)
     if path is None:
         return
     del session.config.stash[_tracker_log]
-    if not path:
+    text = ""
+    if path:
+        gc.collect()  # run the finalizers that unregister what is already freed
+        # Closing our end of its pipe makes the tracker unlink what is still
+        # registered and print one warning per kind; _stop() waits for it.
+        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+        with open(path, errors="replace") as log:
+            text = log.read()
+        os.unlink(path)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports it
+        workeroutput["shmref_tracker_log"] = text
         return
-    gc.collect()  # run the finalizers that unregister what is already freed
-    # Closing our end of its pipe makes the tracker unlink what is still
-    # registered and print one warning per kind; _stop() waits for it.
-    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
-    with open(path, errors="replace") as log:
-        text = log.read()
-    os.unlink(path)
+    texts = [*session.config.stash.get(_worker_logs, []), text]
+    for text in texts:
+        _report(session, text)
+
+
+_worker_logs = pytest.StashKey[list[str]]()
+
+
+def collect_worker_log(config: pytest.Config, workeroutput: dict[str, Any]) -> None:
+    """Keep an xdist worker's tracker log for the controller's :func:`check_tracker_log`."""
+    text = workeroutput.get("shmref_tracker_log", "")
+    if text:
+        config.stash.setdefault(_worker_logs, []).append(text)
+
+
+def _report(session: pytest.Session, text: str) -> None:
     if not text.strip():
         return
     leaked = "leaked" in text
