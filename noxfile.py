@@ -58,7 +58,8 @@ def tests(session: nox.Session) -> None:
     env = {}
     args = list(session.posargs)
     if not args:
-        args = ["--numprocesses=auto"]
+        # loadfile: a docs page's examples share one namespace, in order.
+        args = ["--numprocesses=auto", "--dist=loadfile"]
         if session.python != PINNED:  # the benchmarks' quick pass checks the harness: once
             args.append("--ignore=tests/benchmarks")
     if session.python != PINNED and "SHMREF_START_METHODS" not in os.environ:

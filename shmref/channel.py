@@ -47,9 +47,11 @@ from shmref.lifecycle import (
     SLICE,
     Closable,
     Deadline,
+    Lifeline,
     OwnerGone,
     acquire,
     context,
+    lifeline,
     reset_after_fork,
     seconds,
     size,
@@ -247,8 +249,7 @@ def _sliced(
     """
     deadline = Deadline(None if timeout is None else max(0.0, timeout - SLICE))
     while True:
-        if handle._closed:
-            handle._refuse()
+        handle._check_peers()
         if deadline.expired:
             raise error
         try:
@@ -273,6 +274,26 @@ class _Handle(Closable):
     def max_size(self) -> int:
         """The longest message, in bytes."""
         return self._max_size
+
+    #: The creator's lifeline (None for the Manager way, whose server ends
+    #: with its creator): a wait in another process ends once it is gone.
+    _lifeline: Lifeline | None = None
+
+    def _check_peers(self) -> None:
+        if self._closed:
+            self._refuse()
+        if self._lifeline is not None and self._lifeline.gone():
+            raise ChannelClosed(
+                f"the {type(self).__name__} is closed: its creator is gone "
+                "(it exited without close())"
+            )
+
+    def _is_closed(self) -> bool:
+        raise NotImplementedError
+
+    def _stopped(self) -> bool:
+        """True once a wait for room must end: closed, or the creator gone."""
+        return self._is_closed() or (self._lifeline is not None and self._lifeline.gone())
 
     def _closed_by_creator(self, empty: bool = False) -> ChannelClosed:
         text = f"the {type(self).__name__} was closed by its creator"
@@ -360,6 +381,7 @@ class CtypesChannel(_Handle):
         self._buf: Any = buf
         self._words: Any = words
         self._creator = os.getpid()
+        self._lifeline = lifeline()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -445,9 +467,10 @@ class CtypesChannel(_Handle):
         batch = _batch(msgs, self._capacity, self._max_size)
         timeout = seconds(timeout)
         if batch:
-            if not _acquire_n(self._free, len(batch), timeout, self._is_closed):
+            if not _acquire_n(self._free, len(batch), timeout, self._stopped):
                 if self._is_closed():
                     self._hand_on(self._free, 0)
+                self._check_peers()
                 raise queue.Full(f"no {len(batch)} free slots within {timeout} s")
             self._write(batch)
 
@@ -657,6 +680,7 @@ class QueueChannel(_Handle):
         self._room: Any = ctx.Semaphore(capacity)
         self._flag: Any = ctx.RawValue("b", 0)
         self._creator = os.getpid()
+        self._lifeline = lifeline()
         self._after_fork()
         reset_after_fork(self)
 
@@ -716,9 +740,10 @@ class QueueChannel(_Handle):
         room = self._room
         if self._flag.value:
             raise self._closed_by_creator()
-        if not _acquire_n(room, len(batch), timeout, self._is_closed):
+        if not _acquire_n(room, len(batch), timeout, self._stopped):
             if self._is_closed():
                 self._hand_on(room, 0)
+            self._check_peers()
             raise queue.Full(f"no room for {len(batch)} messages within {timeout} s")
         if self._is_closed():
             self._hand_on(room, len(batch))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.connection
 import numbers
 import os
 import pickle
@@ -153,17 +154,18 @@ def timed_out(what: str, timeout: float | None) -> TimeoutError:
 def acquire(lock: Any, timeout: float | None, what: str, handle: Any = None) -> None:
     """Take ``lock`` within ``timeout`` seconds, or raise ``TimeoutError``.
 
-    The wait is done in slices, so that a ``handle`` (a :class:`Closable`,
-    or anything with ``_closed`` and ``_refuse()``) closed meanwhile by another
-    thread wakes its waiters with the closed error instead of letting them
-    wait out their timeout.
+    The wait is done in slices, and ``handle._check_peers()`` runs between
+    them (``handle`` is a :class:`Closable`, or anything with that method):
+    a handle closed meanwhile by another thread, or whose creator is gone,
+    wakes its waiters with its error instead of letting them wait out their
+    timeout.
     """
     if lock.acquire(False):
         return
     deadline = Deadline(timeout)
     while not lock.acquire(True, deadline.next_slice()):
-        if handle is not None and handle._closed:
-            handle._refuse()
+        if handle is not None:
+            handle._check_peers()
         if deadline.expired:
             raise timed_out(what, timeout)
 
@@ -241,6 +243,15 @@ class Closable:
         if self._closed:
             self._refuse()
 
+    def _check_peers(self) -> None:
+        """Between two slices of a wait: raise if the wait can no longer end well.
+
+        Here, if another thread closed the handle; a handle whose waits
+        depend on its creator also looks at its :class:`Lifeline`.
+        """
+        if self._closed:
+            self._refuse()
+
     def _release(self) -> None:
         """Free what this handle holds (called once, by the first ``close()``)."""
 
@@ -263,6 +274,67 @@ class Closable:
             add_note = getattr(exc, "add_note", None)  # Python 3.11+
             if add_note is not None:
                 add_note(f"and close() failed: {type(error).__name__}: {error}")
+
+
+# ---------------------------------------------------------------- the creator's lifeline
+
+
+class Lifeline:
+    """Lets every process see whether the process that created a handle is gone.
+
+    The creator holds the only write end of a pipe; the other processes
+    hold read ends, which read as ready (end of file) once the creator has
+    exited, SIGKILL included, a zombie too. A wait on something only the
+    creator can end (its ``close()``, a token it would give back) looks at
+    :meth:`gone` between slices, so that it ends instead of waiting for
+    ever. One per creating process (:func:`lifeline`), shared by its handles.
+    """
+
+    def __init__(self) -> None:
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        self._reader: Any = reader
+        self._writer: Any = writer
+        self.creator = os.getpid()
+        reset_after_fork(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"reader": self._reader, "creator": self.creator}  # never the write end
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._reader, self.creator, self._writer = state["reader"], state["creator"], None
+
+    def _after_fork(self) -> None:
+        # A forked child inherits the write end: holding it, the child would
+        # keep the creator "alive" for everyone after the creator's death.
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def wait(self) -> None:
+        """Return once the creator has exited (never, in the creator)."""
+        if self._writer is not None:
+            raise RuntimeError("the creator cannot wait for its own end")
+        multiprocessing.connection.wait([self._reader])
+
+    def gone(self) -> bool:
+        """True once the creator has exited; always False in the creator."""
+        if self._writer is not None:
+            return False
+        try:
+            return bool(self._reader.poll())
+        except (OSError, ValueError):  # our read end is closed
+            return True
+
+
+_lifeline: Lifeline | None = None
+
+
+def lifeline() -> Lifeline:
+    """This process's :class:`Lifeline`, made on first use."""
+    global _lifeline
+    if _lifeline is None or _lifeline.creator != os.getpid():
+        _lifeline = Lifeline()
+    return _lifeline
 
 
 # ---------------------------------------------------------------- after fork

@@ -54,8 +54,10 @@ from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
     Deadline,
+    Lifeline,
     context,
     integer,
+    lifeline,
     seconds,
     timed_out,
 )
@@ -157,6 +159,39 @@ class _Primitive(Closable):
     """
 
     _timeout: float | None = DEFAULT_TIMEOUT
+    #: Set by the creator's close(); with the creator's lifeline, what a
+    #: waiter in another process looks at between slices (see _watch).
+    _shut: Any = None
+    _lifeline: Lifeline | None = None
+
+    def _watch(self, ctx: BaseContext | None) -> None:
+        """Let waiters in every process see the creator's ``close()`` and its death.
+
+        Nobody else can give back a lock the creator closed or took with it:
+        a waiter with ``timeout=None`` would wait for ever.
+        """
+        self._shut = context(ctx).RawValue("b", 0)
+        self._lifeline = lifeline()
+
+    def _watched(self) -> dict[str, Any]:
+        return {"shut": self._shut, "lifeline": self._lifeline}
+
+    def _rewatch(self, state: dict[str, Any]) -> None:
+        self._shut, self._lifeline = state["shut"], state["lifeline"]
+
+    def _check_peers(self) -> None:
+        if self._closed:
+            self._refuse()
+        name = type(self).__name__
+        if self._shut is not None and self._shut.value:
+            raise self._closed_error(f"{name} is closed (by its creator)")
+        if self._lifeline is not None and self._lifeline.gone():
+            raise self._closed_error(f"{name} is closed: its creator is gone")
+
+    def _shut_down(self) -> None:
+        """In the creator's close(): wake every process's waiters with the closed error."""
+        if self._lifeline is not None and self._lifeline.creator == os.getpid():
+            self._shut.value = 1
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
         raise NotImplementedError
@@ -179,8 +214,7 @@ class _Primitive(Closable):
             except Exception:
                 if not self._closed:
                     raise
-            if self._closed:
-                self._refuse()
+            self._check_peers()
             if deadline.expired:
                 return False
 
@@ -212,9 +246,10 @@ class _Primitive(Closable):
 class _SemLockPrimitive(_Primitive):
     """A ``multiprocessing`` SemLock: a POSIX semaphore in shared memory."""
 
-    def __init__(self, semlock: Any, timeout: float | None) -> None:
+    def __init__(self, semlock: Any, timeout: float | None, ctx: BaseContext | None) -> None:
         self._timeout = timeout
         self._semlock = semlock
+        self._watch(ctx)
         self._attach()
 
     def _attach(self) -> None:
@@ -225,11 +260,12 @@ class _SemLockPrimitive(_Primitive):
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"semlock": self._semlock, "timeout": self._timeout}
+        return {"semlock": self._semlock, "timeout": self._timeout, **self._watched()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._semlock = state["semlock"]
         self._timeout = state["timeout"]
+        self._rewatch(state)
         self._attach()
 
     def release(self) -> None:
@@ -242,6 +278,7 @@ class _SemLockPrimitive(_Primitive):
             raise ReleaseError(f"{type(self).__name__}: {error}") from None
 
     def _release(self) -> None:
+        self._shut_down()
         # Drop the semaphore: it goes with the last handle, in whichever
         # process that is (under spawn it is a /dev/shm/sem.mp-* entry).
         self._semlock = self._sem_release = None
@@ -269,7 +306,7 @@ class CtypesLock(_SemLockPrimitive):
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
         timeout = seconds(timeout)
-        super().__init__(context(ctx).Lock(), timeout)
+        super().__init__(context(ctx).Lock(), timeout, ctx)
 
 
 class CtypesRLock(_SemLockPrimitive):
@@ -286,7 +323,7 @@ class CtypesRLock(_SemLockPrimitive):
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
         timeout = seconds(timeout)
-        super().__init__(context(ctx).RLock(), timeout)
+        super().__init__(context(ctx).RLock(), timeout, ctx)
 
 
 class CtypesSemaphore(_SemLockPrimitive):
@@ -307,7 +344,7 @@ class CtypesSemaphore(_SemLockPrimitive):
     ) -> None:
         value = _value(value, _SEM_VALUE_MAX)
         timeout = seconds(timeout)
-        super().__init__(context(ctx).BoundedSemaphore(value), timeout)
+        super().__init__(context(ctx).BoundedSemaphore(value), timeout, ctx)
 
 
 # ---------------------------------------------------------------- robust mutex
@@ -440,6 +477,7 @@ class RobustLock(_Primitive):
     ) -> None:
         self._timeout = seconds(timeout)
         self._mutex = context(ctx).RawArray(ctypes.c_ubyte, _MUTEX_BYTES)
+        self._watch(ctx)
         self._attach()
         self._api.init_robust(self._pointer)
 
@@ -451,11 +489,12 @@ class RobustLock(_Primitive):
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"mutex": self._mutex, "timeout": self._timeout}
+        return {"mutex": self._mutex, "timeout": self._timeout, **self._watched()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._timeout = state["timeout"]
         self._mutex = state["mutex"]
+        self._rewatch(state)
         self._attach()
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
@@ -472,14 +511,15 @@ class RobustLock(_Primitive):
             rc = self._api.lock_until(pointer, time.monotonic() + (timeout or 0.0))
         else:
             rc = self._trylock(pointer)
-        if rc == 0:
-            self.holder_died = False
-            return True
         if rc == errno.EOWNERDEAD:
             # We hold it now; without this call the next unlock would make
             # the mutex unusable for good (ENOTRECOVERABLE).
             self._api.mutex_consistent(pointer)
-            self.holder_died = True
+        if rc in (0, errno.EOWNERDEAD):
+            if self._pointer is None:  # closed by another thread while we waited
+                self._unlock(pointer)
+                self._refuse()
+            self.holder_died = rc == errno.EOWNERDEAD
             return True
         if rc in (errno.ETIMEDOUT, errno.EBUSY):
             return False
@@ -498,6 +538,7 @@ class RobustLock(_Primitive):
             raise OSError(rc, f"pthread_mutex_unlock: {os.strerror(rc)}")
 
     def _release(self) -> None:
+        self._shut_down()
         self._pointer = None  # before the mutex: see _take
         self._mutex = None
 
@@ -516,14 +557,16 @@ class _TokenQueue(_Primitive):
         self._tokens = context(ctx).Queue(maxsize=tokens)
         for _ in range(tokens):
             self._tokens.put_nowait(_TOKEN)
+        self._watch(ctx)
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"tokens": self._tokens, "timeout": self._timeout}
+        return {"tokens": self._tokens, "timeout": self._timeout, **self._watched()}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._tokens = state["tokens"]
         self._timeout = state["timeout"]
+        self._rewatch(state)
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
         try:
@@ -546,6 +589,7 @@ class _TokenQueue(_Primitive):
         # join_thread: a token this process released is in the pipe before
         # close() returns (the Queue's feeder thread writes it). A thread of
         # this process still waiting in get() wakes at its next slice.
+        self._shut_down()
         tokens, self._tokens = self._tokens, None
         tokens.close()
         tokens.join_thread()

@@ -28,7 +28,6 @@ creator died without ``close()``.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import pickle
 import queue
@@ -37,7 +36,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shmref.lifecycle import IDLE_CHECK, Deadline, OwnerGone, acquire, portable, run
+from shmref.lifecycle import (
+    IDLE_CHECK,
+    Deadline,
+    Lifeline,
+    OwnerGone,
+    acquire,
+    lifeline,
+    portable,
+    run,
+)
 
 _STOP = "stop"
 #: Seconds close() waits for the reply lock before it kills the owner instead.
@@ -77,15 +85,22 @@ def _unwire(message: Any) -> Any:
     return _LOADS(message) if message.__class__ is bytes else message
 
 
-def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], args: Any) -> None:
+def serve(
+    requests: Any,
+    replies: Any,
+    lifeline: Any,
+    creator: Lifeline,
+    make: Callable[..., Any],
+    args: Any,
+) -> None:
     """Body of an owner process: ``make(*args)`` is the state, requests its method calls."""
     # Ctrl-C reaches every process of the group: the owner's state must
     # outlive it, as a Manager server's does. Its creator stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     state = make(*args)
-    # The creator, watched through its sentinel: os.getppid() would be the
-    # fork server under forkserver, and os.kill(pid, 0) calls a zombie alive.
-    creator = multiprocessing.parent_process()
+    # The creator, watched through its Lifeline, not parent_process(): the
+    # sentinel of a forked owner is held open by every process its creator
+    # forks afterwards, which would keep the owner alive after the creator.
     checked = time.monotonic()
     while True:
         try:
@@ -97,7 +112,7 @@ def serve(requests: Any, replies: Any, lifeline: Any, make: Callable[..., Any], 
         now = time.monotonic()
         if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
             checked = now
-            if creator is not None and not creator.is_alive():  # died without close()
+            if creator.gone():  # died without close()
                 return
         if not method:
             continue
@@ -151,7 +166,7 @@ class Owner:
         self._tokens = itertools.count()
         self._process: Any = ctx.Process(
             target=serve,
-            args=(self._requests, self._replies, owner_end, make, args),
+            args=(self._requests, self._replies, owner_end, lifeline(), make, args),
             name=f"shmref-{what}-owner",
             daemon=True,
         )
@@ -175,6 +190,10 @@ class Owner:
 
     def _refuse(self) -> None:
         raise self.closed_error(f"{self.what} is closed")
+
+    def _check_peers(self) -> None:
+        if self.closed:
+            self._refuse()
 
     def gone(self) -> bool:
         """True once the owner process has exited (its lifeline reads as closed)."""

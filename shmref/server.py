@@ -13,14 +13,12 @@ one named error, :class:`~shmref.lifecycle.OwnerGone`.
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.connection
 import os
 import pickle
 import threading
 from typing import Any
 
-from shmref.lifecycle import OwnerGone, context, run
+from shmref.lifecycle import Lifeline, OwnerGone, context, lifeline, run
 
 
 class Served:
@@ -36,21 +34,18 @@ class Served:
 EXPOSED = ("serve",)
 
 
-def _exit_with_creator() -> None:
+def _exit_with_creator(creator: Lifeline) -> None:
     """Initializer of a server started by :class:`Server`: it ends when its creator does.
 
     A ``BaseManager`` server stops only when asked; one whose creator was
     SIGKILLed would run for ever. A thread of the server waits on the
-    creator's sentinel (which reads as ready once the creator is gone, a
-    zombie included) and ends the process. The state dies with it: nobody
-    can reach it any more.
+    creator's :class:`~shmref.lifecycle.Lifeline` (not on its sentinel, which
+    every process the creator forks afterwards holds open) and ends the
+    process. The state dies with it: nobody can reach it any more.
     """
-    creator = multiprocessing.parent_process()
-    if creator is None:
-        return
 
     def watch() -> None:
-        multiprocessing.connection.wait([creator.sentinel])
+        creator.wait()
         os._exit(0)
 
     threading.Thread(target=watch, name="shmref-creator-watch", daemon=True).start()
@@ -83,7 +78,7 @@ class Server:
         self._creator: int | None = os.getpid()
         if manager is None:
             manager = self._manager = manager_type(ctx=context(ctx))
-            manager.start(_exit_with_creator)
+            manager.start(_exit_with_creator, (lifeline(),))
         self.proxy: Any = getattr(manager, typeid)(*args)
 
     def make(self, typeid: str, *args: Any) -> Any:

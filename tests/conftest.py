@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.leaks import check_tracker_log, collect_worker_log, no_leaks, start_tracker_log
+from tests.leaks import (
+    check_tracker_log,
+    collect_worker_log,
+    no_leaks,
+    private_dev_shm,
+    start_tracker_log,
+)
 
 __all__ = ["JOIN", "START_METHODS", "contract", "no_leaks", "run_children"]
 
@@ -36,6 +42,8 @@ START_METHODS = _start_methods()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        private_dev_shm()
     start_tracker_log(config)
 
 

@@ -18,6 +18,7 @@ Two kinds of leak outlive the test that caused them:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import multiprocessing
 import os
@@ -36,6 +37,25 @@ SHM = "/dev/shm"
 #: Seconds a child still alive after its test may take to finish exiting
 #: before it counts as leaked. A bound, not a synchronisation point.
 GRACE = 1.0
+
+
+def private_dev_shm() -> bool:
+    """Give this process (and what it starts) a /dev/shm of its own, if it can.
+
+    For a pytest-xdist worker: the /dev/shm check then sees only its own
+    entries, not a sibling's caught half made. Needs root on Linux (a new
+    mount namespace, as ``unshare -m`` makes); elsewhere it does nothing and
+    the check relies on :func:`_mapped_by_others` and :data:`GRACE`.
+    """
+    if sys.platform != "linux" or os.geteuid() != 0:
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    clone_newns, ms_rec, ms_private = 0x00020000, 0x4000, 0x40000
+    return (
+        libc.unshare(clone_newns) == 0
+        and libc.mount(b"none", b"/", None, ms_rec | ms_private, None) == 0
+        and libc.mount(b"tmpfs", SHM.encode(), b"tmpfs", 0, b"size=50%") == 0
+    )
 
 
 def _shm_entries() -> set[str]:

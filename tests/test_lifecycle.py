@@ -28,6 +28,7 @@ import contextlib
 import importlib
 import multiprocessing
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -251,6 +252,53 @@ def test_close_wakes_a_blocked_call(make: Callable[[], Any], ways: ModuleType, w
     assert isinstance(outcome[0], ValueError) and "closed" in str(outcome[0]), outcome
 
 
+def lifecycle_waiting_on_creator(clause: str) -> pytest.MarkDecorator:
+    """:func:`lifecycle` for the primitives with a call that waits on its creator."""
+    mark = lifecycle(clause)
+    names, params = mark.args
+    kept = [p for p in params if hasattr(PRIMITIVES[p.values[0]], "wait_in_child")]
+    return pytest.mark.parametrize(names, kept)
+
+
+#: What a waiter may raise once the creator is gone or closed: the closed
+#: error (a ValueError saying "closed") or, for a stopped server, OwnerGone.
+WOKEN = (ValueError, OwnerGone)
+
+
+def wait_in_child(primitive: str, handle: Any, ready: Any, wait: float) -> None:
+    """Process target: wait (timeout=None) on what only the creator ends; exit 0 if woken right."""
+    ready.set()
+    start = time.monotonic()
+    try:
+        PRIMITIVES[primitive].wait_in_child(handle)
+    except WOKEN as error:
+        took = time.monotonic() - start
+        right = isinstance(error, OwnerGone) or "closed" in str(error)
+        print(f"woken after {took:.2f} s: {type(error).__name__}: {error}", flush=True)
+        sys.exit(0 if right and took < wait else 1)
+    # Only the creator's death can have ended it: a way that takes over
+    # from a dead holder (TAKES_OVER) returns; any other must not.
+    print(f"returned after {time.monotonic() - start:.2f} s", flush=True)
+    sys.exit(1)
+
+
+@lifecycle_waiting_on_creator("creator_close_wakes")
+def test_creator_close_wakes_waiters_in_other_processes(
+    primitive: str, way: str, make: Callable[[], Any], ways: ModuleType, ctx: BaseContext
+) -> None:
+    # Regression (issue 10): a child's acquire() or get() with timeout=None
+    # waited for ever once the creator had closed the lock or the channel.
+    handle = make()
+    ways.hold_for_child(way, handle)
+    ready = ctx.Event()
+    child = ctx.Process(target=wait_in_child, args=(primitive, handle, ready, 1.0 + SLACK))
+    child.start()
+    assert ready.wait(SLACK * 4), "the child did not start"
+    handle.close()
+    child.join(1.0 + SLACK * 2)
+    assert child.exitcode == 0, f"the child's wait did not end as it should ({child.exitcode})"
+
+
 @lifecycle("timeout_rule")
 def test_constructor_timeout_follows_one_rule(
     ways: ModuleType, way: str, ctx: BaseContext
@@ -295,9 +343,17 @@ def descendants(pid):
 
 
 if __name__ == "__main__":
-    handle = ways.make({way!r}, multiprocessing.get_context({method!r}), 3.0)
-    for call in ways.CALLS.values():
+    ctx = multiprocessing.get_context({method!r})
+    handle = ways.make({way!r}, ctx, 3.0)
+    for call in () if {waiter!r} else ways.CALLS.values():  # a lock's leave it held
         call(handle)
+    if {waiter!r}:  # a child that waits on this creator, reporting on our stdout
+        from tests.test_lifecycle import wait_in_child
+        ready = ctx.Event()
+        ways.hold_for_child({way!r}, handle)
+        waiter = ctx.Process(target=wait_in_child, args=({primitive!r}, handle, ready, 1e9))
+        waiter.start()
+        ready.wait(60)
     print("started", *descendants(os.getpid()), flush=True)
     time.sleep(600)
 """
@@ -320,13 +376,11 @@ def lifecycle_with_processes(clause: str) -> pytest.MarkDecorator:
     return pytest.mark.parametrize(names, kept)
 
 
-@lifecycle_with_processes("creator_killed")
-def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method: str) -> None:
-    # Regression (issue 10): a Manager server whose creator was SIGKILLed ran
-    # for ever (and, under spawn, its resource tracker with it).
+def kill_creator(primitive: str, way: str, method: str, waiter: bool) -> tuple[list[int], Any]:
+    """Run :data:`CREATOR`, SIGKILL it once it has reported; its pids and its stdout."""
     if not Path("/proc/self/task").exists():
         pytest.skip("needs Linux's /proc to find the creator's children")
-    script = CREATOR.format(primitive=primitive, way=way, method=start_method)
+    script = CREATOR.format(primitive=primitive, way=way, method=method, waiter=waiter)
     root = str(Path(__file__).parent.parent)
     creator = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -335,23 +389,68 @@ def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method
         cwd=root,
         env={**os.environ, "PYTHONPATH": root},
     )
+    assert creator.stdout is not None
     try:
-        assert creator.stdout is not None
-        report = creator.stdout.readline().split()
+        report = read_line(creator.stdout, 60).split()
     finally:
         creator.kill()
         creator.wait()
     assert report[:1] == ["started"], "the creator failed before its report"
-    started = [int(pid) for pid in report[1:]]
-    killed = time.monotonic()
-    deadline = killed + ORPHAN_GRACE + SLACK
+    return [int(pid) for pid in report[1:]], creator.stdout
+
+
+def read_line(output: Any, wait: float) -> str:
+    """The next line of ``output``, or "" if none comes within ``wait`` seconds."""
+    ready, _, _ = select.select([output], [], [], wait)
+    return str(output.readline()) if ready else ""
+
+
+def outlived(started: list[int], grace: float) -> list[int]:
+    """The processes of ``started`` still running ``grace`` seconds from now (then killed)."""
+    deadline = time.monotonic() + grace
     while any(map(running, started)) and time.monotonic() < deadline:
         time.sleep(0.05)  # polled: these processes are not ours to wait for
     left = [pid for pid in started if running(pid)]
     for pid in left:  # do not let them outlive the test
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    assert not left, f"still running {time.monotonic() - killed:.1f} s after the creator died"
+    return left
+
+
+@lifecycle_with_processes("creator_killed")
+def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method: str) -> None:
+    # Regression (issue 10): a Manager server whose creator was SIGKILLed ran
+    # for ever (and, under spawn, its resource tracker with it).
+    started, output = kill_creator(primitive, way, start_method, waiter=False)
+    output.close()
+    left = outlived(started, ORPHAN_GRACE + SLACK)
+    assert not left, f"processes {left} still running after the creator died"
+
+
+#: Seconds within which a waiter notices that its creator died (issue 10: "about 1 s").
+NOTICE = 1.0
+
+
+@lifecycle_waiting_on_creator("creator_killed_wakes")
+def test_creator_killed_wakes_waiters(primitive: str, way: str, start_method: str) -> None:
+    # Regression (issue 10): with timeout=None, a child's get() or acquire()
+    # never returned once the creator had died.
+    started, output = kill_creator(primitive, way, start_method, waiter=True)
+    try:
+        killed = time.monotonic()
+        # The waiter writes one line to the creator's stdout, which it shares.
+        line = read_line(output, NOTICE + SLACK * 2)
+        took = time.monotonic() - killed
+    finally:
+        output.close()
+    left = outlived(started, ORPHAN_GRACE + SLACK)
+    if way in getattr(PRIMITIVES[primitive], "TAKES_OVER", {}):
+        assert line.startswith("returned after"), f"the waiter said {line!r}"
+    else:
+        assert line.startswith("woken after"), f"the waiter said {line!r}"
+        assert "closed" in line or "OwnerGone" in line, line
+    assert took < NOTICE + SLACK, f"the waiter woke {took:.1f} s after its creator died"
+    assert not left, f"processes {left} still running after the creator died"
 
 
 # The rules themselves, once.

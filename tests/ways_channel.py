@@ -45,3 +45,12 @@ def stall(way: str, handle: Any) -> Callable[[], object] | None:
     """
     call: Callable[[], object] = handle.get
     return call
+
+
+def hold_for_child(way: str, handle: Any) -> None:
+    """Make :func:`wait_in_child` wait on the creator: nothing to do, the channel is empty."""
+
+
+def wait_in_child(handle: Any) -> object:
+    """In another process: a call only the creator could end (by a put, or its close)."""
+    return handle.get(timeout=None)

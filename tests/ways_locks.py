@@ -94,3 +94,18 @@ def stall(way: str, handle: Any) -> Callable[[], object] | None:
     else:
         handle.acquire()
     return handle.acquire
+
+
+#: Ways whose waiter takes the lock over when its holder dies, instead of
+#: raising: what a robust mutex is for (``holder_died`` is then True).
+TAKES_OVER: dict[str, str] = {"robust-lock": "EOWNERDEAD hands the mutex to the next waiter"}
+
+
+def hold_for_child(way: str, handle: Any) -> None:
+    """Make :func:`wait_in_child` wait on the creator: the creator takes the lock."""
+    handle.acquire()
+
+
+def wait_in_child(handle: Any) -> object:
+    """In another process: a call only the creator could end (by a release, or its close)."""
+    return handle.acquire(timeout=None)
