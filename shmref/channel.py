@@ -340,6 +340,9 @@ class CtypesChannel(_Handle):
     holding one (for the time of one copy) makes the others raise
     ``TimeoutError`` after ``timeout`` seconds, with nothing taken or
     written.
+    If the creator dies without ``close()``, a call waiting in another
+    process (``timeout=None`` included) raises :class:`ChannelClosed`
+    within a slice of its wait.
 
     >>> from shmref.channel import CtypesChannel
     >>> with CtypesChannel(capacity=4, max_size=16) as channel:
@@ -655,6 +658,8 @@ class QueueChannel(_Handle):
     slices of the pipe's ``poll``, even with ``timeout=None``, so that
     ``close()`` in another thread can wake it (and waits for it to leave
     the queue: the feeder thread closes the queue's reader when it ends).
+    If the creator dies without ``close()``, a call waiting in another
+    process raises :class:`ChannelClosed` within a slice.
 
     >>> from shmref.channel import QueueChannel
     >>> with QueueChannel(capacity=4, max_size=16) as channel:

@@ -156,6 +156,11 @@ class _Primitive(Closable):
     most ``timeout`` seconds (never None when ``blocking``: the slices of
     :meth:`_wait` are), and ``release()``. Unlike other handles, ``with``
     acquires and releases; only ``close()`` closes.
+
+    Between slices a waiter looks whether its handle was closed by another
+    thread, the lock by its creator, or whether the creator is gone: it then
+    raises the closed error (``ValueError``), ``timeout=None`` included,
+    since nobody else could give the lock back.
     """
 
     _timeout: float | None = DEFAULT_TIMEOUT
