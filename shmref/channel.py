@@ -47,7 +47,6 @@ from shmref.lifecycle import (
     SLICE,
     Closable,
     Deadline,
-    Lifeline,
     OwnerGone,
     acquire,
     context,
@@ -275,25 +274,15 @@ class _Handle(Closable):
         """The longest message, in bytes."""
         return self._max_size
 
-    #: The creator's lifeline (None for the Manager way, whose server ends
-    #: with its creator): a wait in another process ends once it is gone.
-    _lifeline: Lifeline | None = None
-
-    def _check_peers(self) -> None:
-        if self._closed:
-            self._refuse()
-        if self._lifeline is not None and self._lifeline.gone():
-            raise ChannelClosed(
-                f"the {type(self).__name__} is closed: its creator is gone "
-                "(it exited without close())"
-            )
+    # _lifeline (Closable's): set by the ctypes and Queue ways; the Manager
+    # way's server ends with its creator.
 
     def _is_closed(self) -> bool:
         raise NotImplementedError
 
     def _stopped(self) -> bool:
         """True once a wait for room must end: closed, or the creator gone."""
-        return self._is_closed() or (self._lifeline is not None and self._lifeline.gone())
+        return self._is_closed() or self._creator_gone()
 
     def _closed_by_creator(self, empty: bool = False) -> ChannelClosed:
         text = f"the {type(self).__name__} was closed by its creator"

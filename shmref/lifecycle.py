@@ -243,14 +243,24 @@ class Closable:
         if self._closed:
             self._refuse()
 
+    #: The creator's :class:`Lifeline`, for a handle whose waits in other
+    #: processes only the creator can end (None: no such wait).
+    _lifeline: Lifeline | None = None
+
+    def _creator_gone(self) -> bool:
+        return self._lifeline is not None and self._lifeline.gone()
+
     def _check_peers(self) -> None:
         """Between two slices of a wait: raise if the wait can no longer end well.
 
-        Here, if another thread closed the handle; a handle whose waits
-        depend on its creator also looks at its :class:`Lifeline`.
+        If another thread closed the handle, or if its creator is gone.
         """
         if self._closed:
             self._refuse()
+        if self._creator_gone():
+            raise self._closed_error(
+                f"{type(self).__name__} is closed: its creator is gone (it exited without close())"
+            )
 
     def _release(self) -> None:
         """Free what this handle holds (called once, by the first ``close()``)."""

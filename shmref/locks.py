@@ -54,7 +54,6 @@ from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
     Deadline,
-    Lifeline,
     context,
     integer,
     lifeline,
@@ -167,7 +166,6 @@ class _Primitive(Closable):
     #: Set by the creator's close(); with the creator's lifeline, what a
     #: waiter in another process looks at between slices (see _watch).
     _shut: Any = None
-    _lifeline: Lifeline | None = None
 
     def _watch(self, ctx: BaseContext | None) -> None:
         """Let waiters in every process see the creator's ``close()`` and its death.
@@ -185,13 +183,9 @@ class _Primitive(Closable):
         self._shut, self._lifeline = state["shut"], state["lifeline"]
 
     def _check_peers(self) -> None:
-        if self._closed:
-            self._refuse()
-        name = type(self).__name__
+        super()._check_peers()
         if self._shut is not None and self._shut.value:
-            raise self._closed_error(f"{name} is closed (by its creator)")
-        if self._lifeline is not None and self._lifeline.gone():
-            raise self._closed_error(f"{name} is closed: its creator is gone")
+            raise self._closed_error(f"{type(self).__name__} is closed (by its creator)")
 
     def _shut_down(self) -> None:
         """In the creator's close(): wake every process's waiters with the closed error."""

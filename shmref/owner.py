@@ -88,7 +88,7 @@ def _unwire(message: Any) -> Any:
 def serve(
     requests: Any,
     replies: Any,
-    lifeline: Any,
+    owner_end: Any,
     creator: Lifeline,
     make: Callable[..., Any],
     args: Any,
@@ -118,7 +118,7 @@ def serve(
             continue
         if method == _STOP:
             replies.put((token, (True, None)))
-            lifeline.close()
+            owner_end.close()
             return
         if method.startswith("_"):
             answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))

@@ -157,16 +157,16 @@ def leaks_since(before: Snapshot) -> list[str]:
             thread.join(GRACE)
     gc.collect()
     new = _shm_entries() - before.shm
-    if new:
-        new -= _mapped_by_others(new)
     # Beside another session (or another pytest-xdist worker), an entry of
     # theirs may be caught between its creation and its mapping, or between
     # unmapping and unlinking: give it GRACE to become mapped or go.
     end = time.monotonic() + GRACE
-    while new and time.monotonic() < end:
+    while new:
+        new -= _mapped_by_others(new)
+        if not new or time.monotonic() >= end:
+            break
         time.sleep(0.05)
         new &= _shm_entries()
-        new -= _mapped_by_others(new)
     leaked += [f"{SHM}/{name}" for name in sorted(new)]
     return leaked
 

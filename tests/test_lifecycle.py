@@ -60,14 +60,21 @@ PRIMITIVES: dict[str, ModuleType] = {
 }
 
 
-def lifecycle(clause: str) -> pytest.MarkDecorator:
-    """Parametrize ``clause`` over primitive x way x start method."""
+def lifecycle(
+    clause: str, only: Callable[[ModuleType, str], bool] | None = None
+) -> pytest.MarkDecorator:
+    """Parametrize ``clause`` over primitive x way x start method.
+
+    ``only(ways, way)``, if given, keeps the ways for which it is true.
+    """
     params = []
     for primitive, ways in PRIMITIVES.items():
         if clause in getattr(ways, "NOT_APPLICABLE", {}):
             continue  # e.g. "with": for a lock it means acquire and release
         cannot: dict[tuple[str, str], str] = getattr(ways, "CANNOT", {})
         for way in ways.WAYS:
+            if only is not None and not only(ways, way):
+                continue
             marks = []
             if (clause, way) in cannot:
                 marks.append(pytest.mark.xfail(strict=True, reason=cannot[clause, way]))
@@ -252,12 +259,9 @@ def test_close_wakes_a_blocked_call(make: Callable[[], Any], ways: ModuleType, w
     assert isinstance(outcome[0], ValueError) and "closed" in str(outcome[0]), outcome
 
 
-def lifecycle_waiting_on_creator(clause: str) -> pytest.MarkDecorator:
-    """:func:`lifecycle` for the primitives with a call that waits on its creator."""
-    mark = lifecycle(clause)
-    names, params = mark.args
-    kept = [p for p in params if hasattr(PRIMITIVES[p.values[0]], "wait_in_child")]
-    return pytest.mark.parametrize(names, kept)
+def waits_on_creator(ways: ModuleType, way: str) -> bool:
+    """For :func:`lifecycle`: the primitive has a call that waits on its creator."""
+    return hasattr(ways, "wait_in_child")
 
 
 #: What a waiter may raise once the creator is gone or closed: the closed
@@ -282,7 +286,7 @@ def wait_in_child(primitive: str, handle: Any, ready: Any, wait: float) -> None:
     sys.exit(1)
 
 
-@lifecycle_waiting_on_creator("creator_close_wakes")
+@lifecycle("creator_close_wakes", only=waits_on_creator)
 def test_creator_close_wakes_waiters_in_other_processes(
     primitive: str, way: str, make: Callable[[], Any], ways: ModuleType, ctx: BaseContext
 ) -> None:
@@ -368,12 +372,9 @@ def running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def lifecycle_with_processes(clause: str) -> pytest.MarkDecorator:
-    """:func:`lifecycle` for the ways that start processes (an owner, a server, a tracker)."""
-    mark = lifecycle(clause)
-    names, params = mark.args
-    kept = [p for p in params if "queue" in p.values[1] or "manager" in p.values[1]]
-    return pytest.mark.parametrize(names, kept)
+def starts_processes(ways: ModuleType, way: str) -> bool:
+    """For :func:`lifecycle`: the way starts processes (an owner, a server, a tracker)."""
+    return "queue" in way or "manager" in way
 
 
 def kill_creator(primitive: str, way: str, method: str, waiter: bool) -> tuple[list[int], Any]:
@@ -417,7 +418,7 @@ def outlived(started: list[int], grace: float) -> list[int]:
     return left
 
 
-@lifecycle_with_processes("creator_killed")
+@lifecycle("creator_killed", only=starts_processes)
 def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method: str) -> None:
     # Regression (issue 10): a Manager server whose creator was SIGKILLed ran
     # for ever (and, under spawn, its resource tracker with it).
@@ -431,7 +432,7 @@ def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method
 NOTICE = 1.0
 
 
-@lifecycle_waiting_on_creator("creator_killed_wakes")
+@lifecycle("creator_killed_wakes", only=waits_on_creator)
 def test_creator_killed_wakes_waiters(primitive: str, way: str, start_method: str) -> None:
     # Regression (issue 10): with timeout=None, a child's get() or acquire()
     # never returned once the creator had died.
