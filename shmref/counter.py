@@ -180,9 +180,14 @@ class CtypesCounter(Closable):
 _STRIDE = 8
 
 
-def _safe_slot(initial: int, slots: int) -> int:
-    """How large every slot may grow before the sum could leave the 64-bit range."""
-    return (INT64_MAX - abs(initial)) // slots
+def _safe_slot(initial: int, slots: int) -> tuple[int, int]:
+    """The range every slot may stay in without the sum leaving the 64-bit range.
+
+    Both ends are kept, not one bound and its negation: negating a large int
+    in ``add`` would allocate a new one on every call.
+    """
+    safe = (INT64_MAX - abs(initial)) // slots
+    return -safe, safe
 
 
 class SlotCounter(Closable):
@@ -236,7 +241,7 @@ class SlotCounter(Closable):
         self._slots[0] = _initial(value)
         self._next_slot = ctx.Value(ctypes.c_int64, 1, lock=ctx.Lock())
         self._slot: int | None = None
-        self._safe = _safe_slot(self._slots[0], slots)
+        self._low, self._high = _safe_slot(self._slots[0], slots)
         reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -248,7 +253,7 @@ class SlotCounter(Closable):
         self._next_slot = state["next"]
         self._timeout = state["timeout"]
         self._slot = None
-        self._safe = _safe_slot(self._slots[0], len(self._slots) // _STRIDE - 1)
+        self._low, self._high = _safe_slot(self._slots[0], len(self._slots) // _STRIDE - 1)
         reset_after_fork(self)
 
     def _after_fork(self) -> None:
@@ -277,8 +282,7 @@ class SlotCounter(Closable):
             n = _increment(n)
         slots = self._slots
         total = slots[slot] + n
-        safe = self._safe
-        if -safe <= total <= safe:
+        if self._low <= total <= self._high:
             slots[slot] = total  # even with every slot this full, the sum fits
             return
         if total > INT64_MAX or total < INT64_MIN:

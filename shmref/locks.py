@@ -163,6 +163,11 @@ class _Primitive(Closable):
     """
 
     _timeout: float | None = DEFAULT_TIMEOUT
+    #: Whether a blocking acquire first tries once without waiting. Worth it
+    #: where a try is one C call (a SemLock); where it is a poll of a pipe or
+    #: a round trip to a server, the wait's first slice, which returns as
+    #: soon as the lock is free, costs the same and the try would double it.
+    _try_first = True
     #: Set by the creator's close(); with the creator's lifeline, what a
     #: waiter in another process looks at between slices (see _watch).
     _shut: Any = None
@@ -223,15 +228,17 @@ class _Primitive(Closable):
             self._refuse()
         if blocking is not True or timeout is not None:
             timeout = _acquire_args(blocking, timeout)
+        if not blocking:
+            return self._take(False, None)
         # Uncontended, one try; the sliced wait only when it is taken.
-        if self._take(False, None):
+        if self._try_first and self._take(False, None):
             return True
-        return blocking and self._wait(timeout)
+        return self._wait(timeout)
 
     def __enter__(self) -> bool:
         if self._closed:
             self._refuse()
-        if self._take(False, None) or self._wait(self._timeout):
+        if (self._try_first and self._take(False, None)) or self._wait(self._timeout):
             return True
         raise timed_out(type(self).__name__, self._timeout)
 
@@ -550,6 +557,11 @@ _TOKEN = None  # the smallest pickle: 4 bytes
 class _TokenQueue(_Primitive):
     """``tokens`` tokens in a Queue of that size: take one to acquire."""
 
+    # A try polls the pipe, as the first slice of the wait does; and a token
+    # just released is often still in the releaser's feeder thread, so the
+    # try would mostly fail and the wait follow anyway.
+    _try_first = False
+
     def __init__(self, tokens: int, ctx: BaseContext | None, timeout: object) -> None:
         self._timeout = seconds(timeout)
         # maxsize=tokens: a put beyond it, a release too many, raises Full.
@@ -721,6 +733,7 @@ class _ManagerPrimitive(_Primitive):
     """A ``threading`` lock in a manager's server, reached through :class:`Server`."""
 
     _kind = "lock"  # or rlock, semaphore: which threading lock the server holds
+    _try_first = False  # a try is a round trip
 
     def __init__(
         self,
@@ -752,23 +765,6 @@ class _ManagerPrimitive(_Primitive):
         # The server thread that serves this thread waits, at most one slice
         # of _wait at a time, so that a stopped server or a close() is seen.
         return bool(self._server.call("acquire", blocking, timeout))
-
-    # A try costs a round trip here: a blocking acquire goes straight to the
-    # wait, whose first slice returns at once if the lock is free.
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if self._closed:
-            self._refuse()
-        if blocking is not True or timeout is not None:
-            timeout = _acquire_args(blocking, timeout)
-        return self._wait(timeout) if blocking else self._take(False, None)
-
-    def __enter__(self) -> bool:
-        if self._closed:
-            self._refuse()
-        if self._wait(self._timeout):
-            return True
-        raise timed_out(type(self).__name__, self._timeout)
 
     def release(self) -> None:
         if self._closed:

@@ -69,9 +69,13 @@ def _plain(value: object) -> bool:
     return value.__class__ in _PLAIN
 
 
-def _wire(message: tuple[Any, ...]) -> tuple[Any, ...] | bytes:
-    """``message`` as it goes on a queue: itself if plain, else pickled here."""
-    if _plain(message):
+def _wire(message: tuple[Any, ...], payload: object) -> tuple[Any, ...] | bytes:
+    """``message`` as it goes on a queue: itself if ``payload`` is plain, else pickled here.
+
+    ``payload`` is the part of the message a user supplied (a request's
+    arguments, a reply's result); the rest is the client's own and plain.
+    """
+    if _plain(payload):
         return message
     try:
         return _DUMPS(message, pickle.HIGHEST_PROTOCOL)
@@ -98,40 +102,58 @@ def serve(
     # outlive it, as a Manager server's does. Its creator stops it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     state = make(*args)
+    # The state's public methods, looked up once: a request names one.
+    methods = {
+        name: getattr(state, name)
+        for name in dir(type(state))
+        if not name.startswith("_") and callable(getattr(type(state), name))
+    }
+    get = requests.get
     # The creator, watched through its Lifeline, not parent_process(): the
     # sentinel of a forked owner is held open by every process its creator
     # forks afterwards, which would keep the owner alive after the creator.
     checked = time.monotonic()
     while True:
         try:
-            message = requests.get(timeout=IDLE_CHECK)
-            token, method, call_args = _unwire(message)
+            message = get(timeout=IDLE_CHECK)
         except queue.Empty:
-            token = None
-            method = ""
+            message = None
         now = time.monotonic()
         if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
             checked = now
             if creator.gone():  # died without close()
                 return
-        if not method:
+        if message is None:
+            continue
+        if message.__class__ is bytes:
+            message = _LOADS(message)
+        token, method, call_args = message
+        fn = methods.get(method)
+        if token is None:
+            # Nobody waits for this one (the hot path of set and add): the
+            # handle checked its arguments, and the state keeps what it must
+            # report to the next call that waits.
+            if fn is not None:
+                try:  # noqa: SIM105 (contextlib.suppress costs more, per message)
+                    fn(*call_args)
+                except BaseException:
+                    pass
             continue
         if method == _STOP:
             replies.put((token, (True, None)))
             owner_end.close()
             return
-        if method.startswith("_"):
+        if fn is None:
             answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))
         else:
-            answer = run(getattr(state, method), *call_args)
-        if token is None:
-            continue  # nobody waits for this one; the state keeps what it must report
+            answer = run(fn, *call_args)
         # Pickled now, not by the feeder thread later: the reply is the state
         # as it is at this moment, even if the state goes on changing.
         try:
-            reply = _wire((token, answer))
+            reply = _wire((token, answer), answer[1])
         except TypeError as error:
-            reply = _wire((token, (False, portable(error))))
+            error_answer = (False, portable(error))
+            reply = _wire((token, error_answer), error_answer[1])
         replies.put(reply)
 
 
@@ -220,7 +242,7 @@ class Owner:
     ) -> Any:
         # waker: whose closing ends the wait (None: close()'s own stop request).
         token = (os.getpid(), id(self), next(self._tokens))
-        request = _wire((token, method, args))
+        request = _wire((token, method, args), args)
         acquire(self._reply_lock, lock_wait, f"{self.what}'s reply lock", waker)
         try:
             self._requests.put(request)
