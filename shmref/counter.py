@@ -29,6 +29,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager, SyncManager
 from typing import Any, Protocol, runtime_checkable
 
+from shmref.holder import Holder
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
@@ -125,55 +126,65 @@ class CtypesCounter(Closable):
     ) -> None:
         self._timeout = seconds(timeout)
         ctx = context(ctx)
-        # A plain Lock, not Value's default RLock: add() never re-enters.
-        self._shared = ctx.Value(ctypes.c_int64, _initial(value), lock=ctx.Lock())
+        self._raw = ctx.RawValue(ctypes.c_int64, _initial(value))
+        # A plain Lock, not Value's default RLock (add() never re-enters),
+        # that a waiter takes over if its holder dies inside add().
+        self._holder: Any = Holder(ctx)
         self._attach()
 
     def _attach(self) -> None:
-        # Keep the raw ctypes object: Value's own .value property takes the
-        # lock again on every read and write.
-        self._lock = self._shared.get_lock()
-        self._raw = self._shared.get_obj()
+        self._lock = self._holder.lock
+        self._record: Any = self._holder.record
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"shared": self._shared, "timeout": self._timeout}
+        return {"raw": self._raw, "holder": self._holder, "timeout": self._timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._shared = state["shared"]
+        self._raw = state["raw"]
+        self._holder = state["holder"]
         self._timeout = state["timeout"]
         self._attach()
 
     def add(self, n: int = 1) -> None:
-        # Read before the check: a close() in another thread drops them.
-        lock, raw = self._lock, self._raw
+        # Read before the check: a close() in another thread drops them. One
+        # load per line: a 4-tuple assignment builds and unpacks a tuple.
+        lock = self._lock
+        raw = self._raw
+        holder = self._holder
+        record = self._record
         if self._closed:
             self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
-        acquire(lock, self._timeout, "counter lock", self)
+        # One try, taking the lock included (see shmref.holder): an
+        # exception anywhere, a KeyboardInterrupt too, gives the lock back.
         try:
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "counter lock", self)
+            record[0] = holder.pid
             total = raw.value + n
             if total > INT64_MAX or total < INT64_MIN:
                 raise _overflow(raw.value, n)
             raw.value = total
-        finally:
+            record[0] = 0
             lock.release()
+        except BaseException:
+            holder.abandon()
+            raise
 
     def get(self) -> int:
-        lock, raw = self._lock, self._raw
+        # No lock: an aligned 8-byte load is never torn on x86-64 and AArch64,
+        # and it sees every add completed before it.
+        raw = self._raw
         if self._closed:
             self._refuse()
-        acquire(lock, self._timeout, "counter lock", self)
-        try:
-            return int(raw.value)
-        finally:
-            lock.release()
+        return int(raw.value)
 
     def _release(self) -> None:
         # Drop the shared objects: their memory and semaphores go with the
         # last handle, in whichever process that is.
-        self._shared = self._raw = self._lock = None
+        self._raw = self._lock = self._holder = self._record = None
 
 
 #: int64 items per slot: 64 bytes, the cache line of x86-64 and most AArch64.

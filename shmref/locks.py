@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import math
 import os
 import queue
 import threading
@@ -50,6 +49,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, Protocol, runtime_checkable
 
+from shmref.holder import MUTEX_BYTES, pthread_api
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
@@ -355,105 +355,6 @@ class CtypesSemaphore(_SemLockPrimitive):
 
 # ---------------------------------------------------------------- robust mutex
 
-# From the POSIX headers of Linux (glibc and musl agree on them).
-_PTHREAD_MUTEX_ERRORCHECK = 2
-_PTHREAD_PROCESS_SHARED = 1
-_PTHREAD_MUTEX_ROBUST = 1
-# sizeof(pthread_mutex_t) is 40 on x86-64, 48 on AArch64: leave room.
-_MUTEX_BYTES = 64
-_ATTR_BYTES = 64
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Pthread:
-    """The pthread functions :class:`RobustLock` calls, typed for ctypes."""
-
-    # Each returns 0 or an error number; set from libc by __init__.
-    mutexattr_init: Any
-    mutexattr_destroy: Any
-    mutexattr_settype: Any
-    mutexattr_setpshared: Any
-    mutexattr_setrobust: Any
-    mutex_init: Any
-    mutex_trylock: Any
-    mutex_unlock: Any
-    mutex_consistent: Any
-    mutex_clocklock: Any
-    mutex_timedlock: Any
-
-    def __init__(self) -> None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        p, i, ts = ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_Timespec)
-        signatures: dict[str, list[Any]] = {
-            "pthread_mutexattr_init": [p],
-            "pthread_mutexattr_destroy": [p],
-            "pthread_mutexattr_settype": [p, i],
-            "pthread_mutexattr_setpshared": [p, i],
-            "pthread_mutexattr_setrobust": [p, i],
-            "pthread_mutex_init": [p, p],
-            "pthread_mutex_trylock": [p],
-            "pthread_mutex_unlock": [p],
-            "pthread_mutex_consistent": [p],
-        }
-        # clocklock (glibc 2.30+) waits on CLOCK_MONOTONIC; timedlock's
-        # CLOCK_REALTIME deadline moves when someone sets the clock.
-        if hasattr(lib, "pthread_mutex_clocklock"):
-            signatures["pthread_mutex_clocklock"] = [p, i, ts]
-            self.monotonic = True
-        else:
-            signatures["pthread_mutex_timedlock"] = [p, ts]
-            self.monotonic = False
-        for name, argtypes in signatures.items():
-            try:
-                function = getattr(lib, name)
-            except AttributeError:
-                raise OSError(
-                    errno.ENOSYS, f"RobustLock needs POSIX robust mutexes; {name} is missing"
-                ) from None
-            function.argtypes = argtypes
-            function.restype = ctypes.c_int
-            setattr(self, name.removeprefix("pthread_"), function)
-
-    def lock_until(self, mutex: Any, deadline: float) -> int:
-        """pthread_mutex_clocklock until ``deadline`` (time.monotonic())."""
-        if self.monotonic:
-            when = _timespec(deadline)
-            return int(self.mutex_clocklock(mutex, time.CLOCK_MONOTONIC, ctypes.byref(when)))
-        when = _timespec(time.time() + deadline - time.monotonic())
-        return int(self.mutex_timedlock(mutex, ctypes.byref(when)))
-
-    def init_robust(self, mutex: Any) -> None:
-        attr = ctypes.create_string_buffer(_ATTR_BYTES)
-        checks = [
-            self.mutexattr_init(attr),
-            self.mutexattr_settype(attr, _PTHREAD_MUTEX_ERRORCHECK),
-            self.mutexattr_setpshared(attr, _PTHREAD_PROCESS_SHARED),
-            self.mutexattr_setrobust(attr, _PTHREAD_MUTEX_ROBUST),
-            self.mutex_init(mutex, attr),
-            self.mutexattr_destroy(attr),
-        ]
-        for rc in checks:
-            if rc:
-                raise OSError(rc, f"cannot make a robust mutex: {os.strerror(rc)}")
-
-
-def _timespec(when: float) -> _Timespec:
-    whole = math.floor(when)
-    return _Timespec(whole, min(int((when - whole) * 1e9), 999_999_999))
-
-
-_pthread: _Pthread | None = None
-
-
-def _pthread_api() -> _Pthread:
-    global _pthread
-    if _pthread is None:
-        _pthread = _Pthread()
-    return _pthread
-
 
 class RobustLock(_Primitive):
     """A lock that survives its holder's death: a POSIX robust mutex.
@@ -482,13 +383,13 @@ class RobustLock(_Primitive):
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
         self._timeout = seconds(timeout)
-        self._mutex = context(ctx).RawArray(ctypes.c_ubyte, _MUTEX_BYTES)
+        self._mutex = context(ctx).RawArray(ctypes.c_ubyte, MUTEX_BYTES)
         self._watch(ctx)
         self._attach()
         self._api.init_robust(self._pointer)
 
     def _attach(self) -> None:
-        self._api = _pthread_api()
+        self._api = pthread_api()
         self._pointer: Any = ctypes.c_void_p(ctypes.addressof(self._mutex))
         self._trylock = self._api.mutex_trylock
         self._unlock = self._api.mutex_unlock

@@ -52,6 +52,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from shmref.holder import Holder
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
@@ -303,15 +304,21 @@ class CtypesValue(Closable, Generic[T]):
         self.ctype = ctype
         self._check = _checker_for(ctype)
         self._raw = ctx.RawValue(ctype, initial)
-        # A plain Lock, not Value's default RLock: no call re-enters.
-        self._lock = ctx.Lock()
+        # A plain Lock, not Value's default RLock (no call re-enters), that a
+        # waiter takes over if its holder dies inside a call.
+        self._holder: Any = Holder(ctx)
+        self._attach()
+
+    def _attach(self) -> None:
+        self._lock = self._holder.lock
+        self._record: Any = self._holder.record
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
         return {
             "ctype": self.ctype,
             "raw": self._raw,
-            "lock": self._lock,
+            "holder": self._holder,
             "timeout": self._timeout,
         }
 
@@ -319,42 +326,62 @@ class CtypesValue(Closable, Generic[T]):
         self.ctype = state["ctype"]
         self._check = _checker_for(self.ctype)
         self._raw = state["raw"]
-        self._lock = state["lock"]
+        self._holder = state["holder"]
         self._timeout = state["timeout"]
+        self._attach()
 
-    # get and set are a few hundred nanoseconds: the uncontended lock is a
-    # C call, and only a lock already held takes the sliced wait. Each call
+    # set and update are a few hundred nanoseconds: the uncontended lock is
+    # a C call, and only a lock already held takes the sliced wait. Each call
     # reads the lock and the RawValue before it checks _closed: close() sets
     # _closed before it drops them, so an open handle's copies are never None.
-    # Nothing between acquire and release can raise: no try/finally.
+    # Each critical section is one try, taking the lock included (see
+    # shmref.holder): a KeyboardInterrupt anywhere in it gives the lock back.
+    # The value is one store, so it is old or new whatever happens.
 
     def get(self) -> T:
-        lock, raw = self._lock, self._raw
+        # No lock: every supported type is at most 8 bytes, naturally aligned
+        # in the RawValue, and such a load is never torn on the platforms
+        # multiprocessing runs on (x86-64, AArch64). It sees every set and
+        # update completed before it, as with the lock, and a reader killed
+        # here holds nothing.
+        raw = self._raw
         if self._closed:
             self._refuse()
-        if not lock.acquire(False):
-            acquire(lock, self._timeout, "value lock", self)
         value: T = raw.value
-        lock.release()
         return value
 
     def set(self, value: T) -> None:
-        lock, raw = self._lock, self._raw
+        # One load per line: a 4-tuple assignment builds and unpacks a tuple.
+        lock = self._lock
+        raw = self._raw
+        holder = self._holder
+        record = self._record
         if self._closed:
             self._refuse()
         value = self._check(value)
-        if not lock.acquire(False):
-            acquire(lock, self._timeout, "value lock", self)
-        raw.value = value
-        lock.release()
+        try:
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "value lock", self)
+            record[0] = holder.pid
+            raw.value = value
+            record[0] = 0
+            lock.release()
+        except BaseException:
+            holder.abandon()
+            raise
 
     def update(self, fn: Callable[..., T], *args: Any) -> T:
-        lock, raw = self._lock, self._raw
+        # One load per line: a 4-tuple assignment builds and unpacks a tuple.
+        lock = self._lock
+        raw = self._raw
+        holder = self._holder
+        record = self._record
         if self._closed:
             self._refuse()
-        if not lock.acquire(False):
-            acquire(lock, self._timeout, "value lock", self)
         try:
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "value lock", self)
+            record[0] = holder.pid
             try:
                 new = fn(raw.value, *args)
             except BaseException as error:
@@ -362,14 +389,17 @@ class CtypesValue(Closable, Generic[T]):
                 raise portable(error)  # noqa: B904 (portable() sets the cause)
             new = self._check(new)
             raw.value = new
-            return new
-        finally:
+            record[0] = 0
             lock.release()
+        except BaseException:
+            holder.abandon()
+            raise
+        return new
 
     def _release(self) -> None:
         # Drop the shared objects: their memory and semaphore go with the
         # last handle, in whichever process that is.
-        self._raw = self._lock = None
+        self._raw = self._lock = self._holder = self._record = None
 
 
 class _Scalar:

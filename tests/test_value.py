@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import operator
+import os
 import sys
 import threading
 import time
@@ -442,12 +443,18 @@ def test_unpicklable_error_of_fn_is_one_runtime_error(way: Value[int]) -> None:
 
 def test_ctypes_times_out_when_lock_is_held(ctx: BaseContext) -> None:
     with CtypesValue(ctypes.c_int, 1, ctx=ctx, timeout=0.2) as value:
-        value._lock.acquire()
+        # As if another, live, process held it (another thread: not this one).
+        holder = threading.Thread(target=value._lock.acquire)
+        holder.start()
+        holder.join()
+        value._record[0] = os.getpid()
         try:
-            for call in (value.get, lambda: value.set(2), lambda: value.update(operator.add, 1)):
+            for call in (lambda: value.set(2), lambda: value.update(operator.add, 1)):
                 with pytest.raises(TimeoutError):
                     call()
+            assert value.get() == 1  # get takes no lock
         finally:
+            value._record[0] = 0
             value._lock.release()
         assert value.get() == 1
 

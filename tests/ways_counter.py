@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -34,15 +35,20 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 }
 
 
-def stall(way: str, handle: Any) -> Callable[[], object] | None:
+def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | None:
     """Make a call of ``handle`` block (until the handle is closed); return that call.
+
+    ``hold=False`` returns the call without making it block: for a process
+    other than the one that called ``stall``.
 
     None where no call of the way can block (``SlotCounter.add`` takes no lock
     once its slot is claimed, ``ManagerCounter`` waits on nothing).
     """
     if way == "ctypes":
-        handle._lock.acquire()  # as if another process held it
-        return handle.get
+        if hold:
+            handle._lock.acquire()  # as if another, live, process held it
+            handle._record[0] = os.getpid()
+        return handle.add
     if way == "queue":
         handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
         return handle.get

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import operator
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,11 +40,16 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 }
 
 
-def stall(way: str, handle: Any) -> Callable[[], object] | None:
-    """Make a call of ``handle`` block (until the handle is closed); return that call."""
+def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | None:
+    """Make a call of ``handle`` block (until the handle is closed); return that call.
+
+    ``hold=False`` returns the call without making it block: for a process
+    other than the one that called ``stall``."""
     if way == "ctypes":
-        handle._lock.acquire()  # as if another process held it
-        return handle.get
+        if hold:
+            handle._lock.acquire()  # as if another, live, process held it
+            handle._record[0] = os.getpid()
+        return lambda: handle.set(handle.get())
     if way == "queue":
         handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
         return handle.get
