@@ -139,10 +139,9 @@ def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> Non
             start = time.monotonic()
             if name == "counter-ctypes":
                 handle.add(1)
-                done.value = state + 1
             else:
                 handle.set(state + 1)
-                done.value = state + 1
+            done.value = state + 1
             took_over += time.monotonic() - start > STALE / 2
             assert handle.get() == done.value
         # Some kills must have hit the critical section, or nothing was tested.
