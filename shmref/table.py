@@ -254,8 +254,11 @@ def _full(key: Key, capacity: int) -> TableFull:
 # limits for a reader of a memory dump. Then `slots` slots of `slot_size`
 # bytes: a 16-byte slot header (crc32 of the key, key tag, value tag, key
 # length, value length), key_size bytes of key, max(value_size, 8) of value.
-_GENERATION = struct.Struct("<Q")
-_COUNT_AT = 8
+# The generation and the count are words of a memoryview cast to "Q": one
+# aligned 8-byte load or store each. Not struct: its pack_into zeroes the
+# field before writing it, so a lock-free reader could see a generation of 0
+# twice, around a torn read, and keep it.
+_GENERATION, _COUNT = 0, 1
 _LIMITS = struct.Struct("<QII")  # slots, key_size, value_size, at offset 16
 _HEADER_SIZE = 64
 _SLOT = struct.Struct("<IBBxxII")
@@ -385,12 +388,13 @@ class CtypesDict(Closable):
     def _setup(self, segment: SharedMemory, creator: int | None) -> None:
         self._segment = segment
         self._buf: Any = cast(Any, segment.buf)
+        self._words: Any = self._buf[:_HEADER_SIZE].cast("Q")
         slots, key_size, value_size = _LIMITS.unpack_from(self._buf, 16)
         self._mask = slots - 1
         self._slot_size = _slot_size(key_size, value_size)
         self._value_at = _SLOT_HEADER + key_size
         self._lock_free = _ORDERED_LOADS
-        self._finalizer = weakref.finalize(self, release, segment, [], creator)
+        self._finalizer = weakref.finalize(self, release, segment, [self._words], creator)
 
     def __getstate__(self) -> dict[str, Any]:
         if self._closed:
@@ -447,9 +451,9 @@ class CtypesDict(Closable):
         """(found, value) of a key, at one moment, without a lock if possible."""
         crc = zlib.crc32(data, tag)
         if self._lock_free:
-            buf = self._buf
+            words = self._words
             for _ in range(_OPTIMISTIC_READS):
-                generation = _GENERATION.unpack_from(buf)[0]
+                generation = words[_GENERATION]
                 if generation & 1:
                     break  # a writer is at work: wait for it on the lock
                 try:
@@ -457,7 +461,7 @@ class CtypesDict(Closable):
                     value = self._decode(at, value_tag, length) if at >= 0 else None
                 except (_Inconsistent, UnicodeDecodeError):
                     continue  # a torn read; the generation has moved
-                if _GENERATION.unpack_from(buf)[0] == generation:
+                if words[_GENERATION] == generation:
                     return at >= 0, value
         lock = self._lock
         acquire(lock, self._timeout, "table lock", self)
@@ -469,14 +473,14 @@ class CtypesDict(Closable):
 
     def _scan(self) -> list[tuple[Key, Value]]:
         if self._lock_free:
-            generation = _GENERATION.unpack_from(self._buf)[0]
+            generation = self._words[_GENERATION]
             if not generation & 1:
                 try:
                     entries = self._entries()
                 except (_Inconsistent, UnicodeDecodeError):
                     pass
                 else:
-                    if _GENERATION.unpack_from(self._buf)[0] == generation:
+                    if self._words[_GENERATION] == generation:
                         return entries
         # A whole-table read is long: under writes, take the lock at once.
         lock = self._lock
@@ -513,9 +517,9 @@ class CtypesDict(Closable):
         # The common case inline (calls are most of the cost of a get): the
         # key or an empty slot at the key's home slot, and no writer about.
         if self._lock_free:
-            buf = self._buf
+            buf, words = self._buf, self._words
             crc = zlib.crc32(data, tag)
-            generation = _GENERATION.unpack_from(buf)[0]
+            generation = words[_GENERATION]
             at = _HEADER_SIZE + (crc & self._mask) * self._slot_size
             hashed, key_tag, value_tag, length, value_length = _SLOT.unpack_from(buf, at)
             if key_tag == 0:
@@ -540,7 +544,7 @@ class CtypesDict(Closable):
                     value = bytes(buf[at : at + value_length])
             else:
                 generation = 1  # probe further, below
-            if not generation & 1 and _GENERATION.unpack_from(buf)[0] == generation:
+            if not generation & 1 and words[_GENERATION] == generation:
                 return value
         found, value = self._read(tag, data)
         return value if found else default
@@ -558,7 +562,7 @@ class CtypesDict(Closable):
         if self._closed:
             self._refuse()
         # One aligned 8-byte field: read whole, no generation check needed.
-        return int(_GENERATION.unpack_from(self._buf, _COUNT_AT)[0])
+        return int(self._words[_COUNT])
 
     def keys(self) -> list[Key]:
         if self._closed:
@@ -578,16 +582,15 @@ class CtypesDict(Closable):
     # -- writing (under the lock; the generation is odd while memory changes)
 
     def _begin(self) -> int:
-        generation = int(_GENERATION.unpack_from(self._buf)[0]) + 1
-        _GENERATION.pack_into(self._buf, 0, generation)
+        generation = int(self._words[_GENERATION]) + 1
+        self._words[_GENERATION] = generation
         return generation
 
     def _end(self, generation: int) -> None:
-        _GENERATION.pack_into(self._buf, 0, generation + 1)
+        self._words[_GENERATION] = generation + 1
 
     def _count(self, delta: int) -> None:
-        count = _GENERATION.unpack_from(self._buf, _COUNT_AT)[0]
-        _GENERATION.pack_into(self._buf, _COUNT_AT, count + delta)
+        self._words[_COUNT] += delta
 
     def _store(
         self, key_tag: int, key: bytes, crc: int, at: int, slot: int, tag: int, data: bytes
@@ -596,7 +599,7 @@ class CtypesDict(Closable):
         buf = self._buf
         new = at < 0
         if new:
-            if _GENERATION.unpack_from(buf, _COUNT_AT)[0] >= self._capacity:
+            if self._words[_COUNT] >= self._capacity:
                 decoded = str(key, "utf-8", "surrogatepass") if key_tag == _STR_KEY else key
                 raise _full(decoded, self._capacity)
             at = _HEADER_SIZE + slot * self._slot_size

@@ -103,13 +103,23 @@ def check_then_put(table: SharedDict, expected: dict[Any, Any], new: dict[Any, A
     table.close()
 
 
-def flip_values(table: SharedDict, values: list[Any], started: Any, stop: Any) -> None:
-    """Store each of ``values`` in turn under "k" until ``stop`` is set."""
+def flip_values(table: SharedDict, started: Any, stop: Any) -> None:
+    """Store each of FLIPS in turn under "k" until ``stop`` is set."""
     started.set()
     deadline = time.monotonic() + JOIN
     while not stop.is_set() and time.monotonic() < deadline:
-        for value in values:
+        for value in FLIPS:
             table["k"] = value
+    table.close()
+
+
+def add_and_remove(table: SharedDict, started: Any, stop: Any) -> None:
+    """Add and remove the key "other" until ``stop`` is set."""
+    started.set()
+    deadline = time.monotonic() + JOIN
+    while not stop.is_set() and time.monotonic() < deadline:
+        table["other"] = 0
+        del table["other"]
     table.close()
 
 
@@ -496,17 +506,21 @@ FLIPS = ["a" * 16, 7, b"bb", -1.5, "c"]
 READS = {"ctypes": 100_000, "queue": 2_000, "manager": 2_000}
 
 
-@ways()
-def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: BaseContext) -> None:
-    way["k"] = FLIPS[0]
+def read_while_writing(
+    way: SharedDict,
+    way_name: str,
+    ctx: BaseContext,
+    write: Callable[..., None],
+    read: Callable[[], object],
+    allowed: Any,
+) -> None:
+    """Call ``read`` while a child runs ``write``; each result must be in ``allowed``."""
     started, stop = ctx.Event(), ctx.Event()
-    writer = ctx.Process(target=flip_values, args=(way, FLIPS, started, stop))
+    writer = ctx.Process(target=write, args=(way, started, stop))
     writer.start()
     try:
         assert started.wait(JOIN)
-        allowed = typed(dict(enumerate(FLIPS))).values()
         seen = set()
-        get = way.get
         reads, deadline = 0, time.monotonic() + JOIN
         # Then on until the reads did overlap the writes: on a busy machine
         # the writer may not have had its turn yet (issue 9: a fixed count
@@ -514,7 +528,7 @@ def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: Base
         while reads < READS[way_name] or (
             len(seen) < 2 and writer.is_alive() and time.monotonic() < deadline
         ):
-            value = get("k")
+            value = read()
             assert (type(value), value) in allowed, value
             seen.add(repr(value))
             reads += 1
@@ -524,6 +538,25 @@ def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: Base
     assert writer.exitcode == 0
     writer.close()
     assert len(seen) > 1  # the reads did overlap the writes
+
+
+@ways()
+def test_readers_never_see_torn_values(way: SharedDict, way_name: str, ctx: BaseContext) -> None:
+    way["k"] = FLIPS[0]
+    allowed = typed(dict(enumerate(FLIPS))).values()
+    get = way.get
+    read_while_writing(way, way_name, ctx, flip_values, lambda: get("k"), allowed)
+
+
+@ways()
+def test_len_is_always_a_count_the_table_had(
+    way: SharedDict, way_name: str, ctx: BaseContext
+) -> None:
+    # Found when a lock-free reader of CtypesDict saw the count, written with
+    # struct.pack_into (which zeroes a field before writing it), as 0.
+    way["k"] = 1
+    allowed = {(int, 1), (int, 2)}
+    read_while_writing(way, way_name, ctx, add_and_remove, way.__len__, allowed)
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
