@@ -62,6 +62,18 @@ _PTHREAD_MUTEX_ROBUST = 1
 MUTEX_BYTES = 64
 _ATTR_BYTES = 64
 
+#: The memory of every robust mutex a thread of this process holds. glibc and
+#: the kernel link a thread's held robust mutexes in a list that runs through
+#: the mutexes themselves: memory freed while its mutex is held (a handle
+#: closed or dropped by its holder) would be reused, and the next lock or
+#: unlock of any robust mutex by that thread would write into whatever lives
+#: there now (seen: a fresh lock's unlock failing with EPERM or EINVAL). So
+#: whoever locks one adds its buffer here (by id), and removes it after unlocking; a
+#: mutex that is never unlocked keeps its memory (a few bytes) for good. Only
+#: a mutex's holder adds or removes it, so threads cannot race on an entry.
+HELD: dict[int, Any] = {}  # id -> buffer: ctypes buffers are unhashable
+os.register_at_fork(after_in_child=HELD.clear)  # a child holds none of them
+
 
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
@@ -263,6 +275,7 @@ class Holder:
             api.mutex_consistent(self._mutex)
         elif rc:
             return  # another waiter is taking it over
+        HELD[id(self._shared)] = self._shared
         try:
             record = self.record
             if (record[_PID], record[_EPOCH]) != holder:
@@ -282,6 +295,7 @@ class Holder:
                 raise OSError(ctypes.get_errno(), "sem_post failed during a take-over")
         finally:
             api.mutex_unlock(self._mutex)
+            HELD.pop(id(self._shared), None)
 
     def abandon(self, repair: Callable[[], None] | None = None) -> None:
         """In a critical section's ``except``: give the lock back if this thread holds it.

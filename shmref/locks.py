@@ -49,7 +49,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, Protocol, runtime_checkable
 
-from shmref.holder import MUTEX_BYTES, pthread_api
+from shmref.holder import HELD, MUTEX_BYTES, pthread_api
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
@@ -371,8 +371,10 @@ class RobustLock(_Primitive):
     Owned by the acquiring thread: release by any other thread or process
     raises :class:`ReleaseError`, and a second ``acquire`` by the holder
     raises ``RuntimeError`` at once instead of deadlocking. Needs Linux
-    (glibc or musl); elsewhere the constructor raises ``OSError``. Do not
-    ``close()`` a handle while a thread of this process holds the lock.
+    (glibc or musl); elsewhere the constructor raises ``OSError``. A handle
+    closed (or dropped) while a thread of this process holds the lock keeps
+    its mutex's few bytes of memory until the process ends: the thread's list
+    of held robust mutexes runs through them (see ``shmref.holder.HELD``).
     """
 
     #: True if the last acquire through this handle took the lock over from
@@ -426,6 +428,7 @@ class RobustLock(_Primitive):
             if self._pointer is None:  # closed by another thread while we waited
                 self._unlock(pointer)
                 self._refuse()
+            HELD[id(_alive)] = _alive  # until release: see shmref.holder.HELD
             self.holder_died = rc == errno.EOWNERDEAD
             return True
         if rc in (errno.ETIMEDOUT, errno.EBUSY):
@@ -443,6 +446,7 @@ class RobustLock(_Primitive):
             if rc == errno.EPERM:
                 raise ReleaseError("RobustLock is not held by this thread")
             raise OSError(rc, f"pthread_mutex_unlock: {os.strerror(rc)}")
+        HELD.pop(id(self._mutex), None)
 
     def _release(self) -> None:
         self._shut_down()

@@ -12,6 +12,7 @@ spawn and forkserver children can import them.
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import threading
 import time
@@ -373,6 +374,28 @@ def test_robust_lock_is_taken_over_after_holder_thread_ends() -> None:
     with lock:
         assert lock.holder_died is False
     lock.close()
+
+
+@pytest.mark.parametrize("gap", [0, 8, 16, 24, 32, 40])
+def test_robust_lock_dropped_while_held_spoils_no_other(gap: int, ctx: BaseContext) -> None:
+    # The thread's list of held robust mutexes runs through their memory: a
+    # held one's memory must not be reused. With a RawArray of ``gap`` bytes
+    # the next lock's mutex lands inside the dropped one's (shmref's heap
+    # hands out freed blocks first); before shmref.holder.HELD its unlock
+    # failed with EPERM or EINVAL.
+    dropped = RobustLock(ctx=ctx)
+    assert dropped.acquire() is True
+    dropped.close()
+    del dropped
+    gc.collect()
+    filler = ctx.RawArray("b", gap) if gap else None
+    lock = RobustLock(ctx=ctx)
+    for _ in range(3):
+        assert lock.acquire(timeout=JOIN) is True
+        assert lock.holder_died is False
+        lock.release()
+    lock.close()
+    del filler
 
 
 # A waiter that dies while it waits.

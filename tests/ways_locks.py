@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shmref import locks
+from shmref.holder import HELD
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
@@ -76,6 +77,7 @@ def _hold_until_closed(lock: Any, held: threading.Event) -> None:
     while not lock._closed:
         time.sleep(0.01)
     unlock(pointer)
+    HELD.pop(id(mutex), None)  # what release() would do
     del mutex
 
 
