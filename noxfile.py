@@ -50,9 +50,9 @@ def tests(session: nox.Session) -> None:
     What varies between interpreters is the language and the standard library
     (signals, pickling, multiprocessing's internals), which fork runs through
     as well, in about half the time spawn takes: four interpreters then take
-    about 15 minutes on two cores, not half an hour. Set SHMREF_START_METHODS yourself
-    to choose. The tests run in one pytest-xdist
-    worker per core (most of their time is spent waiting for processes);
+    about 15 minutes on two cores, not half an hour. Set SHMREF_START_METHODS
+    yourself to choose. The tests run in one pytest-xdist worker per core
+    (most of their time is spent waiting for processes);
     ``nox -s tests -- ARGS`` passes ARGS to pytest instead.
     """
     # numpy is optional for shmref; the standalone tests hide it to check that.
