@@ -44,7 +44,8 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
 
-from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, acquire, context, seconds, size
+from shmref.holder import Holder, RecordedLock
+from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, context, seconds, size
 from shmref.owner import Owner
 from shmref.segment import attach, create, release
 from shmref.server import EXPOSED, Served, Server
@@ -491,11 +492,16 @@ class CtypesArray(_ArrayBase):
     ``OSError`` then, not SIGBUS later.
 
     Guarantees: every call (item, slice, ``read``, ``write``) holds the lock
-    and is atomic; a process dying in the middle of a call (it holds the
-    lock for a copy) makes other callers raise ``TimeoutError`` after
-    ``timeout`` seconds, which bounds every wait for the lock. A thread
-    waiting for the lock when another thread closes the handle gets the
-    closed error. ``get_lock()`` returns the lock.
+    and is atomic, and ``timeout`` bounds every wait for it. A process
+    killed in the middle of a call (it holds the lock for a copy) or while
+    it holds ``get_lock()`` does not keep it: on Linux the next caller takes
+    it over after about :data:`shmref.holder.STALE` seconds (see
+    :mod:`shmref.holder`). The items the dead process was writing may then
+    be part old, part new: there is no undo record, which would double the
+    memory and the cost of every write. An exception in a call, a caught
+    ``KeyboardInterrupt`` included, leaves the lock free. A thread waiting
+    for the lock when another thread closes the handle gets the closed
+    error. ``get_lock()`` returns the lock.
 
     ``as_numpy()`` returns a writable numpy view of the shared items, which
     does *not* take the lock: hold ``get_lock()`` while other processes may
@@ -526,7 +532,9 @@ class CtypesArray(_ArrayBase):
             raise TypeError(f"segment must be True, False or None, not {segment!r}")
         nbytes = self._length * _KINDS[self._typecode][1]
         ctx = context(ctx)
-        self._lock = ctx.Lock()
+        # A Lock with a record of its holder, which a waiter takes over if
+        # the holder dies inside a call (see shmref.holder).
+        self._holder = Holder(ctx)
         self._creator = os.getpid()
         self._raw: Any = None
         self._segment: SharedMemory | None = None
@@ -562,11 +570,15 @@ class CtypesArray(_ArrayBase):
             self._refuse()
         return self._name
 
-    def get_lock(self) -> Any:
-        """The lock every call holds; hold it to use a numpy view safely."""
+    def get_lock(self) -> RecordedLock:
+        """The lock every call holds; hold it to use a numpy view safely.
+
+        A process killed while it holds it is taken over like one killed
+        inside a call; ``with`` waits at most the handle's ``timeout``.
+        """
         if self._closed:
             self._refuse()
-        return self._lock
+        return RecordedLock(self._holder, self._timeout, "array lock")
 
     def __getstate__(self) -> dict[str, Any]:
         if self._closed:
@@ -574,7 +586,7 @@ class CtypesArray(_ArrayBase):
         return {
             "typecode": self._typecode,
             "length": self._length,
-            "lock": self._lock,
+            "holder": self._holder,
             "timeout": self._timeout,
             "creator": self._creator,
             "segment": self._name,
@@ -584,7 +596,7 @@ class CtypesArray(_ArrayBase):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._typecode = state["typecode"]
         self._length = state["length"]
-        self._lock = state["lock"]
+        self._holder = state["holder"]
         self._timeout = state["timeout"]
         self._creator = state["creator"]
         self._raw = state["raw"]
@@ -592,50 +604,66 @@ class CtypesArray(_ArrayBase):
         self._segment = attach(self._name) if self._name is not None else None
         self._attach()
 
+    # Each call is one critical section, written as one try (taking the lock
+    # included; see shmref.holder). A holder killed inside one is taken over;
+    # what it was copying may then be part old, part new (no undo record:
+    # it would double the memory and the cost of every write).
+
     def _get(self, key: int | slice) -> Any:
-        lock = self._lock
-        acquire(lock, self._timeout, "array lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "array lock", self)
             view: Any = self._view
-            return view[key] if key.__class__ is int else view[key].tolist()
-        finally:
-            lock.release()
+            items = view[key] if key.__class__ is int else view[key].tolist()
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
+        return items
 
     def _set(self, key: int | slice, payload: Any) -> None:
-        lock = self._lock
-        acquire(lock, self._timeout, "array lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "array lock", self)
             self._view[key] = payload
-        finally:
-            lock.release()
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
 
     def _read_into(self, target: memoryview) -> None:
-        lock = self._lock
-        acquire(lock, self._timeout, "array lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "array lock", self)
             target[:] = self._bytes
-        finally:
-            lock.release()
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
 
     def read(self) -> array.array[Any]:
         if self._closed:
             self._refuse()
         out = array.array(self._typecode)
-        lock = self._lock
-        acquire(lock, self._timeout, "array lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "array lock", self)
             out.frombytes(self._bytes)  # one copy, straight from shared memory
-        finally:
-            lock.release()
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
         return out
 
     def _write(self, payload: memoryview) -> None:
-        lock = self._lock
-        acquire(lock, self._timeout, "array lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "array lock", self)
             self._view[:] = payload
-        finally:
-            lock.release()
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
 
     def as_numpy(self) -> numpy.ndarray[Any, Any]:
         """A writable numpy view of the shared items; it does not take the lock.

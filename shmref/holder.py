@@ -42,6 +42,7 @@ import ctypes
 import errno
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -209,6 +210,12 @@ class Holder:
     children with the handle that owns it.
     """
 
+    #: The thread of this process holding the lock through a
+    #: :class:`RecordedLock`, if any. A critical section that this thread
+    #: enters meanwhile can only time out (a Lock is not re-entrant), and its
+    #: :meth:`abandon` must not give back a lock it did not take.
+    outer: int | None = None
+
     def __init__(self, ctx: Any) -> None:
         self.lock = ctx.Lock()
         self._shared = ctx.RawArray(ctypes.c_ubyte, _RECORD_BYTES + MUTEX_BYTES)
@@ -226,6 +233,7 @@ class Holder:
 
     def _after_fork(self) -> None:
         self.pid = os.getpid()
+        self.outer = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"lock": self.lock, "shared": self._shared}
@@ -297,6 +305,21 @@ class Holder:
             api.mutex_unlock(self._mutex)
             HELD.pop(id(self._shared), None)
 
+    def enter(self, timeout: float | None, what: str, handle: Any = None) -> None:
+        """Take the lock (see :meth:`wait`) and record this process as its holder.
+
+        Call it inside the critical section's ``try``, whose ``except
+        BaseException`` calls :meth:`abandon`.
+        """
+        if not self.lock.acquire(False):
+            self.wait(timeout, what, handle)
+        self.record[_PID] = self.pid
+
+    def leave(self) -> None:
+        """End the critical section: clear the record, give the lock back."""
+        self.record[_PID] = 0
+        self.lock.release()
+
     def abandon(self, repair: Callable[[], None] | None = None) -> None:
         """In a critical section's ``except``: give the lock back if this thread holds it.
 
@@ -304,7 +327,7 @@ class Holder:
         half done.
         """
         semlock = self.lock._semlock
-        if semlock._is_mine():
+        if semlock._is_mine() and self.outer != threading.get_ident():
             try:
                 if repair is not None:
                     repair()
@@ -313,4 +336,57 @@ class Holder:
                 self.lock.release()
 
 
-__all__ = ["MUTEX_BYTES", "STALE", "Holder", "process_gone", "pthread_api"]
+class RecordedLock:
+    """A :class:`Holder`'s lock as a lock object, for code outside the way's calls.
+
+    ``acquire``, ``release`` and ``with`` as on a ``multiprocessing`` Lock,
+    but they record the holder: a process killed while it holds this lock is
+    taken over like one killed inside a call (a bare Lock would look, to a
+    waiter, like a holder killed before recording itself, and a live holder
+    keeping it over :data:`STALE` seconds would be taken over). ``with``
+    waits at most ``timeout`` seconds, then raises ``TimeoutError``.
+    """
+
+    def __init__(self, holder: Holder, timeout: float | None, what: str) -> None:
+        self._holder, self._timeout, self._what = holder, timeout, what
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        holder = self._holder
+        me = threading.get_ident()
+        if holder.outer == me:
+            # Held by this thread already: only another process's release()
+            # can let it through, as with a Lock.
+            if not holder.lock.acquire(block, timeout):
+                return False
+            holder.record[_PID] = holder.pid
+            return True
+        try:
+            if not holder.lock.acquire(False):
+                if not block:
+                    return False
+                try:
+                    holder.wait(timeout, self._what)
+                except TimeoutError:
+                    return False
+            holder.record[_PID] = holder.pid
+            holder.outer = me
+        except BaseException:
+            holder.abandon()
+            raise
+        return True
+
+    def release(self) -> None:
+        holder = self._holder
+        holder.outer = None
+        holder.leave()
+
+    def __enter__(self) -> bool:
+        if not self.acquire(True, self._timeout):
+            raise timed_out(self._what, self._timeout)
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+__all__ = ["MUTEX_BYTES", "STALE", "Holder", "RecordedLock", "process_gone", "pthread_api"]

@@ -9,6 +9,7 @@ parameter, with the reason (``CANNOT`` in tests/ways_<primitive>.py).
 
 from __future__ import annotations
 
+import array
 import ctypes
 import multiprocessing
 import os
@@ -18,10 +19,11 @@ import sys
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
+from shmref.arrays import CtypesArray
 from shmref.counter import CtypesCounter
 from shmref.holder import STALE
 from shmref.value import CtypesValue
@@ -98,11 +100,53 @@ def _value_loop(value: CtypesValue[int], done: Any, started: Any) -> None:
         done.value = n
 
 
-LOOPS: dict[str, tuple[Callable[..., Any], Callable[[BaseContext], Any]]] = {
-    "counter-ctypes": (_counter_loop, lambda ctx: CtypesCounter(ctx=ctx, timeout=TIMEOUT)),
-    "value-ctypes": (
+#: Items of the array the array loop rewrites whole: a copy (512 KiB) about
+#: as long as making its payload, so that kills often cut it.
+ITEMS = 1 << 16
+
+
+def _items(n: int) -> array.array[int]:
+    return array.array("q", [n]) * ITEMS
+
+
+def _array_loop(shared: CtypesArray, done: Any, started: Any) -> None:
+    started.set()
+    n = done.value
+    while True:
+        n += 1
+        shared.write(_items(n))
+        done.value = n
+
+
+class Loop(NamedTuple):
+    """A worker's loop of calls, and how the parent looks at and moves the state."""
+
+    target: Callable[..., None]  # (handle, done, started): done counts the calls
+    make: Callable[[BaseContext], Any]
+    values: Callable[[Any], set[int]]  # the distinct values the state holds
+    call: Callable[[Any, int], None]  # one call that makes the state n
+
+
+LOOPS: dict[str, Loop] = {
+    "counter-ctypes": Loop(
+        _counter_loop,
+        lambda ctx: CtypesCounter(ctx=ctx, timeout=TIMEOUT),
+        lambda counter: {counter.get()},
+        lambda counter, n: counter.add(n - counter.get()),
+    ),
+    "value-ctypes": Loop(
         _value_loop,
         lambda ctx: CtypesValue(ctypes.c_int64, 0, ctx=ctx, timeout=TIMEOUT),
+        lambda value: {value.get()},
+        lambda value, n: value.set(n),
+    ),
+    # The items the killed writer was copying may be part old, part new
+    # (no undo record): each item must still be old or new.
+    "array-ctypes": Loop(
+        _array_loop,
+        lambda ctx: CtypesArray("q", ITEMS, ctx=ctx, timeout=TIMEOUT),
+        lambda shared: set(shared.read()),
+        lambda shared, n: shared.write(_items(n)),
     ),
 }
 
@@ -112,15 +156,15 @@ LOOPS: dict[str, tuple[Callable[..., Any], Callable[[BaseContext], Any]]] = {
     [pytest.param(n, m, id=f"{n}-{m}") for n in LOOPS for m in START_METHODS],
 )
 def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> None:
-    loop, make = LOOPS[name]
-    handle = make(ctx)
+    loop = LOOPS[name]
+    handle = loop.make(ctx)
     rng = random.Random(1234)
     took_over = 0
     try:
         done = ctx.RawValue(ctypes.c_int64, 0)
         for _ in range(KILLS):
             started = ctx.Event()
-            worker = ctx.Process(target=loop, args=(handle, done, started))
+            worker = ctx.Process(target=loop.target, args=(handle, done, started))
             worker.start()
             assert started.wait(30)
             before = done.value
@@ -134,16 +178,13 @@ def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> Non
             worker.join()
             worker.close()
             completed = done.value
-            state = handle.get()
-            assert state in (completed, completed + 1), (state, completed)
-            start = time.monotonic()
-            if name == "counter-ctypes":
-                handle.add(1)
-            else:
-                handle.set(state + 1)
-            done.value = state + 1
+            start = time.monotonic()  # the first call that takes the lock takes it over
+            values = loop.values(handle)
+            assert values <= {completed, completed + 1}, (values, completed)
+            loop.call(handle, completed + 2)
             took_over += time.monotonic() - start > STALE / 2
-            assert handle.get() == done.value
+            assert loop.values(handle) == {completed + 2}
+            done.value = completed + 2
         # Some kills must have hit the critical section, or nothing was tested.
         print(f"{took_over} of {KILLS} kills left the lock taken over")
     finally:
@@ -161,8 +202,8 @@ INTERRUPTS = 200
 
 @pytest.mark.parametrize("name", list(LOOPS))
 def test_caught_interrupts_leave_no_lock_taken(name: str) -> None:
-    _, make = LOOPS[name]
-    handle = make(multiprocessing.get_context())
+    loop = LOOPS[name]
+    handle = loop.make(multiprocessing.get_context())
     armed = [False]
 
     def interrupt(signum: int, frame: object) -> None:
@@ -177,10 +218,7 @@ def test_caught_interrupts_leave_no_lock_taken(name: str) -> None:
         while interrupted < INTERRUPTS:
             try:
                 armed[0] = True
-                if name == "counter-ctypes":
-                    handle.add(1)
-                else:
-                    handle.set(completed + 1)
+                loop.call(handle, completed + 1)
                 armed[0] = False
                 completed += 1
             except KeyboardInterrupt:
@@ -189,12 +227,14 @@ def test_caught_interrupts_leave_no_lock_taken(name: str) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     try:
-        assert handle._lock.acquire(False), "an interrupt left the internal lock taken"
-        handle._lock.release()
-        state = handle.get()
+        lock = handle._holder.lock
+        assert lock.acquire(False), "an interrupt left the internal lock taken"
+        lock.release()
+        # Each interrupted call happened or did not.
+        values = loop.values(handle)
         if name == "counter-ctypes":
-            assert completed <= state <= completed + interrupted
+            assert completed <= min(values) <= max(values) <= completed + interrupted
         else:
-            assert state in (completed, completed + 1)
+            assert values <= {completed, completed + 1}, (values, completed)
     finally:
         handle.close()

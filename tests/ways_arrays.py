@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from shmref import arrays
-from tests.conftest import NOT_ROBUST
 
 #: Every way, by the name the contract suites give it (as in tests/test_arrays.py).
 WAYS: dict[str, Callable[..., Any]] = {
@@ -78,10 +77,7 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 #: Clauses a way cannot keep: strict xfail at the parameter, with the reason.
 #: "holder killed": a process killed while :func:`stall` makes it hold what a
 #: call waits for; another process's call must then succeed (tests/test_faults.py).
-CANNOT: dict[tuple[str, str], str] = {
-    ("holder killed", "ctypes"): NOT_ROBUST,
-    ("holder killed", "segment"): NOT_ROBUST,
-}
+CANNOT: dict[tuple[str, str], str] = {}
 
 
 def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | None:
