@@ -40,13 +40,13 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from shmref.holder import Holder, process_gone
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
     INT64_MIN,
     Closable,
     Deadline,
-    acquire,
     context,
     integer,
     reset_after_fork,
@@ -197,28 +197,24 @@ class _Board(Closable):
         return {name: sum(row[name] for row in self.snapshot()) for name in self.fields}
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid``, a row's writer (any process, not only a child), exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. EPERM: it exists, as another user
-        return True
-    return True
-
-
-def _release_rows(writers: Any, lock: Any, rows: set[int], me: int, timeout: float | None) -> None:
+def _release_rows(
+    writers: Any, claims: Holder, rows: set[int], me: int, timeout: float | None
+) -> None:
     """Let other processes claim ``rows``, which process ``me`` claimed."""
     # A finalizer, run at close() or at exit: it gives up rather than raise.
-    if lock.acquire(timeout=timeout):
-        try:
-            for worker in rows:
-                if writers[worker] == me:
-                    writers[worker] = 0
-        finally:
-            lock.release()
-    rows.clear()
+    try:
+        claims.enter(timeout, "claim lock")
+        for worker in rows:
+            if writers[worker] == me:
+                writers[worker] = 0
+        claims.leave()
+    except TimeoutError:
+        pass
+    except BaseException:
+        claims.abandon()
+        raise
+    finally:
+        rows.clear()
 
 
 class CtypesMetrics(_Board):
@@ -242,12 +238,17 @@ class CtypesMetrics(_Board):
 
     ``snapshot`` is consistent per row, not across rows: two rows may be
     read at different moments. ``timeout`` bounds every wait: for the claim
-    lock, for a row lock, and for a row to hold still. A writer killed in
-    the middle of an update leaves its row unreadable (``TimeoutError``
-    after ``timeout`` seconds): with the seqlock until a new process claims
-    the row (the fields of that update are then partly written), with
-    ``sync="lock"`` for good, since nobody can release the dead writer's row
-    lock. Two threads of one process must not write one row.
+    lock, for a row lock, and for a row to hold still (a reader waiting for
+    a row sleeps between looks rather than spin). A writer killed in the
+    middle of an update does not leave its row unreadable: with the seqlock,
+    a reader that finds the row mid-update and its writer gone makes the
+    sequence even again; with ``sync="lock"``, and for the claim lock, the
+    next waiter takes the dead process's lock over after about
+    :data:`shmref.holder.STALE` seconds (Linux; elsewhere ``TimeoutError``).
+    Each field of the interrupted update is then old or new: there is no
+    undo record. A writer whose pid was reused by a new process looks alive:
+    its row then times out. Two threads of one process must not write one
+    row.
 
     >>> from shmref.metrics import CtypesMetrics
     >>> with CtypesMetrics(workers=2) as board:
@@ -277,8 +278,9 @@ class CtypesMetrics(_Board):
         self._stride = len(self.fields) + 1
         self._cells = ctx.RawArray(ctypes.c_int64, self.workers * self._stride)
         self._writers = ctx.RawArray(ctypes.c_int64, self.workers)  # pid per row
-        self._claim_lock = ctx.Lock()
-        self._row_locks = [ctx.Lock() for _ in range(self.workers)] if sync == "lock" else None
+        # Locks that record their holder, taken over if it dies (shmref.holder).
+        self._claims: Any = Holder(ctx)
+        self._row_holders = [Holder(ctx) for _ in range(self.workers)] if sync == "lock" else None
         self._attach()
 
     def _attach(self) -> None:
@@ -303,19 +305,22 @@ class CtypesMetrics(_Board):
         self._attach()
 
     def _claim(self, worker: int) -> None:
-        acquire(self._claim_lock, self._timeout, "claim lock", self)
+        claims, me = self._claims, os.getpid()
         try:
-            holder, me = self._writers[worker], os.getpid()
-            if holder not in (0, me) and _alive(holder):
+            claims.enter(self._timeout, "claim lock", self)
+            writer = self._writers[worker]
+            if writer not in (0, me) and not process_gone(writer):
                 raise RuntimeError(
-                    f"row {worker} is written by process {holder}: each row has one writer"
+                    f"row {worker} is written by process {writer}: each row has one writer"
                 )
             self._writers[worker] = me
             base = worker * self._stride
             if self._cells[base] & 1:  # the last writer died mid-update
                 self._cells[base] += 1
-        finally:
-            self._claim_lock.release()
+            claims.leave()
+        except BaseException:
+            claims.abandon()
+            raise
         self._mine.add(worker)
         if self._finalizer is None:
             # Releases this process's rows on close(), when the handle is
@@ -323,7 +328,7 @@ class CtypesMetrics(_Board):
             self._finalizer = util.Finalize(
                 self,
                 _release_rows,
-                args=(self._writers, self._claim_lock, self._mine, me, self._timeout),
+                args=(self._writers, self._claims, self._mine, me, self._timeout),
                 exitpriority=10,
             )
 
@@ -336,13 +341,15 @@ class CtypesMetrics(_Board):
                 cells[base + column] = value
             cells[base] = sequence + 2
         elif self.sync == "lock":
-            lock = self._row_locks[base // self._stride]  # type: ignore[index]
-            acquire(lock, self._timeout, "row lock", self)
+            row = self._row_holders[base // self._stride]  # type: ignore[index]
             try:
+                row.enter(self._timeout, "row lock", self)
                 for column, value in changes:
                     cells[base + column] = value
-            finally:
-                lock.release()
+                row.leave()
+            except BaseException:
+                row.abandon()
+                raise
         else:  # UnsafeMetrics
             for column, value in changes:
                 cells[base + column] = value
@@ -374,12 +381,14 @@ class CtypesMetrics(_Board):
         cells, stride = self._cells, self._stride
         if self.sync == "lock":
             rows = []
-            for worker, lock in enumerate(self._row_locks):  # type: ignore[arg-type]
-                acquire(lock, self._timeout, "row lock", self)
+            for worker, row in enumerate(self._row_holders):  # type: ignore[arg-type]
                 try:
+                    row.enter(self._timeout, "row lock", self)
                     rows.append(cells[worker * stride + 1 : (worker + 1) * stride])
-                finally:
-                    lock.release()
+                    row.leave()
+                except BaseException:
+                    row.abandon()
+                    raise
             return rows
         data = cells[:]
         if self.sync != "seqlock":
@@ -398,24 +407,51 @@ class CtypesMetrics(_Board):
         cells, end = self._cells, base + self._stride
         deadline = None
         attempts = 0
+        pause = 0.0
         while True:
             row: list[int] = cells[base:end]
             if not row[0] & 1 and cells[base] == row[0]:
                 return row[1:]
             attempts += 1
             if attempts % 64 == 0:
-                # The writer may be descheduled mid-update: let it run.
-                if hasattr(os, "sched_yield"):
-                    os.sched_yield()
                 if self._closed:  # by another thread, while this one waited
                     self._refuse()
+                if row[0] & 1 and self._repair(base, row[0]):
+                    continue
+                # The writer may be descheduled mid-update: let it run, and
+                # after a while look less often (up to every 10 ms), not at
+                # full CPU.
+                if pause:
+                    time.sleep(pause)
+                elif hasattr(os, "sched_yield"):
+                    os.sched_yield()
+                pause = min(0.01, pause * 2 or (0.0001 if attempts >= 1024 else 0.0))
                 if deadline is None:
                     deadline = Deadline(self._timeout)
                 elif deadline.expired:
                     raise TimeoutError(
                         f"row {base // self._stride} stayed mid-update for {self._timeout} s "
-                        "(its writer may have died)"
+                        "(its writer is alive, or its pid was reused)"
                     )
+
+    def _repair(self, base: int, sequence: int) -> bool:
+        """Make the row even again if its writer died mid-update; True if it did."""
+        worker = base // self._stride
+        writer = self._writers[worker]
+        if writer != 0 and not process_gone(writer):
+            return False
+        claims = self._claims
+        try:
+            # Under the claim lock, so that no new writer claims the row meanwhile.
+            claims.enter(self._timeout, "claim lock", self)
+            repaired = self._writers[worker] == writer and self._cells[base] == sequence
+            if repaired:
+                self._cells[base] = sequence + 1  # each field of the cut update: old or new
+            claims.leave()
+        except BaseException:
+            claims.abandon()
+            raise
+        return repaired
 
     def snapshot(self) -> list[dict[str, int]]:
         if self._closed:
@@ -429,7 +465,7 @@ class CtypesMetrics(_Board):
             self._finalizer = None
         # Drop the shared objects: their memory and semaphores go with the
         # last handle, in whichever process that is.
-        self._cells = self._writers = self._claim_lock = self._row_locks = None
+        self._cells = self._writers = self._claims = self._row_holders = None
 
 
 class UnsafeMetrics(CtypesMetrics):

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from shmref.holder import RecordedLock
 from shmref.metrics import (
     INT64_MAX,
     MAX_WORKERS,
@@ -440,28 +441,49 @@ def test_row_of_a_killed_writer_can_be_claimed(way: MetricsBoard, ctx: BaseConte
     assert way.snapshot()[1]["completed"] == 2
 
 
-def test_row_left_mid_update_times_out_until_reclaimed(ctx: BaseContext) -> None:
+def test_row_mid_update_by_a_live_writer_times_out(ctx: BaseContext) -> None:
     with CtypesMetrics(2, sync="seqlock", ctx=ctx, timeout=0.3) as board:
         board.set(0, completed=1)
-        board._cells[board._stride] += 1  # row 1's writer "died" between two writes
+        board._writers[1] = os.getpid()  # row 1's writer, alive, between two writes
+        board._cells[board._stride] += 1
         start_time = time.monotonic()
         with pytest.raises(TimeoutError, match="row 1"):
             board.snapshot()
         assert 0.25 <= time.monotonic() - start_time < 10
-        board.add(1, errors=1)  # the new writer's claim makes the row readable again
-        assert board.snapshot()[1] == {"completed": 0, "errors": 1, "throughput": 0}
+        board._cells[board._stride] += 1  # the update ends
+        assert board.snapshot()[1] == {"completed": 0, "errors": 0, "throughput": 0}
+
+
+def _exit() -> None:
+    pass
+
+
+def test_row_left_mid_update_by_a_dead_writer_is_repaired(ctx: BaseContext) -> None:
+    with CtypesMetrics(2, sync="seqlock", ctx=ctx, timeout=JOIN) as board:
+        board.set(0, completed=1)
+        dead = ctx.Process(target=_exit)
+        dead.start()
+        dead.join()
+        board._writers[1] = dead.pid  # row 1's writer died between two writes
+        board._cells[board._stride] += 1
+        board._cells[board._stride + 2] = 5  # of which this one was done
+        assert board.snapshot()[1] == {"completed": 0, "errors": 5, "throughput": 0}
+        assert not board._cells[board._stride] & 1
+        board.add(1, errors=1)  # a new writer claims the row
+        assert board.snapshot()[1] == {"completed": 0, "errors": 6, "throughput": 0}
 
 
 def test_lock_board_times_out_when_row_lock_is_held(ctx: BaseContext) -> None:
     with CtypesMetrics(2, sync="lock", ctx=ctx, timeout=0.2) as board:
-        board._row_locks[1].acquire()
+        row = RecordedLock(board._row_holders[1], None, "row lock")
+        assert row.acquire()  # as if a live writer held it
         try:
             with pytest.raises(TimeoutError):
                 board.set(1, completed=1)
             with pytest.raises(TimeoutError):
                 board.snapshot()
         finally:
-            board._row_locks[1].release()
+            row.release()
         assert board.totals()["completed"] == 0
 
 

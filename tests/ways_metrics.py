@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
 from shmref import metrics
-from tests.conftest import NOT_ROBUST
+from shmref.holder import RecordedLock
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
@@ -44,13 +45,7 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 #: Clauses a way cannot keep: strict xfail at the parameter, with the reason.
 #: "holder killed": a process killed while :func:`stall` makes it hold what a
 #: call waits for; another process's call must then succeed (tests/test_faults.py).
-CANNOT: dict[tuple[str, str], str] = {
-    ("holder killed", "ctypes"): (
-        "a writer killed mid-update leaves its row's sequence odd: readers time out "
-        "instead of repairing it"
-    ),
-    ("holder killed", "ctypes-lock"): NOT_ROBUST,
-}
+CANNOT: dict[tuple[str, str], str] = {}
 
 
 def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | None:
@@ -64,11 +59,14 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     """
     if way == "ctypes":
         if hold:
-            handle._cells[handle._stride] += 1  # row 1's writer "died" mid-update
+            # Row 1's writer, this process (alive: readers wait), is mid-update.
+            handle._writers[1] = os.getpid()
+            handle._cells[handle._stride] += 1
         return handle.snapshot
     if way == "ctypes-lock":
         if hold:
-            handle._row_locks[1].acquire()  # as if row 1's writer held it
+            # As if row 1's writer, alive, held it.
+            RecordedLock(handle._row_holders[1], None, "row lock").acquire()
         return handle.snapshot
     if way == "queue":
         handle._owner._reply_lock.acquire()  # as if another reader waited for a reply
