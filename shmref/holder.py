@@ -305,14 +305,20 @@ class Holder:
             api.mutex_unlock(self._mutex)
             HELD.pop(id(self._shared), None)
 
-    def enter(self, timeout: float | None, what: str, handle: Any = None) -> None:
+    def enter(
+        self,
+        timeout: float | None,
+        what: str,
+        handle: Any = None,
+        repair: Callable[[], None] | None = None,
+    ) -> None:
         """Take the lock (see :meth:`wait`) and record this process as its holder.
 
         Call it inside the critical section's ``try``, whose ``except
         BaseException`` calls :meth:`abandon`.
         """
         if not self.lock.acquire(False):
-            self.wait(timeout, what, handle)
+            self.wait(timeout, what, handle, repair)
         self.record[_PID] = self.pid
 
     def leave(self) -> None:

@@ -36,6 +36,7 @@ from multiprocessing.managers import SyncManager
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
+from shmref.holder import Holder
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
@@ -259,6 +260,16 @@ def _full(key: Key, capacity: int) -> TableFull:
 # field before writing it, so a lock-free reader could see a generation of 0
 # twice, around a torn read, and keep it.
 _GENERATION, _COUNT = 0, 1
+
+# After the slots, the journal of the write in progress, so that whoever takes
+# the lock over from a writer killed mid-write can put the table right: three
+# words (what to do, a slot, the count before the write), then room for one
+# slot's bytes. A store keeps the slot as it was (undone on repair); a
+# removal keeps its current hole (redone on repair: the backward shift goes
+# on from there, and moving an entry twice is harmless).
+_JOURNAL_WORDS = 32
+_IDLE, _UNDO_STORE, _UNDO_NEW, _REDO_REMOVE = 0, 1, 2, 3
+_OP, _SLOT_NO, _SAVED_COUNT = 0, 1, 2
 _LIMITS = struct.Struct("<QII")  # slots, key_size, value_size, at offset 16
 _HEADER_SIZE = 64
 _SLOT = struct.Struct("<IBBxxII")
@@ -350,10 +361,15 @@ class CtypesDict(Closable):
 
     The creating process owns the segment: its ``close()`` unlinks it (and
     so does dropping its last reference); ``close()`` elsewhere only
-    detaches. ``timeout`` bounds every wait for the lock: if a process dies
-    holding it, the other processes' calls raise ``TimeoutError`` after
-    ``timeout`` seconds. ``fn`` runs in the caller, so any callable will do
-    (a lambda too, which the other ways cannot send).
+    detaches. ``timeout`` bounds every wait for the lock. A writer killed
+    holding it does not keep it: on Linux the next caller takes it over
+    after about :data:`shmref.holder.STALE` seconds, and first puts the
+    table right from the journal each write keeps in the segment (a cut
+    store is undone, a cut removal finished), so the table is as before or
+    after that write. An exception inside a write, a caught
+    ``KeyboardInterrupt`` included, is repaired the same way. ``fn`` runs in
+    the caller, so any callable will do (a lambda too, which the other ways
+    cannot send).
 
     >>> from shmref.table import CtypesDict
     >>> with CtypesDict(capacity=8) as table:
@@ -377,8 +393,11 @@ class CtypesDict(Closable):
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         self._capacity, self._key_size, self._value_size = capacity, key_size, value_size
         slots = _slots_for(capacity)
-        self._lock = context(ctx).Lock()
-        segment = create(_HEADER_SIZE + slots * _slot_size(key_size, value_size))
+        # The lock with a record of its holder, taken over (after _repair)
+        # if the holder dies mid-write: see shmref.holder.
+        self._holder: Any = Holder(context(ctx))
+        stride = _slot_size(key_size, value_size)
+        segment = create(_HEADER_SIZE + slots * stride + _JOURNAL_WORDS + stride)
         # A fresh segment is zero-filled: generation 0, count 0, slots empty.
         buf: Any = segment.buf
         _LIMITS.pack_into(buf, 16, slots, key_size, value_size)
@@ -392,23 +411,28 @@ class CtypesDict(Closable):
         slots, key_size, value_size = _LIMITS.unpack_from(self._buf, 16)
         self._mask = slots - 1
         self._slot_size = _slot_size(key_size, value_size)
+        journal_at = _HEADER_SIZE + slots * self._slot_size
+        self._journal: Any = self._buf[journal_at : journal_at + _JOURNAL_WORDS].cast("Q")
+        self._image_at = journal_at + _JOURNAL_WORDS
         self._value_at = _SLOT_HEADER + key_size
         self._lock_free = _ORDERED_LOADS
-        self._finalizer = weakref.finalize(self, release, segment, [self._words], creator)
+        self._finalizer = weakref.finalize(
+            self, release, segment, [self._words, self._journal], creator
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         if self._closed:
             self._refuse()
         return {
             "name": self._segment.name,
-            "lock": self._lock,
+            "holder": self._holder,
             "limits": (self._capacity, self._key_size, self._value_size),
             "timeout": self._timeout,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._capacity, self._key_size, self._value_size = state["limits"]
-        self._lock = state["lock"]
+        self._holder = state["holder"]
         self._timeout = state["timeout"]
         self._setup(attach(state["name"]), None)
 
@@ -463,13 +487,16 @@ class CtypesDict(Closable):
                     continue  # a torn read; the generation has moved
                 if words[_GENERATION] == generation:
                     return at >= 0, value
-        lock = self._lock
-        acquire(lock, self._timeout, "table lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "table lock", self, self._repair)
             at, value_tag, length, _ = self._find(tag, data, crc)
-            return at >= 0, (self._decode(at, value_tag, length) if at >= 0 else None)
-        finally:
-            lock.release()
+            found = at >= 0, (self._decode(at, value_tag, length) if at >= 0 else None)
+            holder.leave()
+        except BaseException:
+            holder.abandon(self._repair)
+            raise
+        return found
 
     def _scan(self) -> list[tuple[Key, Value]]:
         if self._lock_free:
@@ -483,12 +510,15 @@ class CtypesDict(Closable):
                     if self._words[_GENERATION] == generation:
                         return entries
         # A whole-table read is long: under writes, take the lock at once.
-        lock = self._lock
-        acquire(lock, self._timeout, "table lock", self)
+        holder = self._holder
         try:
-            return self._entries()
-        finally:
-            lock.release()
+            holder.enter(self._timeout, "table lock", self, self._repair)
+            entries = self._entries()
+            holder.leave()
+        except BaseException:
+            holder.abandon(self._repair)
+            raise
+        return entries
 
     def _entries(self) -> list[tuple[Key, Value]]:
         buf, stride = self._buf, self._slot_size
@@ -589,36 +619,52 @@ class CtypesDict(Closable):
     def _end(self, generation: int) -> None:
         self._words[_GENERATION] = generation + 1
 
-    def _count(self, delta: int) -> None:
-        self._words[_COUNT] += delta
-
     def _store(
         self, key_tag: int, key: bytes, crc: int, at: int, slot: int, tag: int, data: bytes
     ) -> None:
         """Write a value at ``at``, or a new entry in the free ``slot`` if ``at < 0``."""
-        buf = self._buf
+        buf, words, journal, stride = self._buf, self._words, self._journal, self._slot_size
         new = at < 0
+        count = words[_COUNT]
         if new:
-            if self._words[_COUNT] >= self._capacity:
+            if count >= self._capacity:
                 decoded = str(key, "utf-8", "surrogatepass") if key_tag == _STR_KEY else key
                 raise _full(decoded, self._capacity)
-            at = _HEADER_SIZE + slot * self._slot_size
+            at = _HEADER_SIZE + slot * stride
         generation = self._begin()
-        try:
-            if new:
-                start = at + _SLOT_HEADER
-                buf[start : start + len(key)] = key
-                self._count(1)
-            value_at = at + self._value_at
-            buf[value_at : value_at + len(data)] = data
-            _SLOT.pack_into(buf, at, crc, key_tag, tag, len(key), len(data))
-        finally:
-            self._end(generation)
+        # The journal first, its operation last (stores are seen in order).
+        journal[_SLOT_NO] = (at - _HEADER_SIZE) // stride
+        journal[_SAVED_COUNT] = count
+        if new:
+            journal[_OP] = _UNDO_NEW
+            start = at + _SLOT_HEADER
+            buf[start : start + len(key)] = key
+            words[_COUNT] = count + 1
+        else:
+            buf[self._image_at : self._image_at + stride] = buf[at : at + stride]
+            journal[_OP] = _UNDO_STORE
+        value_at = at + self._value_at
+        buf[value_at : value_at + len(data)] = data
+        _SLOT.pack_into(buf, at, crc, key_tag, tag, len(key), len(data))
+        journal[_OP] = _IDLE
+        self._end(generation)
 
     def _remove(self, slot: int) -> None:
         """Empty ``slot``, shifting back the entries whose probe passed over it."""
-        buf, mask, stride = self._buf, self._mask, self._slot_size
-        hole = slot
+        journal, words = self._journal, self._words
+        generation = self._begin()
+        journal[_SLOT_NO] = slot
+        journal[_SAVED_COUNT] = count = words[_COUNT]
+        journal[_OP] = _REDO_REMOVE
+        self._shift_back(slot)
+        words[_COUNT] = count - 1
+        journal[_OP] = _IDLE
+        self._end(generation)
+
+    def _shift_back(self, hole: int) -> None:
+        """Fill ``hole`` from the entries after it whose home allows, then empty the last hole."""
+        buf, mask, stride, journal = self._buf, self._mask, self._slot_size, self._journal
+        slot = hole
         while True:
             slot = (slot + 1) & mask
             at = _HEADER_SIZE + slot * stride
@@ -631,10 +677,31 @@ class CtypesDict(Closable):
                 continue
             start = _HEADER_SIZE + hole * stride
             buf[start : start + stride] = buf[at : at + stride]
-            hole = slot
+            hole = journal[_SLOT_NO] = slot  # the copy is whole: redo from the new hole
         start = _HEADER_SIZE + hole * stride
         buf[start : start + _SLOT_HEADER] = _EMPTY_SLOT
-        self._count(-1)
+
+    def _repair(self) -> None:
+        """Put right what a write cut short left (its writer died, or was interrupted).
+
+        Runs under the lock, taken over from a dead writer or still held by
+        an interrupted one: the journal's store is undone, its removal
+        finished; then the generation is even again.
+        """
+        buf, words, journal, stride = self._buf, self._words, self._journal, self._slot_size
+        op, at = journal[_OP], _HEADER_SIZE + journal[_SLOT_NO] * stride
+        if op == _UNDO_STORE:
+            buf[at : at + stride] = buf[self._image_at : self._image_at + stride]
+            words[_COUNT] = journal[_SAVED_COUNT]
+        elif op == _UNDO_NEW:
+            buf[at : at + _SLOT_HEADER] = _EMPTY_SLOT
+            words[_COUNT] = journal[_SAVED_COUNT]
+        elif op == _REDO_REMOVE:
+            self._shift_back(journal[_SLOT_NO])
+            words[_COUNT] = journal[_SAVED_COUNT] - 1
+        journal[_OP] = _IDLE
+        if words[_GENERATION] & 1:
+            words[_GENERATION] += 1
 
     def __setitem__(self, key: Key, value: Value) -> None:
         if self._closed:
@@ -642,22 +709,24 @@ class CtypesDict(Closable):
         key_tag, key_data = _encode_key(key, self._key_size)
         tag, data = _encode_value(value, self._value_size)
         crc = zlib.crc32(key_data, key_tag)
-        lock = self._lock
-        acquire(lock, self._timeout, "table lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "table lock", self, self._repair)
             at, _, _, slot = self._find(key_tag, key_data, crc)
             self._store(key_tag, key_data, crc, at, slot, tag, data)
-        finally:
-            lock.release()
+            holder.leave()
+        except BaseException:
+            holder.abandon(self._repair)
+            raise
 
     def update(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
         if self._closed:
             self._refuse()
         key_tag, key_data = _encode_key(key, self._key_size)
         crc = zlib.crc32(key_data, key_tag)
-        lock = self._lock
-        acquire(lock, self._timeout, "table lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "table lock", self, self._repair)
             at, value_tag, length, slot = self._find(key_tag, key_data, crc)
             current = self._decode(at, value_tag, length) if at >= 0 else default
             try:
@@ -671,8 +740,10 @@ class CtypesDict(Closable):
                 raise sent from error
             tag, data = _encode_value(new, self._value_size)
             self._store(key_tag, key_data, crc, at, slot, tag, data)
-        finally:
-            lock.release()
+            holder.leave()
+        except BaseException:
+            holder.abandon(self._repair)
+            raise
         return _plain_value(new, self._value_size)
 
     def pop(self, key: Key, default: Any = _MISSING) -> Any:
@@ -680,23 +751,22 @@ class CtypesDict(Closable):
             self._refuse()
         key_tag, key_data = _lookup_key(key)
         crc = zlib.crc32(key_data, key_tag)
-        lock = self._lock
-        acquire(lock, self._timeout, "table lock", self)
+        holder = self._holder
         try:
+            holder.enter(self._timeout, "table lock", self, self._repair)
             at, value_tag, length, slot = self._find(key_tag, key_data, crc)
-            if at < 0:
-                if default is _MISSING:
-                    raise KeyError(key)
-                return default
-            value = self._decode(at, value_tag, length)
-            generation = self._begin()
-            try:
+            if at >= 0:
+                value = self._decode(at, value_tag, length)
                 self._remove(slot)
-            finally:
-                self._end(generation)
+            holder.leave()
+        except BaseException:
+            holder.abandon(self._repair)
+            raise
+        if at >= 0:
             return value
-        finally:
-            lock.release()
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
 
     def __delitem__(self, key: Key) -> None:
         self.pop(key)
@@ -713,7 +783,7 @@ class CtypesDict(Closable):
     def _release(self) -> None:
         self._buf = None  # the segment cannot close while a view of it lives
         self._finalizer()
-        self._lock = None
+        self._holder = None
 
 
 # ---------------------------------------------------------------- the dict a QueueDict's owner

@@ -57,13 +57,6 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     collect_worker_log(node.config, getattr(node, "workeroutput", {}))
 
 
-# Why a way cannot keep a fault clause, shared by the ways_*.py modules.
-NOT_ROBUST = (
-    "its internal lock is a plain Lock with no holder record yet: a process killed "
-    "holding it keeps it, and every later call times out"
-)
-
-
 @pytest.fixture(params=START_METHODS)
 def start_method(request: pytest.FixtureRequest) -> str:
     """The start method of the processes a test starts."""

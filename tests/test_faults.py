@@ -27,6 +27,7 @@ import pytest
 from shmref.arrays import CtypesArray
 from shmref.counter import CtypesCounter
 from shmref.metrics import CtypesMetrics
+from shmref.table import CtypesDict
 from shmref.value import CtypesValue
 from tests.conftest import START_METHODS
 from tests.test_lifecycle import PRIMITIVES, SLACK, TIMEOUT, lifecycle
@@ -132,6 +133,30 @@ def _metrics_loop(board: CtypesMetrics, done: Any, started: Any) -> None:
         done.value = n
 
 
+def _table_loop(table: CtypesDict, done: Any, started: Any) -> None:
+    started.set()
+    n = done.value
+    while True:
+        n += 1
+        table["tmp"] = n  # a new entry,
+        table["k"] = n  # a store over an entry,
+        del table["tmp"]  # a removal
+        done.value = n
+
+
+def _table_values(table: CtypesDict) -> set[int]:
+    entries = table.snapshot()
+    # The table's own bookkeeping must agree with what it holds.
+    assert set(entries) <= {"k", "tmp"}, entries
+    assert len(table) == len(entries) == table._occupied(), entries
+    return set(entries.values())
+
+
+def _table_call(table: CtypesDict, n: int) -> None:
+    table["k"] = n
+    table.pop("tmp", None)
+
+
 class Loop(NamedTuple):
     """A worker's loop of calls, and how the parent looks at and moves the state."""
 
@@ -168,6 +193,13 @@ LOOPS: dict[str, Loop] = {
         lambda ctx: CtypesArray("q", ITEMS, ctx=ctx, timeout=TIMEOUT),
         lambda shared: set(shared.read()),
         lambda shared, n: shared.write(_items(n)),
+    ),
+    # The journal undoes a cut store and finishes a cut removal.
+    "table-ctypes": Loop(
+        _table_loop,
+        lambda ctx: CtypesDict(capacity=8, ctx=ctx, timeout=TIMEOUT),
+        _table_values,
+        _table_call,
     ),
     # Each field of the cut update: old or new.
     **{

@@ -11,11 +11,14 @@ module-level so that spawn and forkserver children can import them.
 
 from __future__ import annotations
 
+import functools
 import gc
 import multiprocessing
 import os
 import random
+import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -31,6 +34,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from shmref.holder import RecordedLock
 from shmref.table import (
     _ORDERED_LOADS,
     CtypesDict,
@@ -571,12 +575,13 @@ def test_ctypes_segment_goes_with_the_creator_handle() -> None:
 # Timeouts and dead peers.
 
 
-def test_ctypes_readers_time_out_when_a_writer_died_mid_write(ctx: BaseContext) -> None:
+def test_ctypes_readers_time_out_when_a_live_writer_stalls_mid_write(ctx: BaseContext) -> None:
     with CtypesDict(ctx=ctx, timeout=0.3, **LIMITS) as table:
         table["a"] = 1
-        # What a writer killed during a write leaves: the lock held, the
-        # generation odd.
-        table._lock.acquire()
+        # A writer stopped during a write, alive: the lock held, the
+        # generation odd. (One killed there is taken over: tests/test_faults.py.)
+        lock = RecordedLock(table._holder, None, "table lock")
+        assert lock.acquire()
         generation = table._begin()
         try:
             start = time.monotonic()
@@ -589,7 +594,7 @@ def test_ctypes_readers_time_out_when_a_writer_died_mid_write(ctx: BaseContext) 
                 table.snapshot()
         finally:
             table._end(generation)
-            table._lock.release()
+            lock.release()
         assert table.snapshot() == {"a": 1}
 
 
@@ -597,12 +602,97 @@ def test_ctypes_readers_time_out_when_a_writer_died_mid_write(ctx: BaseContext) 
 def test_ctypes_readers_do_not_wait_for_the_writer_lock(ctx: BaseContext) -> None:
     with CtypesDict(ctx=ctx, timeout=0.3, **LIMITS) as table:
         table["a"] = 1
-        table._lock.acquire()  # a writer between two writes
+        lock = RecordedLock(table._holder, None, "table lock")
+        assert lock.acquire()  # a writer between two writes
         try:
             assert (table.get("a"), table["a"], "a" in table, len(table)) == (1, 1, True, 1)
             assert table.snapshot() == {"a": 1}
         finally:
-            table._lock.release()
+            lock.release()
+
+
+# A write cut short at every line: the repair (the same one a take-over from a
+# killed writer runs) must leave the table as it was or as the write made it.
+
+#: The functions a write runs under the lock, whose lines a cut may fall between.
+WRITE_STEPS = {"_store", "_remove", "_shift_back", "_begin", "_end"}
+
+
+def _same_home(table: CtypesDict, count: int) -> list[str]:
+    """``count`` keys whose probe starts at one slot: removals then shift entries back."""
+    found: dict[int, list[str]] = {}
+    for n in range(100_000):
+        key = f"c{n}"
+        keys = found.setdefault(zlib.crc32(key.encode(), 1) & table._mask, [])
+        keys.append(key)
+        if len(keys) == count:
+            return keys
+    raise AssertionError("no colliding keys found")
+
+
+def _cut_at(step: int, write: Callable[[], object]) -> bool:
+    """Run ``write``, raising KeyboardInterrupt at its ``step``-th line under the lock.
+
+    True if the cut happened, False if the write ended first.
+    """
+    lines = [0]
+
+    def local(frame: Any, event: str, arg: object) -> Any:
+        if event == "line":
+            lines[0] += 1
+            if lines[0] == step:
+                raise KeyboardInterrupt
+        return local
+
+    def calls(frame: Any, event: str, arg: object) -> Any:
+        return local if frame.f_code.co_name in WRITE_STEPS else None
+
+    sys.settrace(calls)
+    try:
+        write()
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sys.settrace(None)
+    return False
+
+
+WRITES: dict[str, Callable[[CtypesDict, list[str]], object]] = {
+    "new entry": lambda table, keys: table.__setitem__("new", "x" * 16),
+    "store over an entry": lambda table, keys: table.__setitem__(keys[0], "y" * 16),
+    "removal that shifts entries back": lambda table, keys: table.__delitem__(keys[0]),
+    "update": lambda table, keys: table.update(keys[1], lambda v: v + "z", ""),
+}
+
+
+@pytest.mark.parametrize("write", list(WRITES))
+def test_a_write_cut_at_any_line_leaves_the_table_old_or_new(write: str) -> None:
+    def filled() -> tuple[CtypesDict, list[str]]:
+        table = CtypesDict(**LIMITS)
+        keys = _same_home(table, 3)
+        for n, key in enumerate(keys):
+            table[key] = str(n)
+        return table, keys
+
+    with filled()[0] as twin:  # the same table, written without a cut
+        WRITES[write](twin, _same_home(twin, 3))
+        done = twin.snapshot()
+    cuts = 0
+    for step in range(1, 1000):
+        table, keys = filled()
+        with table:
+            before = table.snapshot()
+            if not _cut_at(step, functools.partial(WRITES[write], table, keys)):
+                break
+            cuts += 1
+            after = table.snapshot()
+            assert table._holder.lock.acquire(False), "the cut write left the lock taken"
+            table._holder.lock.release()
+            assert not table._words[0] & 1, "the generation stayed odd"
+            assert len(table) == table._occupied() == len(after), (step, after)
+            assert all(table[key] == value for key, value in after.items()), (step, after)
+            assert after in (before, done), (step, before, after, done)
+    assert cuts > 5  # the write was cut at each of its lines
 
 
 def owner_process(table: QueueDict) -> Any:

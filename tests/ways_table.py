@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shmref import table
+from shmref.holder import RecordedLock
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
@@ -65,12 +66,7 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 #: Clauses a way cannot keep: strict xfail at the parameter, with the reason.
 #: "holder killed": a process killed while :func:`stall` makes it hold what a
 #: call waits for; another process's call must then succeed (tests/test_faults.py).
-CANNOT: dict[tuple[str, str], str] = {
-    ("holder killed", "ctypes"): (
-        "its internal lock is a plain Lock with no holder record yet (a take-over would "
-        "also need to repair a half-written slot): a process killed holding it keeps it"
-    ),
-}
+CANNOT: dict[tuple[str, str], str] = {}
 
 
 def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | None:
@@ -84,7 +80,8 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     """
     if way == "ctypes":
         if hold:
-            handle._lock.acquire()  # as if a writer in another process held it
+            # As if a writer in another process, alive, held it.
+            RecordedLock(handle._holder, None, "table lock").acquire()
         return lambda: handle.__setitem__("a", 1)
     if way == "queue":
         handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
