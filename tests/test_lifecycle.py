@@ -271,6 +271,8 @@ WOKEN = (ValueError, OwnerGone)
 
 def wait_in_child(primitive: str, handle: Any, ready: Any, wait: float) -> None:
     """Process target: wait (timeout=None) on what only the creator ends; exit 0 if woken right."""
+    # Connected before the creator may be killed: see ways_locks.connect_in_child.
+    getattr(PRIMITIVES[primitive], "connect_in_child", lambda handle: None)(handle)
     ready.set()
     start = time.monotonic()
     try:

@@ -108,6 +108,17 @@ def hold_for_child(way: str, handle: Any) -> None:
     handle.acquire()
 
 
+def connect_in_child(handle: Any) -> None:
+    """Before the creator can be killed, connect (a Manager proxy connects at its first call).
+
+    A ManagerRLock's owner is the id of the server thread serving it: a
+    waiter connecting after the creator died can be served by a new thread
+    with the dead one's id, which then owns the creator's RLock (the flaw
+    docs/locks.md describes), so its acquire returns at once.
+    """
+    assert handle.acquire(blocking=False) is False  # the creator holds it
+
+
 def wait_in_child(handle: Any) -> object:
     """In another process: a call only the creator could end (by a release, or its close)."""
     return handle.acquire(timeout=None)
