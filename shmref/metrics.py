@@ -336,10 +336,14 @@ class CtypesMetrics(_Board):
         cells = self._cells
         if self.sync == "seqlock":
             sequence = cells[base]
-            cells[base] = sequence + 1  # odd: readers retry
-            for column, value in changes:
-                cells[base + column] = value
-            cells[base] = sequence + 2
+            try:
+                cells[base] = sequence + 1  # odd: readers retry
+                for column, value in changes:
+                    cells[base + column] = value
+            finally:
+                # Even again, a caught KeyboardInterrupt included (each field
+                # of a cut update is then old or new, as after a killed writer).
+                cells[base] = sequence + 2
         elif self.sync == "lock":
             row = self._row_holders[base // self._stride]  # type: ignore[index]
             try:

@@ -631,7 +631,7 @@ class CtypesDict(Closable):
                 decoded = str(key, "utf-8", "surrogatepass") if key_tag == _STR_KEY else key
                 raise _full(decoded, self._capacity)
             at = _HEADER_SIZE + slot * stride
-        generation = self._begin()
+        words[_GENERATION] = generation = words[_GENERATION] + 1  # odd: _begin, inlined
         # The journal first, its operation last (stores are seen in order).
         journal[_SLOT_NO] = (at - _HEADER_SIZE) // stride
         journal[_SAVED_COUNT] = count
@@ -647,7 +647,7 @@ class CtypesDict(Closable):
         buf[value_at : value_at + len(data)] = data
         _SLOT.pack_into(buf, at, crc, key_tag, tag, len(key), len(data))
         journal[_OP] = _IDLE
-        self._end(generation)
+        words[_GENERATION] = generation + 1
 
     def _remove(self, slot: int) -> None:
         """Empty ``slot``, shifting back the entries whose probe passed over it."""
@@ -709,12 +709,17 @@ class CtypesDict(Closable):
         key_tag, key_data = _encode_key(key, self._key_size)
         tag, data = _encode_value(value, self._value_size)
         crc = zlib.crc32(key_data, key_tag)
+        # Holder.enter and leave inlined: two calls are a tenth of a store.
         holder = self._holder
+        lock = holder.lock
         try:
-            holder.enter(self._timeout, "table lock", self, self._repair)
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "table lock", self, self._repair)
+            holder.record[0] = holder.pid
             at, _, _, slot = self._find(key_tag, key_data, crc)
             self._store(key_tag, key_data, crc, at, slot, tag, data)
-            holder.leave()
+            holder.record[0] = 0
+            lock.release()
         except BaseException:
             holder.abandon(self._repair)
             raise
@@ -725,8 +730,11 @@ class CtypesDict(Closable):
         key_tag, key_data = _encode_key(key, self._key_size)
         crc = zlib.crc32(key_data, key_tag)
         holder = self._holder
+        lock = holder.lock
         try:
-            holder.enter(self._timeout, "table lock", self, self._repair)
+            if not lock.acquire(False):  # Holder.enter, inlined (see __setitem__)
+                holder.wait(self._timeout, "table lock", self, self._repair)
+            holder.record[0] = holder.pid
             at, value_tag, length, slot = self._find(key_tag, key_data, crc)
             current = self._decode(at, value_tag, length) if at >= 0 else default
             try:
@@ -740,7 +748,8 @@ class CtypesDict(Closable):
                 raise sent from error
             tag, data = _encode_value(new, self._value_size)
             self._store(key_tag, key_data, crc, at, slot, tag, data)
-            holder.leave()
+            holder.record[0] = 0
+            lock.release()
         except BaseException:
             holder.abandon(self._repair)
             raise
@@ -752,13 +761,17 @@ class CtypesDict(Closable):
         key_tag, key_data = _lookup_key(key)
         crc = zlib.crc32(key_data, key_tag)
         holder = self._holder
+        lock = holder.lock
         try:
-            holder.enter(self._timeout, "table lock", self, self._repair)
+            if not lock.acquire(False):  # Holder.enter, inlined (see __setitem__)
+                holder.wait(self._timeout, "table lock", self, self._repair)
+            holder.record[0] = holder.pid
             at, value_tag, length, slot = self._find(key_tag, key_data, crc)
             if at >= 0:
                 value = self._decode(at, value_tag, length)
                 self._remove(slot)
-            holder.leave()
+            holder.record[0] = 0
+            lock.release()
         except BaseException:
             holder.abandon(self._repair)
             raise
