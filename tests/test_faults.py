@@ -93,12 +93,14 @@ def _counter_loop(counter: CtypesCounter, done: Any, started: Any) -> None:
         done.value += 1  # only this process writes it
 
 
-def _value_loop(value: CtypesValue[int], done: Any, started: Any) -> None:
+def _repeat(name: str, handle: Any, done: Any, started: Any) -> None:
+    """Make the state 1, 2, 3, ... with ``LOOPS[name].call``; ``done`` is the last one made."""
+    call = LOOPS[name].call
     started.set()
     n = done.value
     while True:
         n += 1
-        value.set(n)
+        call(handle, n)
         done.value = n
 
 
@@ -115,35 +117,6 @@ def _board(ctx: BaseContext, sync: str) -> CtypesMetrics:
     return CtypesMetrics(1, ("completed", "errors"), sync=sync, ctx=ctx, timeout=TIMEOUT)
 
 
-def _array_loop(shared: CtypesArray, done: Any, started: Any) -> None:
-    started.set()
-    n = done.value
-    while True:
-        n += 1
-        shared.write(_items(n))
-        done.value = n
-
-
-def _metrics_loop(board: CtypesMetrics, done: Any, started: Any) -> None:
-    started.set()
-    n = done.value
-    while True:
-        n += 1
-        board.set(0, completed=n, errors=n)  # the first call claims row 0
-        done.value = n
-
-
-def _table_loop(table: CtypesDict, done: Any, started: Any) -> None:
-    started.set()
-    n = done.value
-    while True:
-        n += 1
-        table["tmp"] = n  # a new entry,
-        table["k"] = n  # a store over an entry,
-        del table["tmp"]  # a removal
-        done.value = n
-
-
 def _table_values(table: CtypesDict) -> set[int]:
     entries = table.snapshot()
     # The table's own bookkeeping must agree with what it holds.
@@ -153,17 +126,19 @@ def _table_values(table: CtypesDict) -> set[int]:
 
 
 def _table_call(table: CtypesDict, n: int) -> None:
-    table["k"] = n
-    table.pop("tmp", None)
+    table["tmp"] = n  # a new entry,
+    table["k"] = n  # a store over an entry,
+    del table["tmp"]  # a removal
 
 
 class Loop(NamedTuple):
     """A worker's loop of calls, and how the parent looks at and moves the state."""
 
-    target: Callable[..., None]  # (handle, done, started): done counts the calls
     make: Callable[[BaseContext], Any]
     values: Callable[[Any], set[int]]  # the distinct values the state holds
     call: Callable[[Any, int], None]  # one call that makes the state n
+    #: The worker (handle, done, started), where not :func:`_repeat` of ``call``.
+    target: Callable[..., None] | None = None
     #: A metrics row has one writer process: after a kill the parent only
     #: reads, and the next worker claims the row.
     one_writer: bool = False
@@ -175,13 +150,12 @@ class Loop(NamedTuple):
 
 LOOPS: dict[str, Loop] = {
     "counter-ctypes": Loop(
-        _counter_loop,
         lambda ctx: CtypesCounter(ctx=ctx, timeout=TIMEOUT),
         lambda counter: {counter.get()},
         lambda counter, n: counter.add(n - counter.get()),
+        target=_counter_loop,  # add(1), as counters are used
     ),
     "value-ctypes": Loop(
-        _value_loop,
         lambda ctx: CtypesValue(ctypes.c_int64, 0, ctx=ctx, timeout=TIMEOUT),
         lambda value: {value.get()},
         lambda value, n: value.set(n),
@@ -189,14 +163,12 @@ LOOPS: dict[str, Loop] = {
     # The items the killed writer was copying may be part old, part new
     # (no undo record): each item must still be old or new.
     "array-ctypes": Loop(
-        _array_loop,
         lambda ctx: CtypesArray("q", ITEMS, ctx=ctx, timeout=TIMEOUT),
         lambda shared: set(shared.read()),
         lambda shared, n: shared.write(_items(n)),
     ),
     # The journal undoes a cut store and finishes a cut removal.
     "table-ctypes": Loop(
-        _table_loop,
         lambda ctx: CtypesDict(capacity=8, ctx=ctx, timeout=TIMEOUT),
         _table_values,
         _table_call,
@@ -204,7 +176,6 @@ LOOPS: dict[str, Loop] = {
     # Each field of the cut update: old or new.
     **{
         f"metrics-ctypes-{sync}": Loop(
-            _metrics_loop,
             functools.partial(_board, sync=sync),
             lambda board: set(board.snapshot()[0].values()),
             lambda board, n: board.set(0, completed=n, errors=n),
@@ -234,7 +205,8 @@ def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> Non
         done = ctx.RawValue(ctypes.c_int64, 0)
         for _ in range(KILLS):
             started = ctx.Event()
-            worker = ctx.Process(target=loop.target, args=(handle, done, started))
+            target = loop.target or functools.partial(_repeat, name)
+            worker = ctx.Process(target=target, args=(handle, done, started))
             worker.start()
             assert started.wait(30)
             before = done.value
