@@ -48,7 +48,7 @@ from shmref.holder import Holder, RecordedLock
 from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, context, seconds, size
 from shmref.owner import Owner
 from shmref.segment import attach, create, release
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 if TYPE_CHECKING:
     from multiprocessing.shared_memory import SharedMemory
@@ -795,7 +795,7 @@ class _Remote(_ArrayBase):
         self._link = state["link"]
 
     def _get(self, key: int | slice) -> Any:
-        return self._link.call("get", key)
+        return self._link.answer("get", key)
 
     def _set(self, key: int | slice, payload: Any) -> None:
         if payload.__class__ is memoryview:
@@ -803,7 +803,7 @@ class _Remote(_ArrayBase):
         self._link.call("set", key, payload)
 
     def _read(self) -> Any:
-        return self._link.call("read")
+        return self._link.answer("read")
 
     def _write(self, payload: memoryview) -> None:
         self._link.call("write", payload.tobytes())
@@ -857,7 +857,7 @@ class ArrayManager(BaseManager):
     """A manager whose ``Array(data)`` is an array living in its server."""
 
 
-ArrayManager.register("Array", _ArrayState, exposed=EXPOSED)
+ArrayManager.register("Array", _ArrayState)
 
 
 class ManagerArray(_Remote):

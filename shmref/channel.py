@@ -57,7 +57,7 @@ from shmref.lifecycle import (
     timed_out,
 )
 from shmref.segment import attach, create, release
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -905,7 +905,7 @@ class ChannelManager(BaseManager):
     """A manager whose ``Channel(capacity)`` is a channel living in its server."""
 
 
-ChannelManager.register("Channel", _ChannelState, exposed=EXPOSED)
+ChannelManager.register("Channel", _ChannelState)
 
 
 class ManagerChannel(_Handle):
@@ -976,7 +976,8 @@ class ManagerChannel(_Handle):
         self, method: str, args: tuple[Any, ...], timeout: float | None, error: Exception
     ) -> Any:
         """The rest of a call's wait in the server, after a first slice."""
-        call = self._server.call
+        # A put answers nothing; a get's messages are never None (see Server.answer).
+        call = self._server.call if method.startswith("put") else self._server.answer
         try:
             return _sliced(lambda wait: call(method, *args, wait), timeout, self, error)
         except OwnerGone:
@@ -1024,7 +1025,7 @@ class ManagerChannel(_Handle):
         ):
             timeout = seconds(timeout)
         try:
-            return self._server.call(  # type: ignore[no-any-return]
+            return self._server.answer(  # type: ignore[no-any-return]
                 "get", SLICE if timeout is None or timeout > SLICE else timeout
             )
         except queue.Empty:
@@ -1041,7 +1042,7 @@ class ManagerChannel(_Handle):
         empty = queue.Empty(f"no message within {timeout} s")
         first = SLICE if timeout is None or timeout > SLICE else timeout
         try:
-            return self._server.call("get_many", max_messages, first)  # type: ignore[no-any-return]
+            return self._server.answer("get_many", max_messages, first)  # type: ignore[no-any-return]
         except queue.Empty:
             return self._wait("get_many", (max_messages,), timeout, empty)  # type: ignore[no-any-return]
         except OwnerGone:

@@ -42,7 +42,7 @@ from shmref.lifecycle import (
     seconds,
 )
 from shmref.owner import Owner
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -486,7 +486,7 @@ class CounterManager(BaseManager):
     """A manager whose ``Counter(value)`` is a counter living in its server."""
 
 
-CounterManager.register("Counter", _CounterState, exposed=EXPOSED)
+CounterManager.register("Counter", _CounterState)
 
 
 class ManagerCounter(Closable):
@@ -539,7 +539,7 @@ class ManagerCounter(Closable):
     def get(self) -> int:
         if self._closed:
             self._refuse()
-        return int(self._server.call("get"))
+        return int(self._server.answer("get"))
 
     def _release(self) -> None:
         self._server.close()

@@ -60,7 +60,7 @@ from shmref.lifecycle import (
     seconds,
     timed_out,
 )
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 # In the order of the docs: autodoc lists members in __all__ order.
 __all__ = [  # noqa: RUF022
@@ -631,7 +631,7 @@ class LockManager(BaseManager):
     """
 
 
-LockManager.register("Lock", _ServedLock, exposed=EXPOSED)
+LockManager.register("Lock", _ServedLock)
 
 
 class _ManagerPrimitive(_Primitive):
@@ -669,7 +669,7 @@ class _ManagerPrimitive(_Primitive):
     def _take(self, blocking: bool, timeout: float | None) -> bool:
         # The server thread that serves this thread waits, at most one slice
         # of _wait at a time, so that a stopped server or a close() is seen.
-        return bool(self._server.call("acquire", blocking, timeout))
+        return bool(self._server.answer("acquire", blocking, timeout))
 
     def release(self) -> None:
         if self._closed:

@@ -54,7 +54,7 @@ from shmref.lifecycle import (
     size,
 )
 from shmref.owner import Owner
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -646,7 +646,7 @@ class MetricsManager(BaseManager):
     """A manager whose ``Board(workers, fields)`` is a board living in its server."""
 
 
-MetricsManager.register("Board", _BoardState, exposed=EXPOSED)
+MetricsManager.register("Board", _BoardState)
 
 
 class ManagerMetrics(_Board):
@@ -720,7 +720,7 @@ class ManagerMetrics(_Board):
         if self._closed:
             self._refuse()
         fields = self.fields
-        return [dict(zip(fields, row, strict=True)) for row in self._server.call("snapshot")]
+        return [dict(zip(fields, row, strict=True)) for row in self._server.answer("snapshot")]
 
     def _release(self) -> None:
         self._server.close()

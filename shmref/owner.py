@@ -1,39 +1,47 @@
 """The Queue ways' owner process, and the client every handle uses to reach it.
 
 An owner is a process that holds a primitive's state and applies requests
-one at a time, so each request is atomic. Requests travel on one
-``multiprocessing.Queue`` and replies on another; both carry bytes pickled
-by the sender itself (not by the queue's feeder thread), unless they are made
-only of immutable values that always pickle (ints, floats, str, bytes, tuples
-of them), so:
+one at a time, so each request is atomic. Each client process has a
+connection of its own to it (a Unix socket in the creator's private
+temporary directory, opened on the process's first call), carrying its
+requests and the replies to them, so no client shares a lock or a pipe with
+another:
 
-* an argument that cannot be pickled raises ``TypeError`` in the caller at
-  once, instead of being dropped by the feeder while the caller waits;
-* a reply is a copy of the state at the moment the owner answered, even
-  though the feeder writes it to the pipe later.
+* a client killed anywhere, mid-message included, breaks only its own
+  connection; the owner drops it and serves the others;
+* a request is pickled by the caller, so an argument that cannot be pickled
+  raises ``TypeError`` at once, and a reply is pickled by the owner when it
+  answers, a copy of the state at that moment;
+* a message that needs no reply (``send``: the hot path of add and set) is
+  written by the caller: it returns once the socket has taken it, so a
+  caller faster than the owner waits for room (backpressure) instead of
+  queueing without bound.
 
 A request is ``(token, method, args)``: the owner calls ``state.method(*args)``
-and, unless ``token`` is None (a message that needs no reply), answers
-``(token, (ok, result))``. Exceptions the state raises, ``BaseException``
-included, go back to the caller; the owner goes on serving.
-
-Callers share the reply queue, so a caller holds the reply lock from its
-request to its reply. Its wait is taken in slices: it notices within one
-slice that the owner died (the owner holds the only write end of a pipe, the
-*lifeline*, which reads as closed once the owner is gone) or that another
-thread closed its handle. The owner watches its creator and exits if the
-creator died without ``close()``.
+and, unless ``token`` is None, answers ``(token, (ok, result))``. Exceptions
+the state raises, ``BaseException`` included, go back to the caller; the
+owner goes on serving. Waits are taken in slices: a caller notices within
+one slice that the owner died (the owner holds the only write end of a
+pipe, the *lifeline*, which reads as closed once the owner is gone) or that
+another thread closed its handle. The owner watches its creator and exits
+if the creator died without ``close()``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import pickle
-import queue
+import secrets
+import select
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
+from multiprocessing import util
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from shmref.lifecycle import (
@@ -44,54 +52,42 @@ from shmref.lifecycle import (
     acquire,
     lifeline,
     portable,
+    reset_after_fork,
     run,
 )
 
 _STOP = "stop"
-#: Seconds close() waits for the reply lock before it kills the owner instead.
-_STOP_LOCK_WAIT = 1.0
+#: Seconds close() gives a stopped owner to exit before it kills it.
+_STOP_WAIT = 2.0
+#: Rounds of messages (one per client each) the owner applies, at most,
+#: before it answers a request that waits: more than a socket's buffer
+#: (about 200 KiB) holds of the smallest messages (about 40 bytes).
+_DRAIN_ROUNDS = 10_000
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
-#: Immutable types that always pickle: a message made only of these goes on
-#: the queue as it is (the feeder pickles it once), since the sender can
-#: neither fail to pickle it nor change it before the feeder does. A 16 MiB
-#: bytes payload is then copied twice less.
-_PLAIN = frozenset({type(None), bool, int, float, str, bytes, slice})
-
-
-def _plain(value: object) -> bool:
-    if value.__class__ is tuple:
-        return all(map(_plain, value))
-    if value.__class__ is slice:
-        return _plain((value.start, value.stop, value.step))
-    return value.__class__ in _PLAIN
-
-
-def _wire(message: tuple[Any, ...], payload: object) -> tuple[Any, ...] | bytes:
-    """``message`` as it goes on a queue: itself if ``payload`` is plain, else pickled here.
-
-    ``payload`` is the part of the message a user supplied (a request's
-    arguments, a reply's result); the rest is the client's own and plain.
-    """
-    if _plain(payload):
-        return message
+def _request(message: tuple[Any, ...]) -> bytes:
+    """``message`` pickled here, in the caller: what cannot be sent fails now, clearly."""
     try:
-        return _DUMPS(message, pickle.HIGHEST_PROTOCOL)
+        return _DUMPS(message, _PROTOCOL)
     except Exception as error:
         raise TypeError(
             f"cannot send to the owner process: {type(error).__name__}: {error}"
         ) from None
 
 
-def _unwire(message: Any) -> Any:
-    return _LOADS(message) if message.__class__ is bytes else message
+def _reply(token: object, answer: tuple[bool, Any]) -> bytes:
+    try:
+        return _DUMPS((token, answer), _PROTOCOL)
+    except Exception as error:
+        return _DUMPS((token, (False, portable(TypeError(f"cannot send the reply: {error}")))))
 
 
 def serve(
-    requests: Any,
-    replies: Any,
+    address: str,
+    ready: Any,
     owner_end: Any,
     creator: Lifeline,
     make: Callable[..., Any],
@@ -108,26 +104,47 @@ def serve(
         for name in dir(type(state))
         if not name.startswith("_") and callable(getattr(type(state), name))
     }
-    get = requests.get
-    # The creator, watched through its Lifeline, not parent_process(): the
-    # sentinel of a forked owner is held open by every process its creator
-    # forks afterwards, which would keep the owner alive after the creator.
-    checked = time.monotonic()
-    while True:
-        try:
-            message = get(timeout=IDLE_CHECK)
-        except queue.Empty:
-            message = None
-        now = time.monotonic()
-        if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
-            checked = now
-            if creator.gone():  # died without close()
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listening.bind(address)
+        listening.listen(128)  # the whole backlog: a connect never waits for accept
+        ready.send(True)
+        ready.close()
+        _serve(listening, methods, creator)
+    finally:
+        listening.close()
+        with contextlib.suppress(OSError):
+            os.unlink(address)
+        owner_end.close()
+
+
+def _serve(listening: socket.socket, methods: dict[str, Any], creator: Lifeline) -> None:
+    clients: list[Connection] = []
+    drains = [0]  # how many drain() ran: what a round read as ready may be gone since
+    listening.setblocking(False)
+
+    def accept() -> None:
+        while True:
+            try:
+                sock, _ = listening.accept()
+            except OSError:  # BlockingIOError: nobody else is connecting
                 return
-        if message is None:
-            continue
-        if message.__class__ is bytes:
-            message = _LOADS(message)
-        token, method, call_args = message
+            sock.setblocking(True)
+            clients.append(Connection(sock.detach()))
+
+    def drop(conn: Connection) -> None:
+        clients.remove(conn)
+        conn.close()
+
+    def handle(conn: Any, draining: bool) -> bool:
+        """Apply one message of ``conn``; False on a stop request."""
+        try:
+            token, method, call_args = _LOADS(conn.recv_bytes())
+        except Exception:
+            # The client closed its end or died, perhaps mid-message:
+            # whatever it left unread or half written goes with it.
+            drop(conn)
+            return True
         fn = methods.get(method)
         if token is None:
             # Nobody waits for this one (the hot path of set and add): the
@@ -138,30 +155,82 @@ def serve(
                     fn(*call_args)
                 except BaseException:
                     pass
-            continue
+            return True
         if method == _STOP:
-            replies.put((token, (True, None)))
-            owner_end.close()
-            return
+            return False
+        if not draining and not drain():
+            return False
         if fn is None:
             answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))
         else:
             answer = run(fn, *call_args)
-        # Pickled now, not by the feeder thread later: the reply is the state
-        # as it is at this moment, even if the state goes on changing.
         try:
-            reply = _wire((token, answer), answer[1])
-        except TypeError as error:
-            error_answer = (False, portable(error))
-            reply = _wire((token, error_answer), error_answer[1])
-        replies.put(reply)
+            conn.send_bytes(_reply(token, answer))
+        except OSError:  # the caller is gone: so is its wait
+            drop(conn)
+        return True
+
+    def drain() -> bool:
+        """Apply what every client has sent so far; False on a stop request.
+
+        Before a request that waits for its reply is answered: each client's
+        connection is ordered, but the connections are not, and a message
+        whose send returned (in a process that has exited since, say) must
+        be applied before a read that was sent after it. Bounded, so that
+        writers cannot starve the reader.
+        """
+        drains[0] += 1
+        for _ in range(_DRAIN_ROUNDS):
+            accept()
+            readable = wait(clients, 0)
+            if not readable:
+                break
+            for conn in readable:
+                if conn in clients and not handle(conn, True):
+                    return False
+        return True
+
+    # The creator, watched through its Lifeline, not parent_process(): the
+    # sentinel of a forked owner is held open by every process its creator
+    # forks afterwards, which would keep the owner alive after the creator.
+    checked = time.monotonic()
+    while True:
+        readable = wait([listening, *clients], IDLE_CHECK)
+        now = time.monotonic()
+        if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
+            checked = now
+            if creator.gone():  # died without close()
+                return
+        # One message per ready client per round: a busy client cannot
+        # starve the others.
+        drained = drains[0]
+        for ready in readable:
+            if ready is listening:
+                accept()
+            elif ready not in clients:
+                continue  # dropped meanwhile
+            elif drains[0] != drained and not ready.poll(0):
+                continue  # its message was applied by a drain meanwhile
+            elif not handle(ready, False):
+                return
+
+
+class _Link:
+    """This process's connection to an owner, and the lock its threads take turns on."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
 
 
 class Owner:
     """A handle's link to its owner process; pickles to children with the handle.
 
     ``what`` names the handle in messages; ``closed_error`` is raised to a
-    caller whose handle another thread closed while it waited.
+    caller whose handle another thread closed while it waited. The owner's
+    socket is reached by any process of the same user that knows its path,
+    as a Manager's is by one that knows its authkey: pickles are trusted.
     """
 
     def __init__(
@@ -178,33 +247,50 @@ class Owner:
         self.timeout = timeout
         self.closed_error = closed_error
         self.closed = False
-        self._requests = ctx.Queue()
-        self._replies = ctx.Queue()
-        # One reply queue for all callers: a caller holds this lock from its
-        # request to its reply, so it cannot take another caller's reply.
-        self._reply_lock = ctx.Lock()
+        # In this process's temporary directory (mode 0700), which
+        # multiprocessing removes when this process exits.
+        self._address = os.path.join(util.get_temp_dir(), f"shmref-owner-{secrets.token_hex(8)}")
+        self._link: _Link | None = None
         self._lifeline, owner_end = ctx.Pipe(duplex=False)
+        started, ready = ctx.Pipe(duplex=False)
         self._creator = os.getpid()
         self._tokens = itertools.count()
         self._process: Any = ctx.Process(
             target=serve,
-            args=(self._requests, self._replies, owner_end, lifeline(), make, args),
+            args=(self._address, ready, owner_end, lifeline(), make, args),
             name=f"shmref-{what}-owner",
             daemon=True,
         )
         self._process.start()
         owner_end.close()  # the owner's copy is now the only write end
+        ready.close()
+        try:
+            started.recv()  # end of file if the owner died first
+        except EOFError:
+            self._process.join()
+            raise OwnerGone(
+                f"the owner process of {what} exited as it started "
+                f"(exit code {self._process.exitcode})"
+            ) from None
+        finally:
+            started.close()
+        reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_process=None, _tokens=None)
+        state.update(_process=None, _tokens=None, _link=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._tokens = itertools.count()
+        reset_after_fork(self)
 
-    # Owner is its own handle for acquire(): a waiter for the reply lock
+    def _after_fork(self) -> None:
+        # The parent's connection is the parent's: a forked child opens its own.
+        self._link = None
+
+    # Owner is its own handle for acquire(): a waiter for the connection
     # wakes with the closed error when another thread closes the handle.
     @property
     def _closed(self) -> bool:
@@ -224,79 +310,133 @@ class Owner:
         except (OSError, ValueError):  # our own end is closed
             return True
 
-    def send(self, method: str, *args: Any) -> None:
-        """Ask the owner to call ``method(*args)``; do not wait for it.
+    def _gone(self) -> OwnerGone:
+        return OwnerGone(f"the owner process of {self.what} is gone")
 
-        For arguments the handle has already checked (ints, floats, bytes):
-        the queue's feeder pickles them, which spares the hot path a second
-        pickling. Anything else goes through :meth:`call`.
+    def _connection(self) -> _Link:
+        link = self._link
+        if link is not None and link.pid == os.getpid():
+            return link
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(self._address)
+        except OSError:  # no such socket, or nobody listening on it
+            sock.close()
+            if self.closed:
+                self._refuse()
+            raise self._gone() from None
+        link = self._link = _Link(Connection(sock.detach()))
+        return link
+
+    def _drop(self, link: _Link) -> None:
+        """Close a connection left mid-message; the next call opens another."""
+        if self._link is link:
+            self._link = None
+        link.conn.close()
+
+    def _write(self, conn: Connection, data: bytes, deadline: Deadline) -> None:
+        # Waits for room in slices, as every wait: a full socket means an
+        # owner behind on its work (or stopped), and the caller waits for it
+        # at most its timeout.
+        fd = conn.fileno()
+        while not select.select((), (fd,), (), deadline.next_slice())[1]:
+            self._waited(deadline, "room for the request")
+        conn.send_bytes(data)
+
+    def _waited(self, deadline: Deadline, what: str) -> None:
+        """Between slices: the closed error, OwnerGone, or TimeoutError once due."""
+        if self.closed:
+            self._refuse()
+        if self.gone():
+            raise self._gone()
+        if deadline.expired:
+            raise TimeoutError(
+                f"no {what} from the owner process of {self.what} within {self.timeout} s"
+            )
+
+    def send(self, method: str, *args: Any) -> None:
+        """Ask the owner to call ``method(*args)``; do not wait for it to run.
+
+        Returns once the request is written: at once while the connection
+        has room, else when the owner has read enough of what came before.
         """
-        self._requests.put((None, method, args))
+        self._exchange(_request((None, method, args)), None)
 
     def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` run by the owner: its result, or its exception raised here."""
-        return self._ask(method, args, self, self.timeout)
-
-    def _ask(
-        self, method: str, args: tuple[Any, ...], waker: Owner | None, lock_wait: float | None
-    ) -> Any:
-        # waker: whose closing ends the wait (None: close()'s own stop request).
-        token = (os.getpid(), id(self), next(self._tokens))
-        request = _wire((token, method, args), args)
-        acquire(self._reply_lock, lock_wait, f"{self.what}'s reply lock", waker)
-        try:
-            self._requests.put(request)
-            deadline = Deadline(self.timeout)
-            while True:
-                try:
-                    answer, outcome = _unwire(self._replies.get(True, deadline.next_slice()))
-                except queue.Empty:
-                    if waker is not None and self.closed:
-                        self._refuse()
-                    if self.gone():
-                        raise OwnerGone(f"the owner process of {self.what} is gone") from None
-                    if deadline.expired:
-                        raise TimeoutError(
-                            f"no reply from the owner process of {self.what} "
-                            f"within {self.timeout} s"
-                        ) from None
-                    continue
-                # A reply to a caller that gave up earlier: nobody waits for it.
-                if answer == token:
-                    break
-        finally:
-            self._reply_lock.release()
-        ok, result = outcome
+        token = next(self._tokens)
+        ok, result = self._exchange(_request((token, method, args)), token)
         if not ok:
             raise result
         return result
+
+    # An owner runs every request as Server.call_guarded does and never
+    # sends a stray reply: the names a Server needs for those mean call here.
+    answer = call
+    call_guarded = call
+
+    def _exchange(self, request: bytes, token: int | None) -> Any:
+        """Write ``request``; with a ``token``, wait for the reply that carries it."""
+        link = self._connection()
+        deadline = Deadline(self.timeout)
+        acquire(link.lock, self.timeout, f"{self.what}'s connection", self)
+        try:
+            conn = link.conn
+            self._write(conn, request, deadline)
+            if token is None:
+                return None
+            while True:
+                if conn.poll(deadline.next_slice()):
+                    answer, outcome = _LOADS(conn.recv_bytes())
+                    # A reply to a call of this process that gave up earlier
+                    # (TimeoutError): nobody waits for it.
+                    if answer == token:
+                        return outcome
+                else:
+                    self._waited(deadline, "reply")
+        except (TimeoutError, ValueError):
+            # The connection is whole: a late reply is skipped by its token.
+            # (ValueError: the handle's closed error, or our own end closed.)
+            if self.closed:
+                self._drop(link)
+                self._refuse()
+            raise
+        except (EOFError, OSError):
+            self._drop(link)
+            if self.closed:
+                self._refuse()
+            raise self._gone() from None
+        except BaseException:
+            # Cut mid-message (an interrupt, say): the connection may hold
+            # half a request or half a reply. The owner drops its end.
+            self._drop(link)
+            raise
+        finally:
+            link.lock.release()
 
     def close(self) -> None:
         """Stop the owner if this process created it; never hangs, never raises."""
         self.closed = True
         process, self._process = self._process, None
+        link, self._link = self._link, None
+        if link is not None:
+            # A thread of this process mid-call on it wakes with the closed error.
+            link.conn.close()
         if process is None or os.getpid() != self._creator:
             return  # another process's handle: detach only
-        stopped = False
         if process.is_alive():
+            # On a connection of its own: the owner stops after the request
+            # it is running, whoever is waiting on it.
             try:
-                # A caller of this process that holds the reply lock sees the
-                # handle closed within a slice and lets go; one that does
-                # not (another process's, or a dead one) is not waited for.
-                self._ask(_STOP, (), None, _STOP_LOCK_WAIT)
-                stopped = True
-            except (TimeoutError, OwnerGone):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(_STOP_WAIT)
+                    sock.connect(self._address)
+                    Connection(sock.detach()).send_bytes(_DUMPS((0, _STOP, ())))
+            except OSError:
                 pass  # killed below
-        process.join(self.timeout if stopped else 0)
+            process.join(_STOP_WAIT)
         if process.is_alive():
             process.kill()
             process.join()
         process.close()
-        for q in (self._requests, self._replies):
-            if not stopped:
-                # Nobody will read what is still buffered (the pipe may be
-                # full): do not wait for the feeder thread to write it.
-                q.cancel_join_thread()
-            q.close()
-            q.join_thread()
         self._lifeline.close()

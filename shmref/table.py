@@ -54,7 +54,7 @@ from shmref.lifecycle import (
 )
 from shmref.owner import Owner
 from shmref.segment import attach, create, release
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -808,7 +808,8 @@ class _Table(Served):
 
     Its public methods are the requests of both remote ways: a
     :class:`QueueDict`'s owner calls them one at a time, a
-    :class:`ManagerDict`'s server through :meth:`Served.serve`. Clients
+    :class:`ManagerDict`'s server directly (``apply`` through
+    :meth:`~shmref.server.Served.serve`). Clients
     check keys and values before they send them; this class checks what only
     the holder can: the capacity, and the result of ``fn``. A missing key
     reads as ``None``, which no value can be, so a default never travels.
@@ -885,7 +886,9 @@ class _Remote(Closable):
     ``link`` is the handle's :class:`~shmref.owner.Owner` or
     :class:`~shmref.server.Server`; its ``call(method, *args)`` runs
     :class:`_Table`'s ``method`` there and returns its result or raises its
-    exception here.
+    exception here (``answer`` for a result that is never None,
+    ``call_guarded`` for ``apply``, which runs the user's ``fn``). A get or
+    pop sent as a server stops may read as a missing key.
     """
 
     def __init__(self, link: Owner | Server, key_size: int, value_size: int) -> None:
@@ -936,17 +939,17 @@ class _Remote(Closable):
     def __len__(self) -> int:
         if self._closed:
             self._refuse()
-        return int(self._call("count"))
+        return int(self._link.answer("count"))
 
     def keys(self) -> list[Key]:
         if self._closed:
             self._refuse()
-        return self._call("keys")  # type: ignore[no-any-return]
+        return self._link.answer("keys")  # type: ignore[no-any-return]
 
     def items(self) -> list[tuple[Key, Value]]:
         if self._closed:
             self._refuse()
-        return self._call("items")  # type: ignore[no-any-return]
+        return self._link.answer("items")  # type: ignore[no-any-return]
 
     def pop(self, key: Key, default: Any = _MISSING) -> Any:
         if self._closed:
@@ -962,12 +965,12 @@ class _Remote(Closable):
         if self._closed:
             self._refuse()
         key = _plain_key(key, self._key_size)
-        return self._call("apply", key, _sendable(fn, default))  # type: ignore[no-any-return]
+        return self._link.call_guarded("apply", key, _sendable(fn, default))  # type: ignore[no-any-return]
 
     def snapshot(self) -> dict[Key, Value]:
         if self._closed:
             self._refuse()
-        return self._call("snapshot")  # type: ignore[no-any-return]
+        return self._link.answer("snapshot")  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------- Queue way
@@ -1032,7 +1035,7 @@ class DictManager(SyncManager):
     """
 
 
-DictManager.register("Table", _Table, exposed=EXPOSED)
+DictManager.register("Table", _Table)
 
 
 class ManagerDict(_Remote):

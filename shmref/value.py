@@ -66,7 +66,7 @@ from shmref.lifecycle import (
     unpickled,
 )
 from shmref.owner import Owner
-from shmref.server import EXPOSED, Served, Server
+from shmref.server import Served, Server
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -523,7 +523,7 @@ class ValueManager(BaseManager):
     """A manager whose server holds values: pass a started one as ``ManagerValue(manager=...)``."""
 
 
-ValueManager.register("Value", _ValueState, exposed=EXPOSED)
+ValueManager.register("Value", _ValueState)
 
 
 class ManagerValue(Closable, Generic[T]):
@@ -582,7 +582,7 @@ class ManagerValue(Closable, Generic[T]):
     def get(self) -> T:
         if self._closed:
             self._refuse()
-        return self._server.call("get")  # type: ignore[no-any-return]
+        return self._server.answer("get")  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
         if self._closed:
@@ -592,7 +592,7 @@ class ManagerValue(Closable, Generic[T]):
     def update(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             self._refuse()
-        return self._server.call("update", pickled(fn, args))  # type: ignore[no-any-return]
+        return self._server.call_guarded("update", pickled(fn, args))  # type: ignore[no-any-return]
 
     def _release(self) -> None:
         self._server.close()

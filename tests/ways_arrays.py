@@ -95,6 +95,6 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
             handle.get_lock().acquire()  # as if another process held it
         return read
     if way == "queue":
-        handle._link._reply_lock.acquire()  # as if another caller waited for a reply
+        handle._link._connection().lock.acquire()  # as if another thread waited for a reply
         return read
     return None

@@ -50,6 +50,6 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
             handle._record[0] = os.getpid()
         return handle.add
     if way == "queue":
-        handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
+        handle._owner._connection().lock.acquire()  # as if another thread waited for a reply
         return handle.get
     return None

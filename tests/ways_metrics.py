@@ -69,6 +69,6 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
             RecordedLock(handle._row_holders[1], None, "row lock").acquire()
         return handle.snapshot
     if way == "queue":
-        handle._owner._reply_lock.acquire()  # as if another reader waited for a reply
+        handle._owner._connection().lock.acquire()  # as if another thread waited for a reply
         return handle.snapshot
     return None

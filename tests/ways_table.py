@@ -84,6 +84,6 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
             RecordedLock(handle._holder, None, "table lock").acquire()
         return lambda: handle.__setitem__("a", 1)
     if way == "queue":
-        handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
+        handle._owner._connection().lock.acquire()  # as if another thread waited for a reply
         return handle.snapshot
     return None

@@ -51,7 +51,7 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
             handle._record[0] = os.getpid()
         return lambda: handle.set(handle.get())
     if way == "queue":
-        handle._owner._reply_lock.acquire()  # as if another caller waited for a reply
+        handle._owner._connection().lock.acquire()  # as if another thread waited for a reply
         return handle.get
     # The server runs fn in the thread serving this connection: the call
     # returns when close() stops the server.
