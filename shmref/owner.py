@@ -57,6 +57,9 @@ from shmref.lifecycle import (
 )
 
 _STOP = "stop"
+#: The first message on a client's connection: who opened it, and which
+#: connection of the same handle it replaces (see _Link).
+_HELLO = "hello"
 #: Seconds close() gives a stopped owner to exit before it kills it.
 _STOP_WAIT = 2.0
 #: Rounds of messages (one per client each) the owner applies, at most,
@@ -110,7 +113,7 @@ def serve(
         listening.listen(128)  # the whole backlog: a connect never waits for accept
         ready.send(True)
         ready.close()
-        _serve(listening, methods, creator)
+        _Clients(listening, methods).serve(creator)
     finally:
         listening.close()
         with contextlib.suppress(OSError):
@@ -118,34 +121,117 @@ def serve(
         owner_end.close()
 
 
-def _serve(listening: socket.socket, methods: dict[str, Any], creator: Lifeline) -> None:
-    clients: list[Connection] = []
-    drains = [0]  # how many drain() ran: what a round read as ready may be gone since
-    listening.setblocking(False)
+# When the owner answers a request (see _Clients.handle).
+_FIRST, _LATER, _NOW = range(3)
 
-    def accept() -> None:
+
+class _Stop(Exception):
+    """The creator's stop request, read wherever the owner was reading."""
+
+
+class _Clients:
+    """The owner's side of its clients' connections: who sent what, in which order.
+
+    Each connection is in order; connections are not. Two rules restore the
+    order a caller can rely on:
+
+    * a request that waits is answered only after everything other clients
+      had sent when it was read (:meth:`drain`): a message whose send
+      returned, in a process that has exited since say, is applied before a
+      read sent after it. Requests that the drain reads from live clients
+      wait for their turn, after the one that drained;
+    * a connection that replaces another of the same process (the other was
+      cut mid-message and closed) is read only after the other, to its end
+      (:meth:`settle`).
+    """
+
+    def __init__(self, listening: socket.socket, methods: dict[str, Any]) -> None:
+        self.listening = listening
+        listening.setblocking(False)
+        self.methods = methods
+        self.conns: list[Connection] = []
+        #: Each connection's (pid, number), from its hello.
+        self.origin: dict[Connection, tuple[int, int]] = {}
+        #: The number of the connection each one replaces, until it is settled.
+        self.unsettled: dict[Connection, int] = {}
+        #: Messages read outside the main loop's round: what the round found
+        #: ready may have been read since.
+        self.elsewhere = 0
+        #: Requests read by a drain, answered after the request that drained.
+        self.waiting: list[tuple[Connection, object, Any, str, Any]] = []
+
+    def accept(self) -> None:
         while True:
             try:
-                sock, _ = listening.accept()
+                sock, _ = self.listening.accept()
             except OSError:  # BlockingIOError: nobody else is connecting
                 return
             sock.setblocking(True)
-            clients.append(Connection(sock.detach()))
+            self.conns.append(Connection(sock.detach()))
 
-    def drop(conn: Connection) -> None:
-        clients.remove(conn)
+    def drop(self, conn: Connection) -> None:
+        if conn in self.conns:
+            self.conns.remove(conn)
+        self.origin.pop(conn, None)
+        self.unsettled.pop(conn, None)
         conn.close()
 
-    def handle(conn: Any, draining: bool) -> bool:
-        """Apply one message of ``conn``; False on a stop request."""
+    def serve(self, creator: Lifeline) -> None:
+        """Until the creator stops the owner or is gone."""
+        # The creator, watched through its Lifeline, not parent_process(): the
+        # sentinel of a forked owner is held open by every process its creator
+        # forks afterwards, which would keep the owner alive after the creator.
+        checked = time.monotonic()
+        try:
+            while True:
+                readable = wait([self.listening, *self.conns], IDLE_CHECK)
+                now = time.monotonic()
+                if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
+                    checked = now
+                    if creator.gone():  # died without close()
+                        return
+                # One message per ready client per round: a busy client cannot
+                # starve the others.
+                elsewhere = self.elsewhere
+                for ready in readable:
+                    if ready is self.listening:
+                        self.accept()
+                    elif ready not in self.conns:
+                        continue  # dropped meanwhile
+                    elif self.elsewhere != elsewhere and not ready.poll(0):
+                        continue  # its message was read meanwhile
+                    else:
+                        self.handle(ready, _FIRST)
+        except _Stop:
+            return
+
+    def handle(self, conn: Any, turn: int) -> None:
+        """Apply one message of ``conn``; ``turn`` says when a request is answered.
+
+        ``_FIRST`` (the main loop): after a drain; ``_LATER`` (read by a
+        drain): after the request that drained; ``_NOW`` (read by a settle,
+        from a connection its client closed): at once.
+        """
+        if turn != _FIRST:
+            self.elsewhere += 1
         try:
             token, method, call_args = _LOADS(conn.recv_bytes())
         except Exception:
             # The client closed its end or died, perhaps mid-message:
             # whatever it left unread or half written goes with it.
-            drop(conn)
-            return True
-        fn = methods.get(method)
+            self.drop(conn)
+            return
+        if method == _HELLO:
+            pid, number, replaces = call_args
+            self.origin[conn] = (pid, number)
+            if replaces is not None:
+                self.unsettled[conn] = replaces
+            return
+        if conn in self.unsettled:
+            self.settle(conn)
+        if method == _STOP:
+            raise _Stop
+        fn = self.methods.get(method)
         if token is None:
             # Nobody waits for this one (the hot path of set and add): the
             # handle checked its arguments, and the state keeps what it must
@@ -155,73 +241,107 @@ def _serve(listening: socket.socket, methods: dict[str, Any], creator: Lifeline)
                     fn(*call_args)
                 except BaseException:
                     pass
-            return True
-        if method == _STOP:
-            return False
-        if not draining and not drain():
-            return False
+            return
+        # A request read by a drain comes after the one that drained, unless
+        # its client has closed its end since (it died waiting, say: the end
+        # of file is there to read): what a dead client sent is applied
+        # before any later request is answered.
+        if turn == _LATER and not conn.poll(0):
+            self.waiting.append((conn, token, fn, method, call_args))
+            return
+        if turn == _FIRST:
+            self.drain(conn)
+        self.answer(conn, token, fn, method, call_args)
+        if turn == _FIRST:
+            waiting, self.waiting = self.waiting, []
+            for request in waiting:
+                self.answer(*request)
+
+    def answer(self, conn: Connection, token: object, fn: Any, method: str, args: Any) -> None:
         if fn is None:
             answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))
         else:
-            answer = run(fn, *call_args)
+            answer = run(fn, *args)
+        if conn not in self.conns:
+            return  # dropped meanwhile: nobody to answer (the request was applied)
         try:
             conn.send_bytes(_reply(token, answer))
         except OSError:  # the caller is gone: so is its wait
-            drop(conn)
-        return True
+            self.drop(conn)
 
-    def drain() -> bool:
-        """Apply what every client has sent so far; False on a stop request.
+    def drain(self, asking: Connection) -> None:
+        """Apply what the other clients have sent so far, before ``asking`` is answered.
 
-        Before a request that waits for its reply is answered: each client's
-        connection is ordered, but the connections are not, and a message
-        whose send returned (in a process that has exited since, say) must
-        be applied before a read that was sent after it. Bounded, so that
-        writers cannot starve the reader.
+        Bounded, so that writers cannot starve the reader.
         """
-        drains[0] += 1
         for _ in range(_DRAIN_ROUNDS):
-            accept()
-            readable = wait(clients, 0)
+            self.accept()
+            # Not the asker's, nor of those whose request waits its turn:
+            # each of them waits for its reply, and sent nothing after.
+            busy = {id(request[0]) for request in self.waiting}
+            others = [c for c in self.conns if c is not asking and id(c) not in busy]
+            readable = wait(others, 0) if others else []
             if not readable:
-                break
+                return
             for conn in readable:
-                if conn in clients and not handle(conn, True):
-                    return False
-        return True
+                if conn in self.conns:
+                    self.handle(conn, _LATER)
 
-    # The creator, watched through its Lifeline, not parent_process(): the
-    # sentinel of a forked owner is held open by every process its creator
-    # forks afterwards, which would keep the owner alive after the creator.
-    checked = time.monotonic()
-    while True:
-        readable = wait([listening, *clients], IDLE_CHECK)
-        now = time.monotonic()
-        if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
-            checked = now
-            if creator.gone():  # died without close()
-                return
-        # One message per ready client per round: a busy client cannot
-        # starve the others.
-        drained = drains[0]
-        for ready in readable:
-            if ready is listening:
-                accept()
-            elif ready not in clients:
-                continue  # dropped meanwhile
-            elif drains[0] != drained and not ready.poll(0):
-                continue  # its message was applied by a drain meanwhile
-            elif not handle(ready, False):
-                return
+    def settle(self, conn: Connection) -> None:
+        """Read what the connections ``conn`` replaces carry, oldest first, to their ends."""
+        chain = []
+        current = conn
+        while current in self.unsettled:
+            replaces = self.unsettled.pop(current)
+            earlier = self.find(self.origin[current][0], replaces)
+            if earlier is None:
+                break  # read to its end already
+            chain.append(earlier)
+            current = earlier
+        for earlier in reversed(chain):
+            # Closed by its client before it opened the next: its end of
+            # file is there, and the loop never waits.
+            while earlier in self.conns:
+                self.handle(earlier, _NOW)
+
+    def find(self, pid: int, number: int) -> Connection | None:
+        """The connection ``number`` of process ``pid``, if it is still open here."""
+        for attempt in range(2):
+            for conn in self.conns:
+                if self.origin.get(conn) == (pid, number):
+                    return conn
+            if attempt:
+                return None
+            # It may not be accepted yet, or its hello not read: both are
+            # there to read (its client wrote the hello before anything).
+            self.accept()
+            unknown = [conn for conn in self.conns if conn not in self.origin]
+            for ready in wait(unknown, 0) if unknown else ():
+                if ready in self.conns:
+                    self.handle(ready, _NOW)  # its hello
+        return None
+
+
+#: Numbers of this process's connections, which say which one a new one replaces.
+_numbers = itertools.count(1)
 
 
 class _Link:
-    """This process's connection to an owner, and the lock its threads take turns on."""
+    """This process's connection to an owner, and the lock its threads take turns on.
 
-    def __init__(self, conn: Connection) -> None:
+    A connection cut mid-message (an interrupt) is closed and replaced; the
+    new one's hello names it, so that the owner applies what the old one
+    carried first and the process's messages stay in the order it sent them.
+    """
+
+    def __init__(self, conn: Connection, number: int) -> None:
         self.conn = conn
+        self.number = number
         self.pid = os.getpid()
-        self.lock = threading.Lock()
+        # An RLock for its _is_owned(): an interrupt can land between the
+        # acquire and the try that would release it, and the finally must
+        # know whether this thread holds it.
+        self.lock = threading.RLock()
 
 
 class Owner:
@@ -251,6 +371,7 @@ class Owner:
         # multiprocessing removes when this process exits.
         self._address = os.path.join(util.get_temp_dir(), f"shmref-owner-{secrets.token_hex(8)}")
         self._link: _Link | None = None
+        self._replaced: int | None = None  # the number of the connection last dropped
         self._lifeline, owner_end = ctx.Pipe(duplex=False)
         started, ready = ctx.Pipe(duplex=False)
         self._creator = os.getpid()
@@ -278,7 +399,7 @@ class Owner:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(_process=None, _tokens=None, _link=None)
+        state.update(_process=None, _tokens=None, _link=None, _replaced=None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -289,6 +410,7 @@ class Owner:
     def _after_fork(self) -> None:
         # The parent's connection is the parent's: a forked child opens its own.
         self._link = None
+        self._replaced = None
 
     # Owner is its own handle for acquire(): a waiter for the connection
     # wakes with the closed error when another thread closes the handle.
@@ -325,13 +447,22 @@ class Owner:
             if self.closed:
                 self._refuse()
             raise self._gone() from None
-        link = self._link = _Link(Connection(sock.detach()))
+        conn = Connection(sock.detach())
+        number = next(_numbers)
+        try:
+            conn.send_bytes(_DUMPS((None, _HELLO, (os.getpid(), number, self._replaced))))
+        except BaseException:
+            conn.close()
+            raise
+        link = self._link = _Link(conn, number)
+        self._replaced = None
         return link
 
     def _drop(self, link: _Link) -> None:
         """Close a connection left mid-message; the next call opens another."""
         if self._link is link:
             self._link = None
+            self._replaced = link.number
         link.conn.close()
 
     def _write(self, conn: Connection, data: bytes, deadline: Deadline) -> None:
@@ -378,9 +509,10 @@ class Owner:
     def _exchange(self, request: bytes, token: int | None) -> Any:
         """Write ``request``; with a ``token``, wait for the reply that carries it."""
         link = self._connection()
+        lock = link.lock
         deadline = Deadline(self.timeout)
-        acquire(link.lock, self.timeout, f"{self.what}'s connection", self)
         try:
+            acquire(lock, self.timeout, f"{self.what}'s connection", self)
             conn = link.conn
             self._write(conn, request, deadline)
             if token is None:
@@ -412,7 +544,8 @@ class Owner:
             self._drop(link)
             raise
         finally:
-            link.lock.release()
+            if lock._is_owned():  # type: ignore[attr-defined]
+                lock.release()
 
     def close(self) -> None:
         """Stop the owner if this process created it; never hangs, never raises."""

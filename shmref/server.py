@@ -44,6 +44,21 @@ class Served:
 _NO_KEYWORDS: dict[str, Any] = {}
 
 
+def _drop(proxy: Any) -> None:
+    """Close this thread's connection to the server, left mid-message by an interrupt.
+
+    Half a request, or a reply nobody read: kept, the next call would read
+    this one's reply as its own. The next call opens a new connection (and
+    the server thread of this one ends).
+    """
+    try:
+        conn = proxy._tls.connection
+        del proxy._tls.connection
+    except AttributeError:
+        return
+    conn.close()
+
+
 def _exit_with_creator(creator: Lifeline) -> None:
     """Initializer of a server started by :class:`Server`: it ends when its creator does.
 
@@ -141,6 +156,9 @@ class Server:
                 unsent = f"{type(error).__name__}: {error}"
             except OSError as error:
                 gone = type(error).__name__
+            except BaseException:
+                _drop(proxy)
+                raise
         if unsent is not None:
             raise TypeError(f"cannot send to the Manager server of {self.what}: {unsent}")
         if gone is None:
@@ -150,6 +168,9 @@ class Server:
                 # EOFError, BrokenPipeError or ConnectionResetError, depending
                 # on when the server went away.
                 gone = type(error).__name__
+            except BaseException:
+                _drop(proxy)
+                raise
         if gone is not None:
             if self.closed:
                 raise self.closed_error(f"{self.what} is closed")

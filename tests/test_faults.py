@@ -24,13 +24,14 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from shmref.arrays import CtypesArray
-from shmref.counter import CtypesCounter
-from shmref.metrics import CtypesMetrics
-from shmref.table import CtypesDict
-from shmref.value import CtypesValue
+from shmref.arrays import CtypesArray, ManagerArray, QueueArray
+from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
+from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
+from shmref.owner import Owner
+from shmref.table import CtypesDict, ManagerDict, QueueDict
+from shmref.value import CtypesValue, ManagerValue, QueueValue
 from tests.conftest import START_METHODS
-from tests.test_lifecycle import PRIMITIVES, SLACK, TIMEOUT, lifecycle
+from tests.test_lifecycle import PRIMITIVES, SLACK, TIMEOUT, lifecycle, link
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="take-overs need Linux robust mutexes"
@@ -117,15 +118,19 @@ def _board(ctx: BaseContext, sync: str) -> CtypesMetrics:
     return CtypesMetrics(1, ("completed", "errors"), sync=sync, ctx=ctx, timeout=TIMEOUT)
 
 
-def _table_values(table: CtypesDict) -> set[int]:
+def _table_values(table: Any) -> set[int]:
     entries = table.snapshot()
-    # The table's own bookkeeping must agree with what it holds.
     assert set(entries) <= {"k", "tmp"}, entries
-    assert len(table) == len(entries) == table._occupied(), entries
+    if isinstance(table, CtypesDict):
+        # The table's own bookkeeping must agree with what it holds. (A
+        # Manager server may still be running a killed client's last
+        # request, in a thread of its own, between two calls: len() is not
+        # compared with a snapshot taken by another call.)
+        assert len(table) == len(entries) == table._occupied(), entries
     return set(entries.values())
 
 
-def _table_call(table: CtypesDict, n: int) -> None:
+def _table_call(table: Any, n: int) -> None:
     table["tmp"] = n  # a new entry,
     table["k"] = n  # a store over an entry,
     del table["tmp"]  # a removal
@@ -144,8 +149,58 @@ class Loop(NamedTuple):
     one_writer: bool = False
     #: The internal locks, which an interrupt must not leave taken.
     locks: Callable[[Any], list[Any]] = lambda handle: [handle._holder.lock]
-    #: Whether the killed worker was inside a call (its lock's record names it).
-    cut: Callable[[Any], bool] = lambda handle: handle._holder.record[0] != 0
+    #: Whether the killed worker was inside a call (its lock's record names
+    #: it); None where nothing in the parent can tell.
+    cut: Callable[[Any], bool] | None = lambda handle: handle._holder.record[0] != 0
+
+
+#: Items of the Queue and Manager ways' arrays: 64 KiB a message, which a
+#: kill can cut in the middle of its write.
+REMOTE_ITEMS = 1 << 13
+
+
+def _connection_locks(handle: Any) -> list[Any]:
+    """The lock of this process's connection to a Queue way's owner (none for a Manager)."""
+    peer = link(handle)
+    if isinstance(peer, Owner) and peer._link is not None:
+        return [peer._link.lock]
+    return []
+
+
+def _remote_loops(way: str) -> dict[str, Loop]:
+    """The Queue or Manager ways: a killed client loses its own connection, nothing else."""
+    counter, value, shared, table, board = {
+        "queue": (QueueCounter, QueueValue, QueueArray, QueueDict, QueueMetrics),
+        "manager": (ManagerCounter, ManagerValue, ManagerArray, ManagerDict, ManagerMetrics),
+    }[way]
+    remote = functools.partial(Loop, locks=_connection_locks, cut=None)
+    return {
+        f"counter-{way}": remote(
+            lambda ctx: counter(ctx=ctx, timeout=TIMEOUT),
+            lambda c: {c.get()},
+            lambda c, n: c.add(n - c.get()),
+        ),
+        f"value-{way}": remote(
+            lambda ctx: value(ctypes.c_int64, 0, ctx=ctx, timeout=TIMEOUT),
+            lambda v: {v.get()},
+            lambda v, n: v.set(n),
+        ),
+        f"array-{way}": remote(
+            lambda ctx: shared("q", REMOTE_ITEMS, ctx=ctx, timeout=TIMEOUT),
+            lambda a: set(a.read()),
+            lambda a, n: a.write(array.array("q", [n]) * REMOTE_ITEMS),
+        ),
+        f"table-{way}": remote(
+            lambda ctx: table(capacity=8, ctx=ctx, timeout=TIMEOUT),
+            _table_values,
+            _table_call,
+        ),
+        f"metrics-{way}": remote(
+            lambda ctx: board(1, ("completed", "errors"), ctx=ctx, timeout=TIMEOUT),
+            lambda b: set(b.snapshot()[0].values()),
+            lambda b, n: b.set(0, completed=n, errors=n),
+        ),
+    }
 
 
 LOOPS: dict[str, Loop] = {
@@ -189,13 +244,21 @@ LOOPS: dict[str, Loop] = {
         )
         for sync in ("seqlock", "lock")
     },
+    **_remote_loops("queue"),
+    **_remote_loops("manager"),
 }
 
+#: The remote ways' cells of the kill test: fork and spawn, as the issue asks
+#: (their owners and servers are the same code under every start method).
+_KILL_CELLS = [
+    pytest.param(n, m, id=f"{n}-{m}")
+    for n in LOOPS
+    for m in START_METHODS
+    if "ctypes" in n or m in ("fork", "spawn")
+]
 
-@pytest.mark.parametrize(
-    ("name", "start_method"),
-    [pytest.param(n, m, id=f"{n}-{m}") for n in LOOPS for m in START_METHODS],
-)
+
+@pytest.mark.parametrize(("name", "start_method"), _KILL_CELLS)
 def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> None:
     loop = LOOPS[name]
     handle = loop.make(ctx)
@@ -220,7 +283,7 @@ def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> Non
             worker.join()
             worker.close()
             completed = done.value
-            cut += loop.cut(handle)
+            cut += loop.cut is not None and loop.cut(handle)
             values = loop.values(handle)  # taking the lock over, or repairing the row
             assert values <= {completed, completed + 1}, (values, completed)
             if loop.one_writer:
@@ -230,7 +293,8 @@ def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> Non
                 assert loop.values(handle) == {completed + 2}
                 done.value = completed + 2
         # Some kills must have hit the critical section, or nothing was tested.
-        print(f"{cut} of {KILLS} kills cut a call")
+        if loop.cut is not None:
+            print(f"{cut} of {KILLS} kills cut a call")
     finally:
         handle.close()
 
