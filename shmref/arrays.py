@@ -813,17 +813,18 @@ class _Remote(_ArrayBase):
 
 
 class QueueArray(_Remote):
-    """Items held by an owner process, read and written by messages on a Queue.
+    """Items held by an owner process, read and written by messages to it.
 
     Every call sends a request and waits for the owner's reply: a write
     returns once the owner has applied it, so any later read, in any
     process, sees it; the owner applies requests one at a time, so each is
-    atomic. Callers take turns (one request in flight at a time), so a
-    large ``read()`` makes the others wait. Every item crosses a pipe
-    pickled, twice for a round trip from a writer to a reader. ``timeout``
-    bounds every wait for a turn and for the owner's reply (then
-    ``TimeoutError``); a dead owner makes calls raise
-    :class:`~shmref.lifecycle.OwnerGone` instead of waiting that long.
+    atomic, and a large ``read()`` makes the others wait. Each process has a
+    connection of its own to the owner (:mod:`shmref.owner`), which a
+    writer killed mid-message breaks for nobody else. Every item crosses a
+    socket pickled, twice for a round trip from a writer to a reader.
+    ``timeout`` bounds every wait (then ``TimeoutError``); a dead owner
+    makes calls raise :class:`~shmref.lifecycle.OwnerGone` instead of
+    waiting that long.
 
     Part of the contract it cannot keep: ``as_numpy()`` (nothing is shared;
     ``numpy.frombuffer(a.read(), a.typecode)`` makes a copy).

@@ -365,14 +365,16 @@ class _Pending:
 
 
 class QueueCounter(Closable):
-    """A total owned by one process, updated by messages on a Queue.
+    """A total owned by one process, updated by messages to it.
 
-    ``add`` puts a message and returns without waiting for the owner; ``get``
-    sends a request and waits for the reply. One queue carries both, and a
-    process's messages arrive in the order it sent them, so ``get`` returns
-    a value that includes every ``add`` that returned before it *in the same
-    process*. An ``add`` in another process is included only once that
-    process has itself called ``get`` (or ``flush``) after it.
+    ``add`` writes a message and returns without waiting for the owner to
+    apply it; ``get`` sends a request and waits for the reply. Each process
+    has a connection of its own to the owner (:mod:`shmref.owner`), and the
+    owner answers a ``get`` only after applying what every process had sent,
+    so ``get`` returns a total that includes every ``add`` that returned
+    before it, in any process. While the owner is behind, ``add`` waits for
+    room in its connection (at most ``timeout``), instead of queueing
+    without bound.
 
     With ``batch=k`` a process sums up to ``k`` adds locally and sends one
     message; ``get``, ``flush``, ``close`` and the process's normal exit send

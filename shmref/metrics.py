@@ -533,26 +533,25 @@ class _OwnedRows(_Rows):
             self._refused = []
             raise OverflowError(f"{first} ({more} more adds were refused too)")
         # The live rows, not a copy: the owner pickles its reply before it
-        # applies the next message (issue 9: the Queue's feeder thread used
-        # to pickle them later, while the owner went on writing).
+        # applies the next message (issue 9: a Queue's feeder thread used to
+        # pickle them later, while the owner went on writing).
         return self._rows
 
 
 class QueueMetrics(_Board):
-    """Rows held by an owner process, updated by messages on a Queue.
+    """Rows held by an owner process, updated by messages to it.
 
-    ``add`` and ``set`` check their input, put one message and return
-    without waiting; the owner applies each message whole, so rows are
-    always consistent, and ``snapshot`` (a request and its reply) is a
-    snapshot of the whole board at one moment. A process's messages arrive
-    in the order it sent them, so ``snapshot`` sees every update made before
-    it *by the same process*; another process's updates are seen once that
-    process has itself called ``snapshot`` after them, or has exited. Any
-    process may write any row.
+    ``add`` and ``set`` check their input, write one message and return
+    without waiting for it to be applied; the owner applies each message
+    whole, so rows are always consistent, and ``snapshot`` (a request and
+    its reply) is a snapshot of the whole board at one moment. The owner
+    answers it after applying what every process had sent
+    (:mod:`shmref.owner`), so it sees every update that returned before it,
+    in any process. Any process may write any row.
 
-    ``timeout`` bounds every wait for the owner's reply. If the owner dies,
-    ``snapshot`` raises :class:`~shmref.lifecycle.OwnerGone`; updates sent
-    meanwhile are lost.
+    ``timeout`` bounds every wait: for room in the connection while the
+    owner is behind, and for the owner's reply. If the owner dies, calls
+    raise :class:`~shmref.lifecycle.OwnerGone`.
 
     Part of the contract it cannot keep: ``add`` does not wait, so a field
     that would overflow is not reported by that ``add``. The owner refuses

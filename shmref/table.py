@@ -977,16 +977,16 @@ class _Remote(Closable):
 
 
 class QueueDict(_Remote):
-    """A ``dict`` held by an owner process, reached by requests on a Queue.
+    """A ``dict`` held by an owner process, reached by requests to it.
 
     Every call is one request and one reply (:class:`~shmref.owner.Owner`):
     the owner answers one request at a time, so each call is atomic and sees
     every call that returned before it in any process; ``update`` runs ``fn``
     in the owner. ``fn`` and ``default`` are pickled by the caller: a lambda
-    fails there, with ``TypeError``, and nothing is sent. One reply queue
-    serves every caller, so calls from many processes queue one behind
-    another. ``timeout`` bounds every call's wait, for the reply lock and for
-    the reply: a call raises ``TimeoutError`` after it. If the owner dies,
+    fails there, with ``TypeError``, and nothing is sent. Calls from many
+    processes, each on its own connection, queue one behind another in the
+    owner. ``timeout`` bounds every call's wait: a call raises
+    ``TimeoutError`` after it. If the owner dies,
     calls raise :class:`~shmref.lifecycle.OwnerGone` and ``close()`` returns
     at once; the owner exits by itself if its creator dies.
 

@@ -425,18 +425,17 @@ class _Scalar:
 class QueueValue(Closable, Generic[T]):
     """A value held by an owner process, read and written by messages.
 
-    ``set`` checks the value, puts a message and returns without waiting;
-    ``get`` and ``update`` send a request and wait for the reply. One queue
-    carries everything and a process's messages arrive in the order it sent
-    them, so ``get`` sees every ``set`` made before it *by the same
-    process*; another process's ``set`` is seen once that process has itself
-    called ``get`` or ``update`` after it. ``update`` runs ``fn`` in the
+    ``set`` checks the value, writes a message and returns without waiting
+    for it to be applied; ``get`` and ``update`` send a request and wait for
+    the reply. The owner answers a request only after applying what every
+    process had sent (:mod:`shmref.owner`), so ``get`` sees every ``set``
+    that returned before it, in any process. ``update`` runs ``fn`` in the
     owner, which applies one message at a time, so it is atomic; ``fn`` must
     be importable by the owner (a module-level function).
 
-    ``timeout`` bounds every wait for the owner's reply. If the owner dies,
-    ``get`` and ``update`` raise :class:`~shmref.lifecycle.OwnerGone`; a
-    ``set`` sent meanwhile is lost.
+    ``timeout`` bounds every wait: for room in the connection while the
+    owner is behind, and for the owner's reply. If the owner dies, calls
+    raise :class:`~shmref.lifecycle.OwnerGone`.
 
     >>> import ctypes
     >>> from shmref.value import QueueValue

@@ -165,7 +165,6 @@ def test_child_reads_confirmed_adds_and_parent_reads_child_adds(
 
 @ways(
     cannot={"queue-batched": "the parent's buffered add is sent only by its next get/flush"},
-    skip={"queue": "not guaranteed: the child's get can overtake the parent's add in the pipe"},
 )
 def test_child_reads_unconfirmed_adds(way: Counter, ctx: BaseContext) -> None:
     way.add(5)

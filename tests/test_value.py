@@ -218,7 +218,7 @@ def test_child_reads_confirmed_set_and_parent_reads_child_set(
     assert value.get() == 4.25
 
 
-@ways(skip={"queue": "not guaranteed: the child's get can overtake the parent's set"})
+@ways()
 def test_child_reads_unconfirmed_set(way: Value[int], ctx: BaseContext) -> None:
     way.set(5)
     assert read_in_child(ctx, way, 6) == 5

@@ -76,10 +76,12 @@ def calls(package: str, way: str) -> list[tuple[str, Any, Callable[[], object]]]
     items = [1.0] * 1024
     out += [("array.read", a, a.read), ("array.write", a, lambda: a.write(items))]
     if way == "Ctypes":
-        out += [("array a[0]", a, lambda: a[0]), ("array a[0]=1", a, lambda: a.__setitem__(0, 1.0))]
+        out += [("array a[0]", a, lambda: a[0])]
+        out += [("array a[0]=1", a, lambda: a.__setitem__(0, 1.0))]
     b = make("metrics", "Metrics", 4)
     field = b.fields[0]
-    out += [("metrics.add", b, lambda: b.add(1, **{field: 1})), ("metrics.snapshot", b, b.snapshot)]
+    out += [("metrics.add", b, lambda: b.add(1, **{field: 1}))]
+    out += [("metrics.snapshot", b, b.snapshot)]
     d = make("table", "Dict", capacity=1024)
     d["k"] = 1
     out += [("dict.get", d, lambda: d["k"]), ("dict.set", d, lambda: d.__setitem__("k", 2))]
@@ -98,7 +100,9 @@ def per_call(call: Callable[[], object], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def compare(then: Callable[[], object], now: Callable[[], object], rounds: int) -> dict[str, float]:
+def compare(
+    then: Callable[[], object], now: Callable[[], object], rounds: int
+) -> dict[str, float]:
     n = max(20, int(BLOCK / max(per_call(then, 50), 1e-7)))
     t_then: list[float] = []
     t_now: list[float] = []
