@@ -34,18 +34,19 @@ import itertools
 import os
 import pickle
 import secrets
-import select
+import selectors
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing import util
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from shmref.lifecycle import (
     IDLE_CHECK,
+    SLICE,
     Deadline,
     Lifeline,
     OwnerGone,
@@ -66,6 +67,15 @@ _STOP_WAIT = 2.0
 #: before it answers a request that waits: more than a socket's buffer
 #: (about 200 KiB) holds of the smallest messages (about 40 bytes).
 _DRAIN_ROUNDS = 10_000
+#: Bytes the owner reads at a time from a client.
+_CHUNK = 1 << 16
+#: A message's length, before it.
+_HEADER = struct.Struct("!Q")
+#: How long a write or a read of a client blocks before it looks around:
+#: SLICE, as a struct timeval for SO_SNDTIMEO and SO_RCVTIMEO.
+_SLICE_TIMEVAL = struct.pack("@ll", 0, int(SLICE * 1_000_000))
+#: How long the owner waits for room for a reply before it drops the client.
+_REPLY_WAIT = struct.pack("@ll", 5, 0)
 _DUMPS = pickle.dumps
 _LOADS = pickle.loads
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -129,6 +139,67 @@ class _Stop(Exception):
     """The creator's stop request, read wherever the owner was reading."""
 
 
+class _Peer:
+    """The owner's end of one client's connection: what it has read and not applied yet.
+
+    The owner reads whatever has arrived, without waiting, and applies the
+    whole messages in it; half a message stays here until the rest comes,
+    so a client that stalls (or dies) mid-message holds up nobody else.
+    """
+
+    __slots__ = ("buffer", "eof", "origin", "replaces", "sock", "start")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.start = 0  # where the next message begins in buffer
+        self.eof = False  # the client closed its end (or died)
+        self.origin: tuple[int, int] | None = None  # (pid, number), from its hello
+        self.replaces: int | None = None  # until settled: the number it replaces
+
+    def fill(self) -> bool:
+        """Read what has arrived; whether anything had."""
+        got = False
+        while True:
+            try:
+                chunk = self.sock.recv(_CHUNK, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return got
+            except OSError:
+                self.eof = True
+                return got
+            if not chunk:
+                self.eof = True
+                return got
+            got = True
+            if self.start:  # compact before growing: applied messages go
+                del self.buffer[: self.start]
+                self.start = 0
+            self.buffer += chunk
+            if len(chunk) < _CHUNK:
+                return got
+
+    def ready(self) -> bool:
+        """Whether a whole message has been read and not applied."""
+        buffer, start = self.buffer, self.start
+        if len(buffer) - start < _HEADER.size:
+            return False
+        (size,) = _HEADER.unpack_from(buffer, start)
+        return len(buffer) >= start + _HEADER.size + int(size)
+
+    def next(self) -> bytes | None:
+        """The next whole message read, or None."""
+        buffer, start = self.buffer, self.start
+        if len(buffer) - start < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(buffer, start)
+        end = start + _HEADER.size + size
+        if len(buffer) < end:
+            return None
+        self.start = end
+        return bytes(buffer[start + _HEADER.size : end])
+
+
 class _Clients:
     """The owner's side of its clients' connections: who sent what, in which order.
 
@@ -149,16 +220,11 @@ class _Clients:
         self.listening = listening
         listening.setblocking(False)
         self.methods = methods
-        self.conns: list[Connection] = []
-        #: Each connection's (pid, number), from its hello.
-        self.origin: dict[Connection, tuple[int, int]] = {}
-        #: The number of the connection each one replaces, until it is settled.
-        self.unsettled: dict[Connection, int] = {}
-        #: Messages read outside the main loop's round: what the round found
-        #: ready may have been read since.
-        self.elsewhere = 0
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listening, selectors.EVENT_READ, None)
+        self.peers: list[_Peer] = []  # in the order they connected
         #: Requests read by a drain, answered after the request that drained.
-        self.waiting: list[tuple[Connection, object, Any, str, Any]] = []
+        self.waiting: list[tuple[_Peer, object, Any, str, Any]] = []
 
     def accept(self) -> None:
         while True:
@@ -167,14 +233,18 @@ class _Clients:
             except OSError:  # BlockingIOError: nobody else is connecting
                 return
             sock.setblocking(True)
-            self.conns.append(Connection(sock.detach()))
+            # A reply waits for room at most this long: a client that does
+            # not read its replies is dropped, not waited for.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _REPLY_WAIT)
+            peer = _Peer(sock)
+            self.peers.append(peer)
+            self.selector.register(sock, selectors.EVENT_READ, peer)
 
-    def drop(self, conn: Connection) -> None:
-        if conn in self.conns:
-            self.conns.remove(conn)
-        self.origin.pop(conn, None)
-        self.unsettled.pop(conn, None)
-        conn.close()
+    def drop(self, peer: _Peer) -> None:
+        if peer in self.peers:
+            self.peers.remove(peer)
+            self.selector.unregister(peer.sock)
+        peer.sock.close()
 
     def serve(self, creator: Lifeline) -> None:
         """Until the creator stops the owner or is gone."""
@@ -184,51 +254,58 @@ class _Clients:
         checked = time.monotonic()
         try:
             while True:
-                readable = wait([self.listening, *self.conns], IDLE_CHECK)
+                events = self.selector.select(IDLE_CHECK)
                 now = time.monotonic()
                 if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
                     checked = now
                     if creator.gone():  # died without close()
                         return
-                # One message per ready client per round: a busy client cannot
-                # starve the others.
-                elsewhere = self.elsewhere
-                for ready in readable:
-                    if ready is self.listening:
+                for key, _ in events:
+                    peer = key.data
+                    if peer is None:
                         self.accept()
-                    elif ready not in self.conns:
-                        continue  # dropped meanwhile
-                    elif self.elsewhere != elsewhere and not ready.poll(0):
-                        continue  # its message was read meanwhile
-                    else:
-                        self.handle(ready, _FIRST)
+                    elif peer in self.peers:
+                        peer.fill()
+                        self.apply(peer, _FIRST)
+                        self.answer_waiting()
+                # What was read but not applied (find() reads hellos ahead).
+                for peer in [p for p in self.peers if p.ready()]:
+                    self.apply(peer, _FIRST)
+                    self.answer_waiting()
         except _Stop:
             return
 
-    def handle(self, conn: Any, turn: int) -> None:
-        """Apply one message of ``conn``; ``turn`` says when a request is answered.
+    def apply(self, peer: _Peer, turn: int) -> None:
+        """Apply the whole messages read from ``peer``; drop it at its end."""
+        while peer in self.peers:
+            if peer.replaces is not None:
+                # Before its next message: what the connection it replaces
+                # carried comes first.
+                self.settle(peer)
+            message = peer.next()
+            if message is None:
+                if peer.eof:
+                    # Whatever it left half written goes with it.
+                    self.drop(peer)
+                return
+            self.handle(peer, message, turn)
+
+    def handle(self, peer: _Peer, message: bytes, turn: int) -> None:
+        """Apply one message; ``turn`` says when a request is answered.
 
         ``_FIRST`` (the main loop): after a drain; ``_LATER`` (read by a
         drain): after the request that drained; ``_NOW`` (read by a settle,
         from a connection its client closed): at once.
         """
-        if turn != _FIRST:
-            self.elsewhere += 1
         try:
-            token, method, call_args = _LOADS(conn.recv_bytes())
-        except Exception:
-            # The client closed its end or died, perhaps mid-message:
-            # whatever it left unread or half written goes with it.
-            self.drop(conn)
+            token, method, call_args = _LOADS(message)
+        except Exception:  # not ours, or garbled: the connection is not to be trusted
+            self.drop(peer)
             return
         if method == _HELLO:
             pid, number, replaces = call_args
-            self.origin[conn] = (pid, number)
-            if replaces is not None:
-                self.unsettled[conn] = replaces
+            peer.origin, peer.replaces = (pid, number), replaces
             return
-        if conn in self.unsettled:
-            self.settle(conn)
         if method == _STOP:
             raise _Stop
         fn = self.methods.get(method)
@@ -243,33 +320,36 @@ class _Clients:
                     pass
             return
         # A request read by a drain comes after the one that drained, unless
-        # its client has closed its end since (it died waiting, say: the end
-        # of file is there to read): what a dead client sent is applied
-        # before any later request is answered.
-        if turn == _LATER and not conn.poll(0):
-            self.waiting.append((conn, token, fn, method, call_args))
+        # its client has closed its end since (it died waiting, say): what a
+        # dead client sent is applied before any later request is answered.
+        if turn == _LATER and not peer.eof:
+            self.waiting.append((peer, token, fn, method, call_args))
             return
         if turn == _FIRST:
-            self.drain(conn)
-        self.answer(conn, token, fn, method, call_args)
+            self.drain(peer)
+        self.answer(peer, token, fn, method, call_args)
         if turn == _FIRST:
-            waiting, self.waiting = self.waiting, []
-            for request in waiting:
-                self.answer(*request)
+            self.answer_waiting()
 
-    def answer(self, conn: Connection, token: object, fn: Any, method: str, args: Any) -> None:
+    def answer_waiting(self) -> None:
+        """The requests a drain (or a settle) read, in the order they were read."""
+        while self.waiting:
+            self.answer(*self.waiting.pop(0))
+
+    def answer(self, peer: _Peer, token: object, fn: Any, method: str, args: Any) -> None:
         if fn is None:
             answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))
         else:
             answer = run(fn, *args)
-        if conn not in self.conns:
-            return  # dropped meanwhile: nobody to answer (the request was applied)
+        if peer not in self.peers or peer.eof:
+            return  # nobody to answer (the request was applied)
+        reply = _reply(token, answer)
         try:
-            conn.send_bytes(_reply(token, answer))
-        except OSError:  # the caller is gone: so is its wait
-            self.drop(conn)
+            peer.sock.sendall(_HEADER.pack(len(reply)) + reply)
+        except OSError:  # the caller is gone, or reads no replies
+            self.drop(peer)
 
-    def drain(self, asking: Connection) -> None:
+    def drain(self, asking: _Peer) -> None:
         """Apply what the other clients have sent so far, before ``asking`` is answered.
 
         Bounded, so that writers cannot starve the reader.
@@ -278,47 +358,58 @@ class _Clients:
             self.accept()
             # Not the asker's, nor of those whose request waits its turn:
             # each of them waits for its reply, and sent nothing after.
-            busy = {id(request[0]) for request in self.waiting}
-            others = [c for c in self.conns if c is not asking and id(c) not in busy]
-            readable = wait(others, 0) if others else []
-            if not readable:
+            busy = [request[0] for request in self.waiting]
+            arrived = [key.data for key, _ in self.selector.select(0)]
+            progress = False
+            for peer in self.peers[:]:
+                if peer is asking or peer in busy or peer not in self.peers:
+                    continue
+                if peer in arrived:
+                    progress = peer.fill() or progress
+                if peer.ready() or peer.eof:
+                    progress = True
+                    self.apply(peer, _LATER)
+            if not progress:
                 return
-            for conn in readable:
-                if conn in self.conns:
-                    self.handle(conn, _LATER)
 
-    def settle(self, conn: Connection) -> None:
-        """Read what the connections ``conn`` replaces carry, oldest first, to their ends."""
+    def settle(self, peer: _Peer) -> None:
+        """Read what the connections ``peer`` replaces carry, oldest first, to their ends."""
         chain = []
-        current = conn
-        while current in self.unsettled:
-            replaces = self.unsettled.pop(current)
-            earlier = self.find(self.origin[current][0], replaces)
+        current = peer
+        while current.replaces is not None and current.origin is not None:
+            replaces, current.replaces = current.replaces, None
+            earlier = self.find(current.origin[0], replaces)
             if earlier is None:
                 break  # read to its end already
             chain.append(earlier)
             current = earlier
         for earlier in reversed(chain):
             # Closed by its client before it opened the next: its end of
-            # file is there, and the loop never waits.
-            while earlier in self.conns:
-                self.handle(earlier, _NOW)
+            # file is there to read. (If not, what has come is applied.)
+            while earlier in self.peers:
+                got = earlier.fill()
+                self.apply(earlier, _NOW)
+                if not got and not earlier.eof:
+                    break
 
-    def find(self, pid: int, number: int) -> Connection | None:
+    def find(self, pid: int, number: int) -> _Peer | None:
         """The connection ``number`` of process ``pid``, if it is still open here."""
         for attempt in range(2):
-            for conn in self.conns:
-                if self.origin.get(conn) == (pid, number):
-                    return conn
+            for peer in self.peers:
+                if peer.origin == (pid, number):
+                    return peer
             if attempt:
                 return None
             # It may not be accepted yet, or its hello not read: both are
             # there to read (its client wrote the hello before anything).
             self.accept()
-            unknown = [conn for conn in self.conns if conn not in self.origin]
-            for ready in wait(unknown, 0) if unknown else ():
-                if ready in self.conns:
-                    self.handle(ready, _NOW)  # its hello
+            for peer in list(self.peers):
+                if peer.origin is None and peer.fill():
+                    # Its hello only: what came after waits for the main
+                    # loop, which applies what it has read (settled first).
+                    message = peer.next()
+                    if message is not None:
+                        self.handle(peer, message, _LATER)
         return None
 
 
@@ -329,19 +420,67 @@ _numbers = itertools.count(1)
 class _Link:
     """This process's connection to an owner, and the lock its threads take turns on.
 
-    A connection cut mid-message (an interrupt) is closed and replaced; the
-    new one's hello names it, so that the owner applies what the old one
-    carried first and the process's messages stay in the order it sent them.
+    A connection cut mid-message (an interrupt, a timeout while half a
+    request is written or half a reply read) is closed and replaced; the new
+    one's hello names it, so that the owner applies what the old one carried
+    first and the process's messages stay in the order it sent them.
     """
 
-    def __init__(self, conn: Connection, number: int) -> None:
-        self.conn = conn
+    def __init__(self, sock: socket.socket, number: int) -> None:
+        self.sock = sock
         self.number = number
         self.pid = os.getpid()
         # An RLock for its _is_owned(): an interrupt can land between the
         # acquire and the try that would release it, and the finally must
         # know whether this thread holds it.
         self.lock = threading.RLock()
+        #: Part of a message is written or read, not all of it.
+        self.partial = False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def write(self, parts: tuple[bytes, ...], owner: Owner, deadline: Deadline) -> None:
+        # The socket gives up after a slice (SO_SNDTIMEO) when it has no
+        # room: a full socket means an owner behind on its work, and the
+        # caller waits for it at most its timeout, looking at it between
+        # slices as every wait does.
+        send = self.sock.send
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                try:
+                    sent = send(view)
+                except BlockingIOError:
+                    owner._waited(deadline, "room for the request")
+                    continue
+                self.partial = True
+                view = view[sent:]
+        self.partial = False
+
+    def read(self, owner: Owner, deadline: Deadline) -> bytes:
+        header = self._exactly(_HEADER.size, owner, deadline)
+        (size,) = _HEADER.unpack(header)
+        message = self._exactly(size, owner, deadline)
+        self.partial = False
+        return message
+
+    def _exactly(self, size: int, owner: Owner, deadline: Deadline) -> bytes:
+        out = bytearray(size)
+        view = memoryview(out)
+        recv_into = self.sock.recv_into
+        got = 0
+        while got < size:
+            try:
+                n = recv_into(view[got:])
+            except BlockingIOError:  # a slice (SO_RCVTIMEO) without data
+                owner._waited(deadline, "reply")
+                continue
+            if not n:
+                raise EOFError
+            got += n
+            self.partial = True
+        return bytes(out)
 
 
 class Owner:
@@ -442,19 +581,20 @@ class Owner:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self._address)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SLICE_TIMEVAL)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _SLICE_TIMEVAL)
+            number = next(_numbers)
+            hello = _request((None, _HELLO, (os.getpid(), number, self._replaced)))
+            sock.sendall(_HEADER.pack(len(hello)) + hello)  # a few bytes: room at once
         except OSError:  # no such socket, or nobody listening on it
             sock.close()
             if self.closed:
                 self._refuse()
             raise self._gone() from None
-        conn = Connection(sock.detach())
-        number = next(_numbers)
-        try:
-            conn.send_bytes(_DUMPS((None, _HELLO, (os.getpid(), number, self._replaced))))
         except BaseException:
-            conn.close()
+            sock.close()
             raise
-        link = self._link = _Link(conn, number)
+        link = self._link = _Link(sock, number)
         self._replaced = None
         return link
 
@@ -463,16 +603,7 @@ class Owner:
         if self._link is link:
             self._link = None
             self._replaced = link.number
-        link.conn.close()
-
-    def _write(self, conn: Connection, data: bytes, deadline: Deadline) -> None:
-        # Waits for room in slices, as every wait: a full socket means an
-        # owner behind on its work (or stopped), and the caller waits for it
-        # at most its timeout.
-        fd = conn.fileno()
-        while not select.select((), (fd,), (), deadline.next_slice())[1]:
-            self._waited(deadline, "room for the request")
-        conn.send_bytes(data)
+        link.close()
 
     def _waited(self, deadline: Deadline, what: str) -> None:
         """Between slices: the closed error, OwnerGone, or TimeoutError once due."""
@@ -513,24 +644,21 @@ class Owner:
         deadline = Deadline(self.timeout)
         try:
             acquire(lock, self.timeout, f"{self.what}'s connection", self)
-            conn = link.conn
-            self._write(conn, request, deadline)
+            link.write((_HEADER.pack(len(request)), request), self, deadline)
             if token is None:
                 return None
             while True:
-                if conn.poll(deadline.next_slice()):
-                    answer, outcome = _LOADS(conn.recv_bytes())
-                    # A reply to a call of this process that gave up earlier
-                    # (TimeoutError): nobody waits for it.
-                    if answer == token:
-                        return outcome
-                else:
-                    self._waited(deadline, "reply")
+                answer, outcome = _LOADS(link.read(self, deadline))
+                # A reply to a call of this process that gave up earlier
+                # (TimeoutError): nobody waits for it.
+                if answer == token:
+                    return outcome
         except (TimeoutError, ValueError):
-            # The connection is whole: a late reply is skipped by its token.
+            # Whole messages only: a late reply is skipped by its token.
             # (ValueError: the handle's closed error, or our own end closed.)
-            if self.closed:
+            if link.partial or self.closed:
                 self._drop(link)
+            if self.closed:
                 self._refuse()
             raise
         except (EOFError, OSError):
@@ -539,8 +667,8 @@ class Owner:
                 self._refuse()
             raise self._gone() from None
         except BaseException:
-            # Cut mid-message (an interrupt, say): the connection may hold
-            # half a request or half a reply. The owner drops its end.
+            # Cut (an interrupt, say), perhaps mid-message: the connection
+            # may hold half a request or half a reply. The owner drops its end.
             self._drop(link)
             raise
         finally:
@@ -554,17 +682,18 @@ class Owner:
         link, self._link = self._link, None
         if link is not None:
             # A thread of this process mid-call on it wakes with the closed error.
-            link.conn.close()
+            link.close()
         if process is None or os.getpid() != self._creator:
             return  # another process's handle: detach only
         if process.is_alive():
             # On a connection of its own: the owner stops after the request
             # it is running, whoever is waiting on it.
+            stop = _request((0, _STOP, ()))
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                     sock.settimeout(_STOP_WAIT)
                     sock.connect(self._address)
-                    Connection(sock.detach()).send_bytes(_DUMPS((0, _STOP, ())))
+                    sock.sendall(_HEADER.pack(len(stop)) + stop)
             except OSError:
                 pass  # killed below
             process.join(_STOP_WAIT)

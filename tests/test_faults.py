@@ -16,6 +16,8 @@ import multiprocessing
 import os
 import random
 import signal
+import socket
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -40,10 +42,10 @@ pytestmark = pytest.mark.skipif(
 
 def _holds(ways: Any, way: str) -> bool:
     # The shared-memory ways' internal locks. A lock's or a channel's waits
-    # are the user's own (the lock's holder, the channel's producer); the
-    # Queue and Manager ways' killed clients are not covered yet (a killed
-    # client keeps a Queue way's shared reply lock: the closing note of
-    # issue 10 lists it).
+    # are the user's own (the lock's holder, the channel's producer). The
+    # owner ways (Queue) and Manager ways share nothing a client can hold:
+    # the random kills below and test_a_half_written_request_breaks_nobody
+    # cover their killed clients.
     return ways.__name__ not in ("tests.ways_locks", "tests.ways_channel") and (
         way.startswith("ctypes") or way == "segment"
     )
@@ -346,3 +348,68 @@ def test_caught_interrupts_leave_no_lock_taken(name: str) -> None:
             assert values <= {completed, completed + 1}, (values, completed)
     finally:
         handle.close()
+
+
+# The owner ways: each client process has a connection of its own, so a
+# client that dies mid-message, or floods the owner, costs the others nothing.
+
+
+def _half_request(address: str, size: int) -> None:
+    """Process target: connect to an owner, write half of a ``size``-byte request, die."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(address)
+        sock.sendall(struct.pack("!i", size) + b"\x80" * (size // 2))
+    os._exit(0)  # as a SIGKILL would: the other half never comes
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_a_half_written_request_breaks_nobody(ctx: BaseContext) -> None:
+    # Half of a 1 MiB message left on the owner's socket: with one shared
+    # pipe, the owner (or the next reader) would wait for the rest for ever.
+    with QueueDict(capacity=8, ctx=ctx, timeout=TIMEOUT) as table:
+        table["k"] = 1
+        child = ctx.Process(target=_half_request, args=(table._link._address, 1 << 20))
+        child.start()
+        child.join()
+        start = time.monotonic()
+        table["k"] = 2
+        assert table["k"] == 2
+        assert time.monotonic() - start < TIMEOUT
+
+
+def _flood(counter: QueueCounter, stop: Any, sent: Any) -> None:
+    n = 0
+    while not stop.is_set():
+        counter.add(1)
+        n += 1
+    sent.value = n
+
+
+@pytest.mark.parametrize("start_method", ["fork"])
+def test_writers_faster_than_the_owner_wait_for_room(ctx: BaseContext) -> None:
+    # Four processes adding as fast as they can: each add waits for room
+    # once the owner is behind, so a get is answered within its timeout
+    # (with one unbounded queue, 10 s of adds took minutes to apply), and
+    # when the writers stop, the total is exact.
+    with QueueCounter(ctx=ctx, timeout=TIMEOUT) as counter:
+        stop = ctx.Event()
+        sent = [ctx.RawValue(ctypes.c_int64, -1) for _ in range(4)]
+        writers = [ctx.Process(target=_flood, args=(counter, stop, s)) for s in sent]
+        for writer in writers:
+            writer.start()
+        try:
+            # Evidence of a flood: the total grows between gets.
+            first = counter.get()
+            deadline = time.monotonic() + 30
+            while counter.get() < first + 10_000:
+                assert time.monotonic() < deadline, "the writers made no progress"
+            for _ in range(5):
+                start = time.monotonic()
+                counter.get()
+                assert time.monotonic() - start < TIMEOUT, "a get waited behind the flood"
+        finally:
+            stop.set()
+            for writer in writers:
+                writer.join(60)
+        assert [w.exitcode for w in writers] == [0] * 4
+        assert counter.get() == sum(s.value for s in sent)
