@@ -115,6 +115,28 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PINNED)
+def stress(session: nox.Session) -> None:
+    """P = 8 and 16 processes on one handle of every way, 2 s each: exact totals, throughput.
+
+    ``nox -s stress -- counter --processes 32 --seconds 5`` narrows or widens it.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "tests.stress", *session.posargs)
+
+
+@nox.session(python=PINNED)
+def against(session: nox.Session) -> None:
+    """Every way's calls now and at a commit, in one process: ``nox -s against -- 605f3da``.
+
+    Prints now/then ratios with bootstrap intervals; ``--json FILE`` stores the run.
+    """
+    if not session.posargs:
+        session.error("name the commit to compare with: nox -s against -- REV")
+    session.install("-e", ".[numpy]")
+    session.run("python", "-m", "tests.benchmarks.against", *session.posargs)
+
+
+@nox.session(python=PINNED)
 def lint(session: nox.Session) -> None:
     """Check style with ruff (lint and format)."""
     session.install("ruff")

@@ -440,11 +440,16 @@ class _Link:
     def close(self) -> None:
         self.sock.close()
 
-    def write(self, parts: tuple[bytes, ...], owner: Owner, deadline: Deadline) -> None:
+    def write(self, message: bytes, owner: Owner, deadline: Deadline) -> None:
         # The socket gives up after a slice (SO_SNDTIMEO) when it has no
         # room: a full socket means an owner behind on its work, and the
         # caller waits for it at most its timeout, looking at it between
         # slices as every wait does.
+        size = len(message)
+        if size <= _CHUNK:  # one write, the common case (a copy costs less than a call)
+            parts: tuple[bytes, ...] = (_HEADER.pack(size) + message,)
+        else:
+            parts = (_HEADER.pack(size), message)
         send = self.sock.send
         for part in parts:
             view = memoryview(part)
@@ -643,8 +648,9 @@ class Owner:
         lock = link.lock
         deadline = Deadline(self.timeout)
         try:
-            acquire(lock, self.timeout, f"{self.what}'s connection", self)
-            link.write((_HEADER.pack(len(request)), request), self, deadline)
+            if not lock.acquire(False):  # another thread of this process is mid-call
+                acquire(lock, self.timeout, f"{self.what}'s connection", self)
+            link.write(request, self, deadline)
             if token is None:
                 return None
             while True:

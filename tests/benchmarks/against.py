@@ -67,11 +67,25 @@ def calls(package: str, way: str) -> list[tuple[str, Any, Callable[[], object]]]
             *args, **kwargs
         )
 
+    def applied(call: Callable[[], object], read: Callable[[], object]) -> Callable[[], None]:
+        # A Queue way's add or set returns before the owner applies it (the
+        # old ones before it was even written): 100 of them and a read that
+        # sees them all is the cost of work done.
+        def block() -> None:
+            for _ in range(100):
+                call()
+            read()
+
+        return block
+
     out: list[tuple[str, Any, Callable[[], object]]] = []
     c = make("counter", "Counter")
     out += [("counter.add", c, lambda: c.add(1)), ("counter.get", c, c.get)]
     v = make("value", "Value", ctypes.c_double, 0.0)
     out += [("value.get", v, v.get), ("value.set", v, lambda: v.set(1.5))]
+    if way == "Queue":
+        out += [("100 add + get", c, applied(lambda: c.add(1), c.get))]
+        out += [("100 set + get", v, applied(lambda: v.set(1.5), v.get))]
     a = make("arrays", "Array", "d", 1024)
     items = [1.0] * 1024
     out += [("array.read", a, a.read), ("array.write", a, lambda: a.write(items))]
@@ -82,6 +96,8 @@ def calls(package: str, way: str) -> list[tuple[str, Any, Callable[[], object]]]
     field = b.fields[0]
     out += [("metrics.add", b, lambda: b.add(1, **{field: 1}))]
     out += [("metrics.snapshot", b, b.snapshot)]
+    if way == "Queue":
+        out += [("100 m.add + snapshot", b, applied(lambda: b.add(1, **{field: 1}), b.snapshot))]
     d = make("table", "Dict", capacity=1024)
     d["k"] = 1
     out += [("dict.get", d, lambda: d["k"]), ("dict.set", d, lambda: d.__setitem__("k", 2))]
