@@ -21,6 +21,7 @@ extensions = [
     "sphinx_copybutton",
     "benchreport",
     "standalonefiles",
+    "guarantees",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated", "bench", "README.md"]

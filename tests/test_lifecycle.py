@@ -25,7 +25,6 @@ resource tracker) within :data:`ORPHAN_GRACE` seconds.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import multiprocessing
 import os
 import select
@@ -47,37 +46,28 @@ import pytest
 from shmref.lifecycle import Closable, OwnerGone, run, seconds
 from shmref.owner import Owner
 from shmref.server import Server
+from tests.clauses import PRIMITIVES, applies, cannot
 from tests.conftest import START_METHODS, run_children
+from tests.fault_loops import link
 
 #: The timeout every handle here gets: short, so a dead peer shows quickly.
 TIMEOUT = 3.0
 #: What a call may take beyond its timeout on a busy machine.
 SLACK = 5.0
 
-PRIMITIVES: dict[str, ModuleType] = {
-    path.stem.removeprefix("ways_"): importlib.import_module(f"tests.{path.stem}")
-    for path in sorted(Path(__file__).parent.glob("ways_*.py"))
-}
 
+def lifecycle(clause: str) -> pytest.MarkDecorator:
+    """Parametrize ``clause`` (of :data:`tests.clauses.CLAUSES`) over primitive x way x method.
 
-def lifecycle(
-    clause: str, only: Callable[[ModuleType, str], bool] | None = None
-) -> pytest.MarkDecorator:
-    """Parametrize ``clause`` over primitive x way x start method.
-
-    ``only(ways, way)``, if given, keeps the ways for which it is true.
+    Only the ways the clause applies to; strict xfail where a way cannot keep it.
     """
     params = []
     for primitive, ways in PRIMITIVES.items():
-        if clause in getattr(ways, "NOT_APPLICABLE", {}):
-            continue  # e.g. "with": for a lock it means acquire and release
-        cannot: dict[tuple[str, str], str] = getattr(ways, "CANNOT", {})
         for way in ways.WAYS:
-            if only is not None and not only(ways, way):
+            if not applies(clause, primitive, way):
                 continue
-            marks = []
-            if (clause, way) in cannot:
-                marks.append(pytest.mark.xfail(strict=True, reason=cannot[clause, way]))
+            reason = cannot(clause, primitive, way)
+            marks = [] if reason is None else [pytest.mark.xfail(strict=True, reason=reason)]
             params += [
                 pytest.param(primitive, way, method, marks=marks, id=f"{primitive}-{way}-{method}")
                 for method in START_METHODS
@@ -110,14 +100,6 @@ def closed_error(call: Callable[[], object]) -> BaseException:
         call()
     assert "closed" in str(caught.value), f"not the closed error: {caught.value!r}"
     return caught.value
-
-
-def link(handle: Any) -> Owner | Server | None:
-    """The handle's owner client or server handle, if it has one."""
-    for value in vars(handle).values():
-        if isinstance(value, (Owner, Server)):
-            return value
-    return None
 
 
 def close_in_child(handle: Any) -> None:
@@ -259,11 +241,6 @@ def test_close_wakes_a_blocked_call(make: Callable[[], Any], ways: ModuleType, w
     assert isinstance(outcome[0], ValueError) and "closed" in str(outcome[0]), outcome
 
 
-def waits_on_creator(ways: ModuleType, way: str) -> bool:
-    """For :func:`lifecycle`: the primitive has a call that waits on its creator."""
-    return hasattr(ways, "wait_in_child")
-
-
 #: What a waiter may raise once the creator is gone or closed: the closed
 #: error (a ValueError saying "closed") or, for a stopped server, OwnerGone.
 WOKEN = (ValueError, OwnerGone)
@@ -288,7 +265,7 @@ def wait_in_child(primitive: str, handle: Any, ready: Any, wait: float) -> None:
     sys.exit(1)
 
 
-@lifecycle("creator_close_wakes", only=waits_on_creator)
+@lifecycle("creator_close_wakes")
 def test_creator_close_wakes_waiters_in_other_processes(
     primitive: str, way: str, make: Callable[[], Any], ways: ModuleType, ctx: BaseContext
 ) -> None:
@@ -374,11 +351,6 @@ def running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def starts_processes(ways: ModuleType, way: str) -> bool:
-    """For :func:`lifecycle`: the way starts processes (an owner, a server, a tracker)."""
-    return "queue" in way or "manager" in way
-
-
 def kill_creator(primitive: str, way: str, method: str, waiter: bool) -> tuple[list[int], Any]:
     """Run :data:`CREATOR`, SIGKILL it once it has reported; its pids and its stdout."""
     if not Path("/proc/self/task").exists():
@@ -420,7 +392,7 @@ def outlived(started: list[int], grace: float) -> list[int]:
     return left
 
 
-@lifecycle("creator_killed", only=starts_processes)
+@lifecycle("creator_killed")
 def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method: str) -> None:
     # Regression (issue 10): a Manager server whose creator was SIGKILLed ran
     # for ever (and, under spawn, its resource tracker with it).
@@ -434,7 +406,7 @@ def test_creator_killed_leaves_no_process(primitive: str, way: str, start_method
 NOTICE = 1.0
 
 
-@lifecycle("creator_killed_wakes", only=waits_on_creator)
+@lifecycle("creator_killed_wakes")
 def test_creator_killed_wakes_waiters(primitive: str, way: str, start_method: str) -> None:
     # Regression (issue 10): with timeout=None, a child's get() or acquire()
     # never returned once the creator had died.

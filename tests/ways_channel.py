@@ -38,6 +38,15 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 }
 
 
+#: Clauses a way cannot keep yet (strict xfail, with the reason).
+CANNOT: dict[tuple[str, str], str] = {
+    ("producer killed", "ctypes"): "CtypesChannel's producers' lock is a plain Lock: a "
+    "producer killed holding it leaves it taken, and every later put raises Full",
+    ("producer killed", "queue"): "a multiprocessing.Queue's write lock, held by a producer "
+    "killed mid-write, stays taken: every later put's feeder waits for it",
+}
+
+
 def stall(way: str, handle: Any) -> Callable[[], object] | None:
     """Make a call of ``handle`` block (until the handle is closed); return that call.
 

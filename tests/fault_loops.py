@@ -1,0 +1,197 @@
+"""What the fault suite's workers do: one loop of calls per primitive x way.
+
+``tests/test_faults.py`` kills a worker running a loop at random moments and
+interrupts the loop in the main thread; ``docs/guarantees.md`` lists the
+ways these cover. No test framework here, so the docs build can read it.
+Keys are ``primitive-way``, as in ``tests/ways_<primitive>.py``.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import functools
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from typing import Any, NamedTuple
+
+from shmref.arrays import CtypesArray, ManagerArray, QueueArray
+from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
+from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
+from shmref.owner import Owner
+from shmref.server import Server
+from shmref.table import CtypesDict, ManagerDict, QueueDict
+from shmref.value import CtypesValue, ManagerValue, QueueValue
+
+#: The timeout of every handle made here.
+TIMEOUT = 3.0
+
+
+def link(handle: Any) -> Owner | Server | None:
+    """The handle's owner client or server handle, if it has one."""
+    for value in vars(handle).values():
+        if isinstance(value, (Owner, Server)):
+            return value
+    return None
+
+
+def _counter_loop(counter: CtypesCounter, done: Any, started: Any) -> None:
+    started.set()
+    while True:
+        counter.add(1)
+        done.value += 1  # only this process writes it
+
+
+def repeat(name: str, handle: Any, done: Any, started: Any) -> None:
+    """Make the state 1, 2, 3, ... with ``LOOPS[name].call``; ``done`` is the last one made."""
+    call = LOOPS[name].call
+    started.set()
+    n = done.value
+    while True:
+        n += 1
+        call(handle, n)
+        done.value = n
+
+
+#: Items of the array the array loop rewrites whole: a copy (512 KiB) about
+#: as long as making its payload, so that kills often cut it.
+ITEMS = 1 << 16
+
+
+def _items(n: int) -> array.array[int]:
+    return array.array("q", [n]) * ITEMS
+
+
+def _board(ctx: BaseContext, sync: str) -> CtypesMetrics:
+    return CtypesMetrics(1, ("completed", "errors"), sync=sync, ctx=ctx, timeout=TIMEOUT)
+
+
+def _table_values(table: Any) -> set[int]:
+    entries = table.snapshot()
+    assert set(entries) <= {"k", "tmp"}, entries
+    if isinstance(table, CtypesDict):
+        # The table's own bookkeeping must agree with what it holds. (A
+        # Manager server may still be running a killed client's last
+        # request, in a thread of its own, between two calls: len() is not
+        # compared with a snapshot taken by another call.)
+        assert len(table) == len(entries) == table._occupied(), entries
+    return set(entries.values())
+
+
+def _table_call(table: Any, n: int) -> None:
+    table["tmp"] = n  # a new entry,
+    table["k"] = n  # a store over an entry,
+    del table["tmp"]  # a removal
+
+
+class Loop(NamedTuple):
+    """A worker's loop of calls, and how the parent looks at and moves the state."""
+
+    make: Callable[[BaseContext], Any]
+    values: Callable[[Any], set[int]]  # the distinct values the state holds
+    call: Callable[[Any, int], None]  # one call that makes the state n
+    #: The worker (handle, done, started), where not :func:`repeat` of ``call``.
+    target: Callable[..., None] | None = None
+    #: A metrics row has one writer process: after a kill the parent only
+    #: reads, and the next worker claims the row.
+    one_writer: bool = False
+    #: The internal locks, which an interrupt must not leave taken.
+    locks: Callable[[Any], list[Any]] = lambda handle: [handle._holder.lock]
+    #: Whether the killed worker was inside a call (its lock's record names
+    #: it); None where nothing in the parent can tell.
+    cut: Callable[[Any], bool] | None = lambda handle: handle._holder.record[0] != 0
+
+
+#: Items of the Queue and Manager ways' arrays: 64 KiB a message, which a
+#: kill can cut in the middle of its write.
+REMOTE_ITEMS = 1 << 13
+
+
+def _connection_locks(handle: Any) -> list[Any]:
+    """The lock of this process's connection to a Queue way's owner (none for a Manager)."""
+    peer = link(handle)
+    if isinstance(peer, Owner) and peer._link is not None:
+        return [peer._link.lock]
+    return []
+
+
+def _remote_loops(way: str) -> dict[str, Loop]:
+    """The Queue or Manager ways: a killed client loses its own connection, nothing else."""
+    counter, value, shared, table, board = {
+        "queue": (QueueCounter, QueueValue, QueueArray, QueueDict, QueueMetrics),
+        "manager": (ManagerCounter, ManagerValue, ManagerArray, ManagerDict, ManagerMetrics),
+    }[way]
+    remote = functools.partial(Loop, locks=_connection_locks, cut=None)
+    return {
+        f"counter-{way}": remote(
+            lambda ctx: counter(ctx=ctx, timeout=TIMEOUT),
+            lambda c: {c.get()},
+            lambda c, n: c.add(n - c.get()),
+        ),
+        f"value-{way}": remote(
+            lambda ctx: value(ctypes.c_int64, 0, ctx=ctx, timeout=TIMEOUT),
+            lambda v: {v.get()},
+            lambda v, n: v.set(n),
+        ),
+        f"arrays-{way}": remote(
+            lambda ctx: shared("q", REMOTE_ITEMS, ctx=ctx, timeout=TIMEOUT),
+            lambda a: set(a.read()),
+            lambda a, n: a.write(array.array("q", [n]) * REMOTE_ITEMS),
+        ),
+        f"table-{way}": remote(
+            lambda ctx: table(capacity=8, ctx=ctx, timeout=TIMEOUT),
+            _table_values,
+            _table_call,
+        ),
+        f"metrics-{way}": remote(
+            lambda ctx: board(1, ("completed", "errors"), ctx=ctx, timeout=TIMEOUT),
+            lambda b: set(b.snapshot()[0].values()),
+            lambda b, n: b.set(0, completed=n, errors=n),
+        ),
+    }
+
+
+LOOPS: dict[str, Loop] = {
+    "counter-ctypes": Loop(
+        lambda ctx: CtypesCounter(ctx=ctx, timeout=TIMEOUT),
+        lambda counter: {counter.get()},
+        lambda counter, n: counter.add(n - counter.get()),
+        target=_counter_loop,  # add(1), as counters are used
+    ),
+    "value-ctypes": Loop(
+        lambda ctx: CtypesValue(ctypes.c_int64, 0, ctx=ctx, timeout=TIMEOUT),
+        lambda value: {value.get()},
+        lambda value, n: value.set(n),
+    ),
+    # The items the killed writer was copying may be part old, part new
+    # (no undo record): each item must still be old or new.
+    "arrays-ctypes": Loop(
+        lambda ctx: CtypesArray("q", ITEMS, ctx=ctx, timeout=TIMEOUT),
+        lambda shared: set(shared.read()),
+        lambda shared, n: shared.write(_items(n)),
+    ),
+    # The journal undoes a cut store and finishes a cut removal.
+    "table-ctypes": Loop(
+        lambda ctx: CtypesDict(capacity=8, ctx=ctx, timeout=TIMEOUT),
+        _table_values,
+        _table_call,
+    ),
+    # Each field of the cut update: old or new.
+    **{
+        "metrics-ctypes" if sync == "seqlock" else "metrics-ctypes-lock": Loop(
+            functools.partial(_board, sync=sync),
+            lambda board: set(board.snapshot()[0].values()),
+            lambda board, n: board.set(0, completed=n, errors=n),
+            one_writer=True,
+            locks=lambda board: [h.lock for h in [board._claims, *(board._row_holders or [])]],
+            cut=(
+                (lambda board: board._cells[0] & 1 == 1)  # mid-update
+                if sync == "seqlock"
+                else (lambda board: board._row_holders[0].record[0] != 0)
+            ),
+        )
+        for sync in ("seqlock", "lock")
+    },
+    **_remote_loops("queue"),
+    **_remote_loops("manager"),
+}
