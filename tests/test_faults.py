@@ -17,9 +17,11 @@ import random
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,21 +274,38 @@ def _die_in_put(way: str, handle: Any, ready: Any) -> None:
     ],
 )
 def test_a_producer_killed_inside_put_leaves_the_channel_usable(
-    way: str, ctx: BaseContext
+    way: str, start_method: str
 ) -> None:
-    channel_ways = PRIMITIVES["channel"]
-    handle = channel_ways.WAYS[way](capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT)
-    try:
-        ready = ctx.Event()
-        child = ctx.Process(target=_die_in_put, args=(way, handle, ready))
-        child.start()
-        assert ready.wait(30), "the producer did not start"
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        handle.put(b"after", timeout=TIMEOUT)
-        got = {handle.get(timeout=TIMEOUT)}
-        if way == "manager":
-            got.add(handle.get(timeout=TIMEOUT))
-        assert b"after" in got
-    finally:
-        handle.close()
+    # In an interpreter of its own: where the fault breaks the channel, its
+    # Queue's feeder thread and semaphores can never be cleaned up, and the
+    # resource tracker of that interpreter, not of the suite, reports them.
+    script = f"""
+import multiprocessing, os, signal, sys
+from tests.ways_channel import WAYS
+from tests.test_faults import _die_in_put
+ctx = multiprocessing.get_context({start_method!r})
+handle = WAYS[{way!r}](capacity=4, max_size=64, ctx=ctx, timeout={TIMEOUT})
+ready = ctx.Event()
+child = ctx.Process(target=_die_in_put, args=({way!r}, handle, ready))
+child.start()
+assert ready.wait(30), "the producer did not start"
+os.kill(child.pid, signal.SIGKILL)
+child.join()
+try:
+    handle.put(b"after", timeout={TIMEOUT})
+    got = {{handle.get(timeout={TIMEOUT})}}
+    if {way!r} == "manager":
+        got.add(handle.get(timeout={TIMEOUT}))
+    print("usable" if b"after" in got else f"lost: {{got}}", flush=True)
+except Exception as error:
+    print(f"broken: {{type(error).__name__}}: {{error}}", flush=True)
+os._exit(0)  # a broken Queue's feeder would hang the exit
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "usable", (done.stdout, done.stderr[-2000:])
