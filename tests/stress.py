@@ -164,21 +164,36 @@ def _make(name: str, way: str, ctx: BaseContext, processes: int) -> Any:
     return ways.make(way, ctx, TIMEOUT)
 
 
-def _run(ctx: BaseContext, targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+def _start(
+    ctx: BaseContext, targets: list[tuple[Callable[..., None], tuple[Any, ...]]]
+) -> list[Any]:
     processes = [ctx.Process(target=target, args=args) for target, args in targets]
     for p in processes:
         p.start()
+    return processes
+
+
+def _kill(processes: list[Any]) -> None:
+    for p in processes:
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _join(processes: list[Any], what: str) -> None:
+    """Wait for ``processes`` (killing what outlives the wait); each must exit with 0."""
     try:
         for p in processes:
             p.join(JOIN)
-        codes = [p.exitcode for p in processes]
-        if codes != [0] * len(processes):
-            raise AssertionError(f"workers exited with {codes}")
     finally:
-        for p in processes:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        _kill(processes)
+    codes = [p.exitcode for p in processes]
+    if codes != [0] * len(processes):
+        raise AssertionError(f"{what} exited with {codes}")
+
+
+def _run(ctx: BaseContext, targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> None:
+    _join(_start(ctx, targets), "workers")
 
 
 def stress(name: str, way: str, ctx: BaseContext, processes: int, seconds: float) -> float:
@@ -215,25 +230,17 @@ def _stress_channel(handle: Any, ctx: BaseContext, processes: int, seconds: floa
     done = ctx.RawArray(ctypes.c_int64, producers)
     got = ctx.RawArray(ctypes.c_int64, consumers * producers)
     sums = ctx.RawArray(ctypes.c_int64, consumers * producers)
-    readers = [
-        ctx.Process(target=_consumer, args=(handle, i, producers, got, sums))
-        for i in range(consumers)
-    ]
-    for reader in readers:
-        reader.start()
+    readers = _start(
+        ctx, [(_consumer, (handle, i, producers, got, sums)) for i in range(consumers)]
+    )
     try:
         _run(ctx, [(_producer, (handle, i, seconds, done)) for i in range(producers)])
         for _ in readers:
             handle.put(_MESSAGE.pack(-1, 0), timeout=TIMEOUT)
-        for reader in readers:
-            reader.join(JOIN)
-        if [r.exitcode for r in readers] != [0] * consumers:
-            raise AssertionError(f"consumers exited with {[r.exitcode for r in readers]}")
-    finally:
-        for reader in readers:
-            if reader.is_alive():
-                reader.kill()
-                reader.join()
+    except BaseException:
+        _kill(readers)  # no stop message is coming
+        raise
+    _join(readers, "consumers")
     for p in range(producers):
         n = done[p]
         count = sum(got[c * producers + p] for c in range(consumers))
