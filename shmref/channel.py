@@ -31,6 +31,7 @@ import collections
 import contextlib
 import os
 import pickle
+import platform
 import queue
 import struct
 import threading
@@ -41,6 +42,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
 from typing import Any, NoReturn, Protocol, runtime_checkable
 
+from shmref.holder import Holder
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     LONGEST_WAIT,
@@ -54,10 +56,10 @@ from shmref.lifecycle import (
     reset_after_fork,
     seconds,
     size,
-    timed_out,
 )
 from shmref.segment import attach, create, release
 from shmref.server import Served, Server
+from shmref.wakeup import EVERYONE, sleep_on, wake, word_address
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -296,39 +298,65 @@ class _Handle(Closable):
         raise self._closed_by_creator(empty)
 
 
-# CtypesChannel's segment: three 64-byte lines, so that producers (head) and
-# consumers (tail) do not write the same cache line, then the slots. A slot is
-# the message length (8 bytes) and the message, padded to 64 bytes. The
-# segment is read and written as 8-byte words (a "Q" view) and bytes.
-_CLOSED, _HEAD, _TAIL = 0, 8, 16  # word indices
+# CtypesChannel's segment: three 64-byte lines, so that producers and
+# consumers do not write the same cache line, then the slots. A slot is the
+# message length (8 bytes) and the message, padded to 64 bytes. The segment
+# is read and written as 8-byte words (a "Q" view), 4-byte words (an "I"
+# view, for the sequence and flag words a sleeper waits on) and bytes.
+_CLOSED = 0  # word index, line 0
+# Line 1, written by producers: the head (messages ever put), the tail they
+# last saw under the consumers' lock; the sequence consumers sleep on, and
+# the flag of a consumer sleeping on it.
+_HEAD, _SEEN_TAIL = 8, 9  # word indices
+_PUT_SEQ, _GET_SLEEPS = 20, 21  # 4-byte word indices (bytes 80 and 84)
+# Line 2, written by consumers: the same, the other way round.
+_TAIL, _SEEN_HEAD = 16, 17
+_GET_SEQ, _PUT_SLEEPS = 36, 37  # bytes 144 and 148
 _SLOTS = 192  # byte offset of slot 0
+#: Machines whose stores become visible in program order and whose loads are
+#: not reordered with later loads or stores (x86 "TSO"): there a side may read
+#: the other's count directly, since a count is stored after its slot's bytes.
+#: Elsewhere (AArch64...) it reads the count the other side's lock published.
+_IN_ORDER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _LENGTH = 8
 _LINE = 64
+_WRAP = 0xFFFFFFFF
 
 
 class CtypesChannel(_Handle):
     """A ring of ``capacity`` slots of ``max_size`` bytes in shared memory.
 
-    A put takes a *free* token (a semaphore counting free slots), copies the
-    message into the slot at the head under the producers' lock and posts a
-    *filled* token; a get does the reverse under the consumers' lock. A
-    message is copied twice (into the segment, and out into a new ``bytes``)
-    and never pickled; ``put_many``/``get_many`` take each lock once per
-    batch. The segment takes ``capacity * (max_size + 8)`` bytes, rounded up
-    to 64 bytes a slot, reserved when the channel is made (a ``/dev/shm``
-    without that room raises ``OSError`` then).
+    The segment holds the ring and its two counts: the *head* (messages ever
+    put) and the *tail* (messages ever got). A put copies the message into
+    the slot at the head and moves the head on, under the producers' lock;
+    a get does the reverse under the consumers' lock. Each lock is a
+    :class:`~shmref.holder.Holder`: a process killed inside a put or a get
+    is taken over by the next caller, and since a count moves in one store
+    after its slot is whole, nothing is torn and no slot is lost (a message
+    a killed getter had taken is gone with it). A message is copied twice
+    (into the segment, and out into a new ``bytes``) and never pickled;
+    ``put_many``/``get_many`` take each lock once per batch. The segment
+    takes ``capacity * (max_size + 8)`` bytes, rounded up to 64 bytes a
+    slot, reserved when the channel is made (a ``/dev/shm`` without that
+    room raises ``OSError`` then).
+
+    Each side reads the other's count under the other's lock, and keeps
+    what it read in the segment: a put needs the consumers' lock only when
+    the ring looks full, a get needs the producers' lock only when the
+    messages it knows of are all taken. That lock is also what makes the
+    slot's bytes visible with the count, on every architecture. A caller
+    that finds no room (no message) sleeps on a futex
+    (:mod:`shmref.wakeup`) until the other side moves its count, for at
+    most a slice of its timeout at a time.
 
     ``close()`` in the creating process marks the channel closed in the
     segment under the producers' lock, so every put either completed before
-    it or raises :class:`ChannelClosed`; it posts one token of each kind,
-    which each woken waiter hands on, and unlinks the segment (exactly once:
-    no other process ever unlinks it). Getters receive every message whose
-    ``put`` returned before the close, then :class:`ChannelClosed`.
-    ``timeout`` is the longest wait for the producers' or the consumers'
-    lock, in every call and in ``close()``: a process that dies while
-    holding one (for the time of one copy) makes the others raise
-    ``TimeoutError`` after ``timeout`` seconds, with nothing taken or
-    written.
+    it or raises :class:`ChannelClosed`; it wakes every sleeper, and unlinks
+    the segment (exactly once: no other process ever unlinks it). Getters
+    receive every message whose ``put`` returned before the close, then
+    :class:`ChannelClosed`. ``timeout`` is the longest wait for the
+    producers' or the consumers' lock, in every call and in ``close()``;
+    a lock whose holder died is taken over after about a second.
     If the creator dies without ``close()``, a call waiting in another
     process (``timeout=None`` included) raises :class:`ChannelClosed`
     within a slice of its wait.
@@ -351,43 +379,49 @@ class CtypesChannel(_Handle):
     ) -> None:
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
-        self._timeout = timeout = seconds(timeout)
-        # An internal lock is first waited for in one C call of at most a
-        # slice, then for the rest of `timeout` in slices (see _lock).
-        self._lock_wait = SLICE if timeout is None else min(SLICE, timeout)
+        self._timeout = seconds(timeout)
         self._stride = -(-(_LENGTH + max_size) // _LINE) * _LINE
         ctx = context(ctx)
         segment = create(_SLOTS + capacity * self._stride)
-        buf: Any = segment.buf
-        words = buf.cast("Q")
-        self._unmap = weakref.finalize(self, release, segment, [words], os.getpid())
         try:
-            self._free = ctx.Semaphore(capacity)
-            self._filled = ctx.Semaphore(0)
-            self._put_lock = ctx.Lock()
-            self._get_lock = ctx.Lock()
+            self._put_holder: Any = Holder(ctx)
+            self._get_holder: Any = Holder(ctx)
         except BaseException:
-            self._unmap()
+            release(segment, [], os.getpid())
             raise
         self._segment = segment
-        self._buf: Any = buf
-        self._words: Any = words
+        # Where the fast paths read the other side's count (see _IN_ORDER).
+        self._their_tail = _TAIL if _IN_ORDER else _SEEN_TAIL
+        self._their_head = _HEAD if _IN_ORDER else _SEEN_HEAD
+        self._map(os.getpid())
         self._creator = os.getpid()
         self._lifeline = lifeline()
+
+    def _map(self, creator: int | None) -> None:
+        buf: Any = self._segment.buf
+        self._buf = buf
+        self._words: Any = buf.cast("Q")
+        self._ints: Any = buf.cast("I")
+        self._put_seq_at = word_address(buf, _PUT_SEQ * 4)
+        self._get_seq_at = word_address(buf, _GET_SEQ * 4)
+        views = [self._words, self._ints]
+        self._unmap = weakref.finalize(self, release, self._segment, views, creator)
+        # Tests and fault loops hold these to stand for a caller inside a call.
+        self._put_lock = self._put_holder.lock
+        self._get_lock = self._get_holder.lock
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
         state = self.__dict__.copy()
         state["_segment"] = self._segment.name
-        del state["_buf"], state["_words"], state["_unmap"]
+        for mapped in ("_buf", "_words", "_ints", "_unmap", "_put_seq_at", "_get_seq_at"):
+            del state[mapped]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        segment = self._segment = attach(state["_segment"])
-        self._buf = segment.buf
-        self._words = self._buf.cast("Q")
-        self._unmap = weakref.finalize(self, release, segment, [self._words], None)
+        self._segment = attach(state["_segment"])
+        self._map(None)
 
     @property
     def name(self) -> str:
@@ -404,20 +438,6 @@ class CtypesChannel(_Handle):
         except (TypeError, ValueError):  # unmapped by close() in another thread meanwhile
             return True
 
-    def _lock(self, lock: Any, semaphore: Any, tokens: int, what: str) -> None:
-        """Take ``lock`` for the rest of ``timeout``, or give ``tokens`` back and raise."""
-        timeout = self._timeout
-        try:
-            acquire(lock, None if timeout is None else timeout - self._lock_wait, what, self)
-        except BaseException as error:
-            _post(semaphore, tokens)  # hand them on to the next waiter
-            if isinstance(error, TimeoutError):
-                raise timed_out(what, timeout) from None
-            raise
-
-    # put() and get() are _write() and _read() for one message, inlined: they
-    # are the calls whose cost the benchmarks measure.
-
     def put(self, msg: Message, timeout: float | None = None) -> None:
         if self._closed:
             self._refuse()
@@ -430,28 +450,35 @@ class CtypesChannel(_Handle):
             timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
         ):
             timeout = seconds(timeout)
-        free = self._free
-        first = SLICE if timeout is None or timeout > SLICE else timeout
-        if not free.acquire(True, first) and not _wait(free, timeout, first, self):
-            raise queue.Full(f"no free slot within {timeout} s")
-        lock = self._put_lock
-        if not lock.acquire(True, self._lock_wait):
-            self._lock(lock, free, 1, "the producers' lock")
+        # The common case, inlined: room the producers already know of.
+        holder = self._put_holder
+        lock = holder.lock
+        record = holder.record
+        sent = 0
         try:
-            words = self._words
-            refused = self._closed or words[_CLOSED]
-            if not refused:
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "the producers' lock", self)
+            record[0] = holder.pid
+            if not self._closed:
+                words = self._words
                 head = words[_HEAD]
-                offset = _SLOTS + head % self._capacity * self._stride
-                words[offset >> 3] = length
-                self._buf[offset + _LENGTH : offset + _LENGTH + length] = msg
-                # Published last: a filled token stands for whole slots only.
-                words[_HEAD] = head + 1
-        finally:
+                if head - words[self._their_tail] < self._capacity and not words[_CLOSED]:
+                    offset = _SLOTS + head % self._capacity * self._stride
+                    words[offset >> 3] = length
+                    self._buf[offset + _LENGTH : offset + _LENGTH + length] = msg
+                    words[_HEAD] = head + 1  # the commit: the slot is whole
+                    ints = self._ints
+                    ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
+                    if ints[_GET_SLEEPS] and not wake(self._put_seq_at, 1):
+                        ints[_GET_SLEEPS] = 0
+                    sent = 1
+            record[0] = 0
             lock.release()
-        if refused:
-            self._hand_on(free, 1)
-        self._filled.release()
+        except BaseException:
+            holder.abandon()
+            raise
+        if not sent:
+            self._send([msg], timeout)
 
     def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
         if self._closed:
@@ -459,34 +486,84 @@ class CtypesChannel(_Handle):
         batch = _batch(msgs, self._capacity, self._max_size)
         timeout = seconds(timeout)
         if batch:
-            if not _acquire_n(self._free, len(batch), timeout, self._stopped):
-                if self._is_closed():
-                    self._hand_on(self._free, 0)
-                self._check_peers()
-                raise queue.Full(f"no {len(batch)} free slots within {timeout} s")
-            self._write(batch)
+            self._send(batch, timeout)
 
-    def _write(self, batch: Sequence[bytes]) -> None:
-        """Copy ``batch`` in at the head; its free tokens are already taken."""
-        free, lock = self._free, self._put_lock
-        if not lock.acquire(True, self._lock_wait):
-            self._lock(lock, free, len(batch), "the producers' lock")
-        try:
-            refused = self._is_closed()
-            if not refused:
-                words, buf, capacity, stride = self._words, self._buf, self._capacity, self._stride
+    def _send(self, batch: Sequence[bytes], timeout: float | None) -> None:
+        """Put ``batch``, all of it or none, waiting up to ``timeout`` for room."""
+        deadline = Deadline(timeout)
+        while True:
+            seen = self._write(batch)
+            if seen is None:
+                return
+            if deadline.expired:
+                if len(batch) == 1:
+                    raise queue.Full(f"no free slot within {timeout} s")
+                raise queue.Full(f"no {len(batch)} free slots within {timeout} s")
+            self._check_peers()
+            sleep_on(self._get_seq_at, seen, deadline.next_slice())
+
+    def _write(self, batch: Sequence[bytes]) -> int | None:
+        """Copy ``batch`` in at the head if there is room; else the sequence to sleep on.
+
+        Where the tail the producers know of leaves no room, it reads the
+        tail under the consumers' lock (not holding the producers' lock:
+        consumers take the two in the other order) and looks again.
+        """
+        holder, words, n = self._put_holder, self._words, len(batch)
+        tail: int | None = None
+        seen = 0
+        while True:
+            try:
+                holder.enter(self._timeout, "the producers' lock", self)
+                if self._closed:
+                    self._refuse()
+                if words[_CLOSED]:
+                    raise self._closed_by_creator()
+                if tail is not None and tail > words[_SEEN_TAIL]:
+                    words[_SEEN_TAIL] = tail
                 head = words[_HEAD]
-                for msg in batch:
-                    offset = _SLOTS + head % capacity * stride
-                    words[offset >> 3] = len(msg)
-                    buf[offset + _LENGTH : offset + _LENGTH + len(msg)] = msg
-                    head += 1
-                words[_HEAD] = head
-        finally:
-            lock.release()
-        if refused:
-            self._hand_on(free, len(batch))
-        _post(self._filled, len(batch))
+                room = self._capacity - (head - words[self._their_tail]) >= n
+                if room:
+                    buf, capacity, stride = self._buf, self._capacity, self._stride
+                    ints = self._ints
+                    for i, msg in enumerate(batch):
+                        offset = _SLOTS + (head + i) % capacity * stride
+                        words[offset >> 3] = len(msg)
+                        buf[offset + _LENGTH : offset + _LENGTH + len(msg)] = msg
+                    words[_HEAD] = head + n  # the commit
+                    ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
+                    if ints[_GET_SLEEPS] and not wake(self._put_seq_at, n):
+                        ints[_GET_SLEEPS] = 0
+                holder.leave()
+            except BaseException:
+                holder.abandon()
+                raise
+            if room:
+                return None
+            if tail is not None:
+                return seen
+            tail, seen = self._consumers_tail(head, n)
+
+    def _consumers_tail(self, head: int, n: int) -> tuple[int, int]:
+        """The tail and the consumers' sequence, read under their lock.
+
+        If ``n`` messages will not fit behind ``head``, it says a producer
+        sleeps: a consumer that moves the tail after this (it takes the
+        same lock) wakes it.
+        """
+        holder, words, ints = self._get_holder, self._words, self._ints
+        try:
+            holder.enter(self._timeout, "the consumers' lock", self)
+            if self._closed:
+                self._refuse()
+            tail, seen = int(words[_TAIL]), int(ints[_GET_SEQ])
+            if self._capacity - (head - tail) < n:
+                ints[_PUT_SLEEPS] = 1
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
+        return tail, seen
 
     def get(self, timeout: float | None = None) -> bytes:
         if self._closed:
@@ -495,103 +572,142 @@ class CtypesChannel(_Handle):
             timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
         ):
             timeout = seconds(timeout)
-        filled = self._filled
-        first = SLICE if timeout is None or timeout > SLICE else timeout
-        if not filled.acquire(True, first) and not _wait(filled, timeout, first, self):
-            raise queue.Empty(f"no message within {timeout} s")
-        lock = self._get_lock
-        if not lock.acquire(True, self._lock_wait):
-            self._lock(lock, filled, 1, "the consumers' lock")
+        # The common case, inlined: a message the consumers already know of.
+        holder = self._get_holder
+        lock = holder.lock
+        record = holder.record
+        msg = None
         try:
-            words = self._words
-            if self._closed or words[_CLOSED]:
-                msg = None
-            else:
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "the consumers' lock", self)
+            record[0] = holder.pid
+            if not self._closed:
+                words = self._words
                 tail = words[_TAIL]
-                offset = _SLOTS + tail % self._capacity * self._stride
-                start = offset + _LENGTH
-                msg = self._buf[start : start + words[offset >> 3]].tobytes()
-                words[_TAIL] = tail + 1
-        finally:
+                if words[self._their_head] != tail:
+                    offset = _SLOTS + tail % self._capacity * self._stride
+                    start = offset + _LENGTH
+                    msg = self._buf[start : start + words[offset >> 3]].tobytes()
+                    words[_TAIL] = tail + 1  # the commit
+                    ints = self._ints
+                    ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
+                    if ints[_PUT_SLEEPS] and not wake(self._get_seq_at, 1):
+                        ints[_PUT_SLEEPS] = 0
+            record[0] = 0
             lock.release()
-        if msg is None:
-            return self._read(1)[0]  # closed: drain, or raise
-        self._free.release()
-        return msg  # type: ignore[no-any-return]
+        except BaseException:
+            holder.abandon()
+            raise
+        if msg is not None:
+            return msg  # type: ignore[no-any-return]
+        out, seen = self._read(1)
+        if out:
+            return out[0]
+        return self._receive(1, timeout, seen)[0]
 
     def get_many(self, max_messages: int, timeout: float | None = None) -> list[bytes]:
         if self._closed:
             self._refuse()
         max_messages = size(max_messages, "max_messages", _LIMIT)
         timeout = seconds(timeout)
-        filled = self._filled
-        first = SLICE if timeout is None or timeout > SLICE else timeout
-        if not filled.acquire(True, first) and not _wait(filled, timeout, first, self):
-            raise queue.Empty(f"no message within {timeout} s")
-        tokens = 1
-        while tokens < max_messages and filled.acquire(False):
-            tokens += 1
-        return self._read(tokens)
+        out, seen = self._read(max_messages)
+        return out or self._receive(max_messages, timeout, seen)
 
-    def _read(self, tokens: int) -> list[bytes]:
-        """Copy up to ``tokens`` messages out at the tail; the tokens are taken."""
-        filled, lock = self._filled, self._get_lock
-        if not lock.acquire(True, self._lock_wait):
-            self._lock(lock, filled, tokens, "the consumers' lock")
+    def _receive(self, most: int, timeout: float | None, seen: int) -> list[bytes]:
+        """Up to ``most`` messages, within ``timeout``, after a first look found none."""
+        deadline = Deadline(timeout)
+        while True:
+            if deadline.expired:
+                raise queue.Empty(f"no message within {timeout} s")
+            self._check_peers()
+            sleep_on(self._put_seq_at, seen, deadline.next_slice())
+            out, seen = self._read(most)
+            if out:
+                return out
+
+    def _read(self, most: int) -> tuple[list[bytes], int]:
+        """Copy up to ``most`` messages out at the tail; if none, the sequence to sleep on.
+
+        Where the messages the consumers know of are all taken, it reads the
+        head under the producers' lock, inside the consumers' lock.
+        """
+        holder = self._get_holder
+        lock = holder.lock
+        record = holder.record
         out: list[bytes] = []
+        seen = 0
+        closed = False
         try:
-            if not self._closed:
-                words, buf, capacity, stride = self._words, self._buf, self._capacity, self._stride
-                tail = words[_TAIL]
-                count = tokens
-                if words[_CLOSED]:
-                    # One token may be close()'s wake-up call, not a message.
-                    count = min(tokens, self._head_after_close() - tail)
-                for _ in range(count):
+            if not lock.acquire(False):
+                holder.wait(self._timeout, "the consumers' lock", self)
+            record[0] = holder.pid
+            if self._closed:
+                self._refuse()
+            words = self._words
+            tail = words[_TAIL]
+            known = words[self._their_head]
+            if known == tail:
+                known, seen, closed = self._producers_head(tail)
+                words[_SEEN_HEAD] = known
+            if known != tail:
+                buf, capacity, stride = self._buf, self._capacity, self._stride
+                for _ in range(min(most, known - tail)):
                     offset = _SLOTS + tail % capacity * stride
                     start = offset + _LENGTH
                     out.append(buf[start : start + words[offset >> 3]].tobytes())
                     tail += 1
-                words[_TAIL] = tail
-        finally:
+                words[_TAIL] = tail  # the commit
+                ints = self._ints
+                ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
+                if ints[_PUT_SLEEPS] and not wake(self._get_seq_at, len(out)):
+                    ints[_PUT_SLEEPS] = 0
+            record[0] = 0
             lock.release()
-        if not out:
-            self._hand_on(filled, tokens, empty=True)
-        if len(out) < tokens:
-            _post(filled, tokens - len(out))  # hand the wake-up call on
-        _post(self._free, len(out))
-        return out
+        except BaseException:
+            holder.abandon()
+            raise
+        if closed and not out:
+            raise self._closed_by_creator(empty=True)
+        return out, seen
 
-    def _head_after_close(self) -> int:
-        # close() set the flag under the producers' lock and no put writes
-        # after it: taking that lock makes the final head (and every slot
-        # before it) visible here.
-        locked = self._put_lock.acquire(True, self._timeout)
+    def _producers_head(self, tail: int) -> tuple[int, int, bool]:
+        """The head, the producers' sequence and the closed mark, read under their lock.
+
+        If there is no message past ``tail``, it says a consumer sleeps: a
+        producer that moves the head after this wakes it.
+        """
+        holder, words, ints = self._put_holder, self._words, self._ints
         try:
-            return int(self._words[_HEAD])
-        finally:
-            if locked:
-                self._put_lock.release()
+            holder.enter(self._timeout, "the producers' lock", self)
+            head, seen, closed = int(words[_HEAD]), int(ints[_PUT_SEQ]), bool(words[_CLOSED])
+            if head == tail and not closed:
+                ints[_GET_SLEEPS] = 1
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
+        return head, seen, closed
 
     def _release(self) -> None:
-        # The semaphores and locks stay: a thread of this process may be
-        # between two of them (bug 5 of issue 9), and finds the handle closed.
-        put_lock, get_lock, timeout = self._put_lock, self._get_lock, self._timeout
+        put_holder, get_holder, timeout = self._put_holder, self._get_holder, self._timeout
         creator = os.getpid() == self._creator
         if creator:
-            locked = put_lock.acquire(True, timeout)
-            # Set even without the lock: its holder died, no put can follow.
+            locked = _enter(put_holder, timeout)
+            # Set even without the lock: no put can follow.
             self._words[_CLOSED] = 1
+            ints = self._ints
+            ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
+            ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
             if locked:
-                put_lock.release()
-            # One wake-up call each; a waiter that finds the channel closed
-            # hands its token on, so every waiter wakes in turn.
-            self._filled.release()
-            self._free.release()
-        # Another thread of this process may be copying: unmap after it.
-        locked_get = get_lock.acquire(True, timeout)
-        locked_put = put_lock.acquire(True, timeout)
-        self._buf = self._words = None
+                put_holder.leave()
+            wake(self._put_seq_at, EVERYONE)
+            wake(self._get_seq_at, EVERYONE)
+        # Another thread of this process may be copying: unmap after it. (A
+        # thread asleep on a futex word wakes within a slice and finds the
+        # handle closed.)
+        locked_get = _enter(get_holder, timeout)
+        locked_put = _enter(put_holder, timeout)
+        self._buf = self._words = self._ints = None
         try:
             if locked_get and locked_put:
                 self._unmap()
@@ -601,9 +717,21 @@ class CtypesChannel(_Handle):
                     self._segment.unlink()
         finally:
             if locked_put:
-                put_lock.release()
+                put_holder.leave()
             if locked_get:
-                get_lock.release()
+                get_holder.leave()
+
+
+def _enter(holder: Holder, timeout: float | None) -> bool:
+    """For close(): take ``holder``'s lock within ``timeout``; False if it cannot."""
+    try:
+        holder.enter(timeout, "a channel lock")
+    except TimeoutError:
+        return False
+    except BaseException:
+        holder.abandon()
+        raise
+    return True
 
 
 # QueueChannel's items: a message (bytes), a batch (list of bytes), or this.

@@ -30,7 +30,7 @@ PACKAGE = Path(__file__).resolve().parent
 PRIMITIVES = ("counter", "value", "arrays", "metrics", "locks", "table", "channel")
 
 #: The shared machinery, each module after the ones it imports.
-MACHINERY = ("lifecycle", "holder", "owner", "server", "segment")
+MACHINERY = ("lifecycle", "holder", "wakeup", "owner", "server", "segment")
 
 
 class _Module:

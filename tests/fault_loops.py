@@ -11,11 +11,13 @@ from __future__ import annotations
 import array
 import ctypes
 import functools
+import queue
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray
+from shmref.channel import CtypesChannel, ManagerChannel
 from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
@@ -151,6 +153,60 @@ def _remote_loops(way: str) -> dict[str, Loop]:
     }
 
 
+def _taken(channel: Any) -> list[bytes]:
+    """Every message the channel holds, taken out (none: an empty list)."""
+    try:
+        return list(channel.get_many(channel.capacity, timeout=0.0))
+    except queue.Empty:
+        return []
+
+
+def _channel_values(channel: Any) -> set[int]:
+    """The messages the channel holds (left in it), once every other slot is shown free.
+
+    A slot lost to a killed or interrupted call would make the fill raise
+    ``queue.Full``.
+    """
+    held = _taken(channel)
+    fill = held + [b"-1"] * (channel.capacity - len(held))
+    channel.put_many(fill, timeout=TIMEOUT)
+    assert _taken(channel) == fill
+    if held:
+        channel.put_many(held, timeout=TIMEOUT)
+    return {int(m) for m in held}
+
+
+def _channel_call(channel: Any, n: int) -> None:
+    _taken(channel)  # what the last call put: a get,
+    channel.put(b"%d" % n, timeout=TIMEOUT)  # and a put
+
+
+def _channel_loops() -> dict[str, Loop]:
+    """A get and a put per call: the channel holds the last call's message.
+
+    Not the Queue way: a producer killed mid-write keeps its Queue's write
+    lock (``CANNOT`` in tests/ways_channel.py).
+    """
+    return {
+        "channel-ctypes": Loop(
+            lambda ctx: CtypesChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
+            _channel_values,
+            _channel_call,
+            locks=lambda channel: [channel._put_lock, channel._get_lock],
+            cut=lambda channel: any(
+                h.record[0] != 0 for h in (channel._put_holder, channel._get_holder)
+            ),
+        ),
+        "channel-manager": Loop(
+            lambda ctx: ManagerChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
+            _channel_values,
+            _channel_call,
+            locks=_connection_locks,
+            cut=None,
+        ),
+    }
+
+
 LOOPS: dict[str, Loop] = {
     "counter-ctypes": Loop(
         lambda ctx: CtypesCounter(ctx=ctx, timeout=TIMEOUT),
@@ -194,4 +250,5 @@ LOOPS: dict[str, Loop] = {
     },
     **_remote_loops("queue"),
     **_remote_loops("manager"),
+    **_channel_loops(),
 }

@@ -9,6 +9,7 @@ that spawn and forkserver children can import them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -615,25 +616,45 @@ def test_resource_tracker_stays_silent() -> None:
     assert result.stderr == ""
 
 
+@contextlib.contextmanager
+def held_by_another_thread(lock: Any) -> Iterator[None]:
+    """Hold ``lock`` in another thread (alive, unrecorded) for the ``with`` block.
+
+    Not in this thread: a call that fails gives back a lock its own thread
+    holds (shmref.holder), as it must for an interrupt inside the call.
+    """
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            taken.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(30)
+    try:
+        yield
+    finally:
+        done.set()
+        holder.join()
+
+
 def test_ctypes_times_out_when_a_lock_is_held(ctx: BaseContext) -> None:
+    # The timeout is shorter than a take-over's wait (holder.STALE), and the
+    # holder lives: the calls time out, with nothing taken or written.
     with CtypesChannel(capacity=2, max_size=8, ctx=ctx, timeout=0.2) as channel:
-        channel._put_lock.acquire()
-        try:
+        with held_by_another_thread(channel._put_lock):
             with pytest.raises(TimeoutError):
                 channel.put(b"a")
             with pytest.raises(TimeoutError):
                 channel.put_many([b"a", b"b"])
-        finally:
-            channel._put_lock.release()
-        channel.put_many([b"a", b"b"])  # both free slots were given back
-        channel._get_lock.acquire()
-        try:
+        channel.put_many([b"a", b"b"])  # both slots are free
+        with held_by_another_thread(channel._get_lock):
             with pytest.raises(TimeoutError):
                 channel.get()
             with pytest.raises(TimeoutError):
                 channel.get_many(2)
-        finally:
-            channel._get_lock.release()
         assert channel.get_many(2, JOIN) == [b"a", b"b"]  # both messages were left
 
 

@@ -241,15 +241,15 @@ def test_writers_faster_than_the_owner_wait_for_room(ctx: BaseContext) -> None:
         assert counter.get() == sum(s.value for s in sent)
 
 
-# Channels: a producer killed inside put. Its lock (a CtypesChannel's
-# producers' lock, the write lock of a QueueChannel's multiprocessing.Queue)
-# is not taken over yet: strict xfail, listed on the guarantees page.
+# Channels: a producer killed inside put. A CtypesChannel's producers' lock
+# is taken over; the write lock of a QueueChannel's multiprocessing.Queue
+# is not: strict xfail, listed on the guarantees page.
 
 
 def _die_in_put(way: str, handle: Any, ready: Any) -> None:
     """Process target: be a producer killed inside put (holding what put holds)."""
     if way == "ctypes":
-        handle._put_lock.acquire()
+        handle._put_holder.enter(None, "the producers' lock")  # as inside put()
     elif way == "queue":
         handle._queue._wlock.acquire()
     else:

@@ -40,8 +40,6 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 
 #: Clauses a way cannot keep yet (strict xfail, with the reason).
 CANNOT: dict[tuple[str, str], str] = {
-    ("producer killed", "ctypes"): "CtypesChannel's producers' lock is a plain Lock: a "
-    "producer killed holding it leaves it taken, and every later put raises Full",
     ("producer killed", "queue"): "a multiprocessing.Queue's write lock, held by a producer "
     "killed mid-write, stays taken: every later put's feeder waits for it",
 }

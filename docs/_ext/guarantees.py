@@ -59,9 +59,15 @@ def _cell(column: str, primitive: str, way: str, notes: list[str]) -> str:
     from tests.fault_loops import LOOPS
 
     if column in LOOP_TESTS:
-        if primitive in ("locks", "channel"):
-            return "·"  # a lock's holder is the user's; a channel has column (4)
-        return "yes" if f"{primitive}-{way}" in LOOPS else "not run"
+        if primitive == "locks":
+            return "·"  # a lock's holder is the user's
+        if f"{primitive}-{way}" in LOOPS:
+            return "yes"
+        reason = cannot("producer killed", primitive, way) if primitive == "channel" else None
+        if reason is None:
+            return "not run"
+        notes.append(reason)
+        return f"**no** ({len(notes)})"
     if not applies(column, primitive, way):
         return "·"
     reason = cannot(column, primitive, way)
