@@ -406,9 +406,6 @@ class CtypesChannel(_Handle):
         self._get_seq_at = word_address(buf, _GET_SEQ * 4)
         views = [self._words, self._ints]
         self._unmap = weakref.finalize(self, release, self._segment, views, creator)
-        # Tests and fault loops hold these to stand for a caller inside a call.
-        self._put_lock = self._put_holder.lock
-        self._get_lock = self._get_holder.lock
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()

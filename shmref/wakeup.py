@@ -32,7 +32,6 @@ from shmref.holder import _Timespec, _timespec
 _SYSCALL = {
     "x86_64": 202,
     "aarch64": 98,
-    "arm64": 98,
     "riscv64": 98,
     "ppc64le": 221,
     "s390x": 238,

@@ -192,7 +192,7 @@ def _channel_loops() -> dict[str, Loop]:
             lambda ctx: CtypesChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
             _channel_values,
             _channel_call,
-            locks=lambda channel: [channel._put_lock, channel._get_lock],
+            locks=lambda channel: [channel._put_holder.lock, channel._get_holder.lock],
             cut=lambda channel: any(
                 h.record[0] != 0 for h in (channel._put_holder, channel._get_holder)
             ),

@@ -644,13 +644,13 @@ def test_ctypes_times_out_when_a_lock_is_held(ctx: BaseContext) -> None:
     # The timeout is shorter than a take-over's wait (holder.STALE), and the
     # holder lives: the calls time out, with nothing taken or written.
     with CtypesChannel(capacity=2, max_size=8, ctx=ctx, timeout=0.2) as channel:
-        with held_by_another_thread(channel._put_lock):
+        with held_by_another_thread(channel._put_holder.lock):
             with pytest.raises(TimeoutError):
                 channel.put(b"a")
             with pytest.raises(TimeoutError):
                 channel.put_many([b"a", b"b"])
         channel.put_many([b"a", b"b"])  # both slots are free
-        with held_by_another_thread(channel._get_lock):
+        with held_by_another_thread(channel._get_holder.lock):
             with pytest.raises(TimeoutError):
                 channel.get()
             with pytest.raises(TimeoutError):
