@@ -1000,10 +1000,13 @@ class _ChannelState(Served):
         self._capacity = capacity
         self._changed = threading.Condition()
 
-    def put(self, msg: bytes, wait: float) -> None:
-        self.put_many([msg], wait)
+    # A put answers True, never None: a server that stops under a waiting
+    # put sends a stray None reply, which must not read as "put".
 
-    def put_many(self, msgs: list[bytes], wait: float) -> None:
+    def put(self, msg: bytes, wait: float) -> bool:
+        return self.put_many([msg], wait)
+
+    def put_many(self, msgs: list[bytes], wait: float) -> bool:
         with self._changed:
             room = self._changed.wait_for(
                 lambda: self._capacity - len(self._messages) >= len(msgs), wait
@@ -1012,6 +1015,7 @@ class _ChannelState(Served):
                 raise queue.Full(f"no room for {len(msgs)} messages within {wait} s")
             self._messages.extend(msgs)
             self._changed.notify_all()
+            return True
 
     def get(self, wait: float) -> bytes:
         return self.get_many(1, wait)[0]
@@ -1101,10 +1105,10 @@ class ManagerChannel(_Handle):
         self, method: str, args: tuple[Any, ...], timeout: float | None, error: Exception
     ) -> Any:
         """The rest of a call's wait in the server, after a first slice."""
-        # A put answers nothing; a get's messages are never None (see Server.answer).
-        call = self._server.call if method.startswith("put") else self._server.answer
+        # No answer is None (see Server.answer and _ChannelState.put).
+        answer = self._server.answer
         try:
-            return _sliced(lambda wait: call(method, *args, wait), timeout, self, error)
+            return _sliced(lambda wait: answer(method, *args, wait), timeout, self, error)
         except OwnerGone:
             raise self._gone() from None
 
@@ -1120,7 +1124,9 @@ class ManagerChannel(_Handle):
         ):
             timeout = seconds(timeout)
         try:
-            self._server.call("put", msg, SLICE if timeout is None or timeout > SLICE else timeout)
+            self._server.answer(
+                "put", msg, SLICE if timeout is None or timeout > SLICE else timeout
+            )
         except queue.Full:
             self._wait("put", (msg,), timeout, queue.Full(f"no room within {timeout} s"))
         except OwnerGone:
@@ -1136,7 +1142,7 @@ class ManagerChannel(_Handle):
         full = queue.Full(f"no room for {len(batch)} messages within {timeout} s")
         first = SLICE if timeout is None or timeout > SLICE else timeout
         try:
-            self._server.call("put_many", batch, first)
+            self._server.answer("put_many", batch, first)
         except queue.Full:
             self._wait("put_many", (batch,), timeout, full)
         except OwnerGone:
