@@ -17,7 +17,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray
-from shmref.channel import CtypesChannel, ManagerChannel
+from shmref.channel import CtypesChannel
 from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
@@ -185,7 +185,10 @@ def _channel_loops() -> dict[str, Loop]:
     """A get and a put per call: the channel holds the last call's message.
 
     Not the Queue way: a producer killed mid-write keeps its Queue's write
-    lock (``CANNOT`` in tests/ways_channel.py).
+    lock (``CANNOT`` in tests/ways_channel.py). Not the Manager way: its
+    server may still apply a killed client's last put after the parent's
+    next take (it had the request whole), so the channel cannot be compared
+    exactly after a kill; its killed producer has a test of its own.
     """
     return {
         "channel-ctypes": Loop(
@@ -196,13 +199,6 @@ def _channel_loops() -> dict[str, Loop]:
             cut=lambda channel: any(
                 h.record[0] != 0 for h in (channel._put_holder, channel._get_holder)
             ),
-        ),
-        "channel-manager": Loop(
-            lambda ctx: ManagerChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
-            _channel_values,
-            _channel_call,
-            locks=_connection_locks,
-            cut=None,
         ),
     }
 
