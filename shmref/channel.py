@@ -503,8 +503,9 @@ class CtypesChannel(_Handle):
         """Copy ``batch`` in at the head if there is room; else the sequence to sleep on.
 
         Where the tail the producers know of leaves no room, it reads the
-        tail under the consumers' lock (not holding the producers' lock:
-        consumers take the two in the other order) and looks again.
+        tail under the consumers' lock, not holding the producers' lock (as
+        a get does the other way round: no caller holds one of the two
+        locks while it waits for the other), and looks again.
         """
         holder, words, n = self._put_holder, self._words, len(batch)
         tail: int | None = None
@@ -626,14 +627,32 @@ class CtypesChannel(_Handle):
         """Copy up to ``most`` messages out at the tail; if none, the sequence to sleep on.
 
         Where the messages the consumers know of are all taken, it reads the
-        head under the producers' lock, inside the consumers' lock.
+        head under the producers' lock, not holding the consumers' lock: a
+        producer copying a large message holds its lock a while, and the
+        other consumers may have messages to copy out meanwhile.
+        """
+        head: int | None = None
+        while True:
+            out, tail = self._take(most, head)
+            if out:
+                return out, 0
+            head, seen, closed = self._producers_head(tail)
+            if head == tail:  # none past the tail: a put wakes this caller
+                if closed:
+                    raise self._closed_by_creator(empty=True)
+                return out, seen
+            # Some came: take them (unless another consumer does first).
+
+    def _take(self, most: int, head: int | None) -> tuple[list[bytes], int]:
+        """Up to ``most`` messages copied out, under the consumers' lock, and the tail.
+
+        ``head`` is one a producer published, read under its lock: this
+        side's copy of it (``_SEEN_HEAD``) is moved on to it first.
         """
         holder = self._get_holder
         lock = holder.lock
         record = holder.record
         out: list[bytes] = []
-        seen = 0
-        closed = False
         try:
             if not lock.acquire(False):
                 holder.wait(self._timeout, "the consumers' lock", self)
@@ -641,11 +660,10 @@ class CtypesChannel(_Handle):
             if self._closed:
                 self._refuse()
             words = self._words
+            if head is not None and head > words[_SEEN_HEAD]:
+                words[_SEEN_HEAD] = head
             tail = words[_TAIL]
             known = words[self._their_head]
-            if known == tail:
-                known, seen, closed = self._producers_head(tail)
-                words[_SEEN_HEAD] = known
             if known != tail:
                 buf, capacity, stride = self._buf, self._capacity, self._stride
                 for _ in range(min(most, known - tail)):
@@ -663,9 +681,7 @@ class CtypesChannel(_Handle):
         except BaseException:
             holder.abandon()
             raise
-        if closed and not out:
-            raise self._closed_by_creator(empty=True)
-        return out, seen
+        return out, int(tail)
 
     def _producers_head(self, tail: int) -> tuple[int, int, bool]:
         """The head, the producers' sequence and the closed mark, read under their lock.
