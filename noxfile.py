@@ -46,7 +46,8 @@ def tests(session: nox.Session) -> None:
     """Run the test suite, the docs' examples and a quick pass of every benchmark.
 
     Every start method (fork, forkserver, spawn) and the benchmarks' quick
-    pass on one interpreter; on the others fork only, without the benchmarks.
+    pass on one interpreter; on the others fork only, without the benchmarks
+    and with 10 random kills per cell of tests/test_faults.py, not 20.
     What varies between interpreters is the language and the standard library
     (signals, pickling, multiprocessing's internals), which fork runs through
     as well, in about half the time spawn takes: four interpreters then take
@@ -66,6 +67,9 @@ def tests(session: nox.Session) -> None:
             args.append("--ignore=tests/benchmarks")
     if session.python != PINNED and "SHMREF_START_METHODS" not in os.environ:
         env["SHMREF_START_METHODS"] = "fork"
+        # Half the random kills of tests/test_faults.py: the pinned
+        # interpreter runs all 20 under fork and spawn.
+        env["SHMREF_KILLS"] = os.environ.get("SHMREF_KILLS", "10")
     session.run("python", "-m", "pytest", *args, env=env)
 
 

@@ -73,7 +73,10 @@ def test_a_call_succeeds_after_the_holder_is_killed(
 # what the completed calls made, or that plus the call in progress, and the
 # next call from another process succeeds.
 
-KILLS = 20
+#: 20, as the issue asks. noxfile.py sets SHMREF_KILLS=10 on the interpreters
+#: that run fork only (a check of that interpreter, not the contract's run):
+#: a kill that cuts a call costs a take-over's wait, about a second.
+KILLS = int(os.environ.get("SHMREF_KILLS", "20"))
 
 
 #: Fork and spawn, as the issue asks: an inherited handle and a pickled one.

@@ -610,7 +610,7 @@ def test_a_wait_too_long_for_one_os_call_waits(make: Callable[..., Any]) -> None
         lock = make(timeout=timeout)  # with waits as long
         for enter in (functools.partial(lock.acquire, timeout=timeout), lock.__enter__):
             held = threading.Event()
-            holder = threading.Thread(target=hold_then_release, args=(lock, held, 0.2))
+            holder = threading.Thread(target=hold_then_release, args=(lock, held, 0.05))
             holder.start()
             assert held.wait(JOIN)
             assert enter() is True  # once the holder released it
