@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -89,6 +90,28 @@ def _ran_with(info: dict[str, Any]) -> dict[str, Any]:
     return ran
 
 
+def _dirty(commit: dict[str, Any]) -> bool:
+    """Whether the run's code differed from its commit.
+
+    pytest-benchmark's flag counts every change to the tree, and a run of
+    several primitives changes docs/bench/ itself, one file after another:
+    only changes elsewhere make the run differ from its commit.
+    """
+    if not commit.get("dirty"):
+        return False
+    try:
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)docs/bench"],
+            cwd=DOCS.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return True  # no way to tell: say so
+    return bool(changed.strip())
+
+
 def store(name: str, raw_path: str) -> Path:
     """Keep the statistics and the machine of a raw --benchmark-json file."""
     raw = json.loads(Path(raw_path).read_text())
@@ -99,7 +122,7 @@ def store(name: str, raw_path: str) -> Path:
         "primitive": name,
         "generated_by": f"nox -s bench -- {name}",
         "datetime": raw.get("datetime"),
-        "commit": (commit.get("id") or "")[:12] + ("+dirty" if commit.get("dirty") else ""),
+        "commit": (commit.get("id") or "")[:12] + ("+dirty" if _dirty(commit) else ""),
         "machine": {
             "cpu": cpu.get("brand_raw") or info.get("processor") or platform.processor(),
             "memory_gib": _memory_gib(),
