@@ -141,8 +141,7 @@ def _checker(ctype: type[Any]) -> Callable[[object], Any]:
         return _check_slowly(ctype, value)
 
     if ctype in _INTEGERS:
-        bits = 8 * ctypes.sizeof(ctype)
-        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        low, high = _bounds(ctype)
 
         def whole(value: object) -> Any:
             if value.__class__ is int and low <= value <= high:
@@ -185,6 +184,29 @@ def _checker(ctype: type[Any]) -> Callable[[object], Any]:
         return slowly(value)
 
     return single
+
+
+def _bounds(ctype: type[Any]) -> tuple[int, int]:
+    """The signed range of an integer ``ctype``."""
+    bits = 8 * ctypes.sizeof(ctype)
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _passing(ctype: type[Any]) -> tuple[type[Any] | None, tuple[int, int] | None]:
+    """The class whose values ``ctype`` stores as they are, and their bounds if any.
+
+    What :func:`_checker`'s fast path lets through unchanged, for a caller
+    that inlines it: ints within the bounds for the integer types, floats for
+    ``c_double``, bools for ``c_bool``. ``c_float`` (rounded) and ``c_char``
+    (a length to check) have no such class: every value goes to the checker.
+    """
+    if ctype in _INTEGERS:
+        return int, _bounds(ctype)
+    if ctype is ctypes.c_double:
+        return float, None
+    if ctype is ctypes.c_bool:
+        return bool, None
+    return None, None
 
 
 def _checker_for(ctype: object) -> Callable[[object], Any]:
@@ -301,13 +323,23 @@ class CtypesValue(Closable, Generic[T]):
         initial = _initial(ctype, value)
         self._timeout = seconds(timeout)
         ctx = context(ctx)
-        self.ctype = ctype
-        self._check = _checker_for(ctype)
+        self._typed(ctype)
         self._raw = ctx.RawValue(ctype, initial)
         # A plain Lock, not Value's default RLock (no call re-enters), that a
         # waiter takes over if its holder dies inside a call.
         self._holder: Any = Holder(ctx)
         self._attach()
+
+    def _typed(self, ctype: type[Any]) -> None:
+        self.ctype = ctype
+        self._check = _checker_for(ctype)
+        # The checker's fast path, which set() inlines (see there).
+        exact, bounds = _passing(ctype)
+        self._exact: Any = exact
+        self._bounded = bounds is not None
+        low, high = bounds or (0, 0)
+        self._low: Any = low  # Any: compared with set()'s T
+        self._high: Any = high
 
     def _attach(self) -> None:
         self._lock = self._holder.lock
@@ -323,8 +355,7 @@ class CtypesValue(Closable, Generic[T]):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.ctype = state["ctype"]
-        self._check = _checker_for(self.ctype)
+        self._typed(state["ctype"])
         self._raw = state["raw"]
         self._holder = state["holder"]
         self._timeout = state["timeout"]
@@ -358,7 +389,14 @@ class CtypesValue(Closable, Generic[T]):
         record = self._record
         if self._closed:
             self._refuse()
-        value = self._check(value)
+        # The checker's fast path inlined, as CtypesCounter.add inlines its
+        # int test: a call to it cost set() as much as the holder's record.
+        # The others (numpy scalars, c_float's rounding, bad input) go to the
+        # checker, which raises before the lock is taken.
+        if value.__class__ is not self._exact or (
+            self._bounded and not self._low <= value <= self._high
+        ):
+            value = self._check(value)
         try:
             if not lock.acquire(False):
                 holder.wait(self._timeout, "value lock", self)
