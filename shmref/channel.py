@@ -6,9 +6,9 @@ messages of at most ``max_size`` bytes, with ``put(msg, timeout=None)``,
 context-manager protocol.
 
 * ctypes shared memory: :class:`CtypesChannel`, a ring of fixed-size slots in
-  one shared memory segment, with two semaphores counting free and filled
-  slots;
-* message passing: :class:`QueueChannel`, a ``multiprocessing.Queue``;
+  one shared memory segment, with the counts of messages put and got;
+* message passing: :class:`QueueChannel`, a queue in an owner process,
+  which each client process reaches through a connection of its own;
 * a Manager server: :class:`ManagerChannel`, a queue living in a manager's
   server process, like ``manager.Queue()``, whose batch methods run there.
 
@@ -17,9 +17,10 @@ context-manager protocol.
 The process that creates a channel owns it. Its ``close()`` closes the channel
 for every process: puts raise :class:`ChannelClosed` everywhere, and getters,
 waiting or not, receive what the channel still holds and then
-:class:`ChannelClosed` (a :class:`ManagerChannel` cannot drain: its server
-stops). ``close()`` in another process only detaches that process's handle;
-a thread of that process waiting in a call wakes with :class:`ChannelClosed`.
+:class:`ChannelClosed` (a :class:`QueueChannel` or :class:`ManagerChannel`
+cannot drain: its owner or server stops). ``close()`` in another process
+only detaches that process's handle; a thread of that process waiting in a
+call wakes with :class:`ChannelClosed`.
 Channels pass to child processes as ``Process`` arguments under every start
 method. ``python -m shmref.standalone channel`` writes this module as one file
 that imports only the standard library.
@@ -28,19 +29,17 @@ that imports only the standard library.
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import pickle
 import platform
 import queue
 import struct
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import Any, NoReturn, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from shmref.holder import Holder
 from shmref.lifecycle import (
@@ -50,13 +49,12 @@ from shmref.lifecycle import (
     Closable,
     Deadline,
     OwnerGone,
-    acquire,
     context,
     lifeline,
-    reset_after_fork,
     seconds,
     size,
 )
+from shmref.owner import Later, Owner
 from shmref.segment import attach, create, release
 from shmref.server import Served, Server
 from shmref.wakeup import EVERYONE, sleep_on, wake, word_address
@@ -96,9 +94,9 @@ class ChannelClosed(ValueError):
 
 
 class _ServerGone(ChannelClosed, OwnerGone):
-    """A :class:`ManagerChannel`'s server has stopped.
+    """A :class:`QueueChannel`'s owner process or a :class:`ManagerChannel`'s server has stopped.
 
-    To a process other than the creator, a server stopped by the creator's
+    To a process other than the creator, one stopped by the creator's
     ``close()`` and one that died look the same: the channel is closed, and
     its owner is gone, so both ``except`` clauses catch it.
     """
@@ -196,49 +194,6 @@ def _batch(msgs: Iterable[Message], capacity: int, max_size: int) -> list[bytes]
 # Python, in the slow path.
 
 
-def _post(semaphore: Any, n: int) -> None:
-    for _ in range(n):
-        semaphore.release()
-
-
-def _wait(semaphore: Any, timeout: float | None, waited: float, handle: Closable) -> bool:
-    """The rest of a wait for one token, after a first slice of ``waited`` s.
-
-    False if ``timeout`` ends first; the closed error if another thread
-    closes ``handle`` meanwhile.
-    """
-    try:
-        acquire(semaphore, None if timeout is None else timeout - waited, "a token", handle)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _acquire_n(semaphore: Any, n: int, timeout: float | None, closed: Callable[[], bool]) -> bool:
-    """Take ``n`` tokens within ``timeout``, or none; stop early once ``closed()``.
-
-    False, with nothing held, on timeout or once ``closed()``: the caller
-    asks ``closed()`` which it was.
-    """
-    taken = 0
-    while taken < n and semaphore.acquire(False):
-        taken += 1
-    deadline = Deadline(timeout)
-    while taken < n:
-        # A token held may be the one close() posts to wake putters: waiting
-        # for more while holding it would keep the other putters asleep.
-        if closed():
-            break
-        if semaphore.acquire(True, deadline.next_slice()):
-            taken += 1
-        elif deadline.expired:
-            break
-    else:
-        return True
-    _post(semaphore, taken)
-    return False
-
-
 def _sliced(
     call: Callable[[float], Any], timeout: float | None, handle: Closable, error: Exception
 ) -> Any:
@@ -276,26 +231,25 @@ class _Handle(Closable):
         """The longest message, in bytes."""
         return self._max_size
 
-    # _lifeline (Closable's): set by the ctypes and Queue ways; the Manager
-    # way's server ends with its creator.
+    # _lifeline (Closable's): set by the ctypes way; the Queue way's owner
+    # and the Manager way's server end with their creator.
+
+    #: What holds the messages of a Queue or Manager way: it stops with the
+    #: creator's close(), and the messages with it.
+    _peer = "server"
 
     def _is_closed(self) -> bool:
         raise NotImplementedError
-
-    def _stopped(self) -> bool:
-        """True once a wait for room must end: closed, or the creator gone."""
-        return self._is_closed() or self._creator_gone()
 
     def _closed_by_creator(self, empty: bool = False) -> ChannelClosed:
         text = f"the {type(self).__name__} was closed by its creator"
         return ChannelClosed(text + " and is empty" if empty else text)
 
-    def _hand_on(self, semaphore: Any, tokens: int, empty: bool = False) -> NoReturn:
-        """Give ``tokens`` back for the next waiter, and say that the channel is closed."""
-        _post(semaphore, tokens)
-        if self._closed:
-            self._refuse()
-        raise self._closed_by_creator(empty)
+    def _gone(self) -> _ServerGone:
+        return _ServerGone(
+            f"the {type(self).__name__}'s {self._peer} has stopped "
+            "(closed by its creator, or died); messages still in it are lost"
+        )
 
 
 # CtypesChannel's segment: three 64-byte lines, so that producers and
@@ -747,49 +701,73 @@ def _enter(holder: Holder, timeout: float | None) -> bool:
     return True
 
 
-# QueueChannel's items: a message (bytes), a batch (list of bytes), or this.
-_CLOSED_MARK = None
+class _Messages:
+    """The messages of a :class:`QueueChannel`, living in its owner process.
 
+    The owner runs one request at a time; a put that finds no room, or a
+    get that finds no message, raises :class:`~shmref.owner.Later`, and the
+    owner asks again, oldest first, after every change, and once more with
+    a wait of 0 when the caller's timeout is over.
+    """
 
-def _drain(messages: collections.deque[bytes]) -> list[bytes]:
-    """Empty ``messages``, one atomic popleft at a time (a getter may pop too)."""
-    out = []
-    with contextlib.suppress(IndexError):
-        while True:
-            out.append(messages.popleft())
-    return out
+    def __init__(self, capacity: int) -> None:
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._capacity = capacity
+
+    def put(self, msg: bytes, wait: float | None) -> None:
+        if len(self._messages) < self._capacity:
+            self._messages.append(msg)
+        elif wait == 0:
+            raise queue.Full
+        else:
+            raise Later
+
+    def put_many(self, msgs: list[bytes], wait: float | None) -> None:
+        if self._capacity - len(self._messages) >= len(msgs):
+            self._messages.extend(msgs)
+        elif wait == 0:
+            raise queue.Full
+        else:
+            raise Later
+
+    def get_many(self, max_messages: int, wait: float | None) -> list[bytes]:
+        messages = self._messages
+        if messages:
+            return [messages.popleft() for _ in range(min(max_messages, len(messages)))]
+        if wait == 0:
+            raise queue.Empty
+        raise Later
+
+    def get(self, wait: float | None) -> bytes:
+        messages = self._messages
+        if messages:
+            return messages.popleft()
+        if wait == 0:
+            raise queue.Empty
+        raise Later
 
 
 class QueueChannel(_Handle):
-    """A ``multiprocessing.Queue``, bounded by a semaphore of its own.
+    """A queue living in an owner process; every call is one request to it.
 
-    ``put`` hands the message to the queue's feeder thread, which pickles it
-    and writes it to a pipe; ``get`` reads and unpickles it. ``put_many``
-    sends the batch as one item (one pickle, one write), which one getter
-    receives whole: its ``get`` hands the rest out one by one, and
-    ``get_many`` returns them together. ``get_many(n)`` returns what its
-    handle holds, or one item, reading more items only while ``n`` leaves
-    room for ``capacity`` more messages (so nothing is left in the handle).
-    A handle closed with part of a batch still in it puts that part back,
-    behind the messages already in the channel.
+    Each client process has a connection of its own to the owner (see
+    :mod:`shmref.owner`): a producer or consumer killed at any moment, even
+    halfway through writing a message, breaks nobody else's calls, and what
+    it had not sent whole is dropped. ``put`` is answered once the message
+    is in the channel; a ``put`` that finds no room, or a ``get`` that finds
+    no message, is parked by the owner and answered as soon as it can be,
+    oldest first, or with ``queue.Full``/``queue.Empty`` when its timeout is
+    over. ``put_many`` and ``get_many`` are one request each. The message is
+    pickled to the owner and from it. A message a killed getter had been
+    sent is lost with it.
 
-    ``close()`` in the creating process marks the channel closed (puts
-    raise :class:`ChannelClosed` everywhere; a put that overlaps the close
-    may still go through) and sends a closing mark behind its own messages;
-    a getter that receives the mark passes it on and raises
-    :class:`ChannelClosed`. Part of the contract it keeps only in part:
-    ``put`` returns before the feeder thread has written the message, so a
-    message from another process is ahead of the mark only if that process
-    closed its handle or exited before the creator's ``close()``. A process
-    killed with SIGKILL loses the messages in its feeder thread and in its
-    handle, and with them their room in the channel. ``close()`` waits up to
-    ``timeout`` seconds for this process's feeder thread to write what it
-    holds; what it has not written by then is lost. A ``get`` waits in
-    slices of the pipe's ``poll``, even with ``timeout=None``, so that
-    ``close()`` in another thread can wake it (and waits for it to leave
-    the queue: the feeder thread closes the queue's reader when it ends).
-    If the creator dies without ``close()``, a call waiting in another
-    process raises :class:`ChannelClosed` within a slice.
+    ``close()`` in the creating process stops the owner. Waiting getters and
+    putters, in any process, wake with :class:`ChannelClosed` (their
+    connection ends); so does every later call. An owner that died raises
+    the same error, which is also an :class:`~shmref.lifecycle.OwnerGone`.
+    Part of the contract it cannot keep: messages still in the channel are
+    lost with the owner, so getters do not drain a closed channel. If the
+    creator dies without ``close()``, the owner exits within about a second.
 
     >>> from shmref.channel import QueueChannel
     >>> with QueueChannel(capacity=4, max_size=16) as channel:
@@ -797,6 +775,8 @@ class QueueChannel(_Handle):
     ...     channel.get(timeout=10)
     b'hello'
     """
+
+    _peer = "owner process"
 
     def __init__(
         self,
@@ -808,38 +788,32 @@ class QueueChannel(_Handle):
     ) -> None:
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
-        self._timeout = seconds(timeout)
-        ctx = context(ctx)
-        # Unbounded: the bound is `room`, so that the closing mark never waits.
-        self._queue: Any = ctx.Queue()
-        self._room: Any = ctx.Semaphore(capacity)
-        self._flag: Any = ctx.RawValue("b", 0)
-        self._creator = os.getpid()
-        self._lifeline = lifeline()
-        self._after_fork()
-        reset_after_fork(self)
+        self._owner = Owner(
+            context(ctx),
+            _Messages,
+            (capacity,),
+            what="QueueChannel",
+            timeout=seconds(timeout),
+            closed_error=ChannelClosed,
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        state = self.__dict__.copy()
-        del state["_received"], state["_inside"]
-        return state
+        return {"_capacity": self._capacity, "_max_size": self._max_size, "_owner": self._owner}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._after_fork()
-        reset_after_fork(self)
 
-    def _after_fork(self) -> None:
-        # A batch the parent received is the parent's to hand out, and the
-        # parent's threads inside get() are not this process's.
-        self._received: collections.deque[bytes] = collections.deque()
-        #: One entry per call of this process inside the queue's get (list
-        #: append and pop are atomic): close() waits until there is none.
-        self._inside: list[None] = []
-
-    def _is_closed(self) -> bool:
-        return bool(self._closed or self._flag.value)
+    def _ask(self, method: str, args: tuple[Any, ...], timeout: float | None) -> Any:
+        """The owner's answer to ``method(*args, timeout)``, which it parks until it can."""
+        try:
+            return self._owner.call_waiting(method, *args, timeout)
+        except queue.Full:
+            raise queue.Full(f"no room within {timeout} s") from None
+        except queue.Empty:
+            raise queue.Empty(f"no message within {timeout} s") from None
+        except OwnerGone:
+            raise self._gone() from None
 
     def put(self, msg: Message, timeout: float | None = None) -> None:
         if self._closed:
@@ -852,154 +826,34 @@ class QueueChannel(_Handle):
             timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
         ):
             timeout = seconds(timeout)
-        flag, room = self._flag, self._room
-        if flag.value:
-            raise self._closed_by_creator()
-        first = SLICE if timeout is None or timeout > SLICE else timeout
-        if not room.acquire(True, first) and not _wait(room, timeout, first, self):
-            raise queue.Full(f"no room within {timeout} s")
-        if flag.value:
-            self._hand_on(room, 1)
-        try:
-            self._queue.put(msg)
-        except ValueError:  # "Queue is closed": close() ran in another thread
-            self._hand_on(room, 1)
+        self._ask("put", (msg,), timeout)
 
     def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
         if self._closed:
             self._refuse()
         batch = _batch(msgs, self._capacity, self._max_size)
         timeout = seconds(timeout)
-        if not batch:
-            return
-        room = self._room
-        if self._flag.value:
-            raise self._closed_by_creator()
-        if not _acquire_n(room, len(batch), timeout, self._stopped):
-            if self._is_closed():
-                self._hand_on(room, 0)
-            self._check_peers()
-            raise queue.Full(f"no room for {len(batch)} messages within {timeout} s")
-        if self._is_closed():
-            self._hand_on(room, len(batch))
-        try:  # one item: one pickle, one write to the pipe
-            self._queue.put(batch if len(batch) > 1 else batch[0])
-        except ValueError:  # "Queue is closed": close() ran in another thread
-            self._hand_on(room, len(batch))
-
-    def _accept(self, item: bytes | list[bytes] | None) -> list[bytes]:
-        """The messages of a received item; the closing mark raises."""
-        if item is _CLOSED_MARK:
-            with contextlib.suppress(ValueError):  # this handle was closed meanwhile
-                self._queue.put(_CLOSED_MARK)  # for the next getter
-            raise self._closed_by_creator(empty=True)
-        return [item] if isinstance(item, bytes) else item
-
-    def _receive(self, timeout: float | None) -> Any:
-        """The rest of a get's wait for an item, after a first slice found none."""
-        return _sliced(
-            lambda wait: self._queue.get(True, wait),
-            timeout,
-            self,
-            queue.Empty(f"no message within {timeout} s"),
-        )
-
-    # A message's room token is given back when the message is handed out:
-    # the rest of a batch waiting in `_received` still counts as in the channel.
+        if batch:
+            self._ask("put_many", (batch,), timeout)
 
     def get(self, timeout: float | None = None) -> bytes:
         if self._closed:
             self._refuse()
-        received = self._received
-        if received:
-            try:
-                msg = received.popleft()
-            except IndexError:  # taken meanwhile by another thread, or by close()
-                pass
-            else:
-                self._room.release()
-                return msg
         if timeout is not None and (
             timeout.__class__ is not float or not 0.0 <= timeout <= LONGEST_WAIT
         ):
             timeout = seconds(timeout)
-        inside = self._inside
-        inside.append(None)
-        try:
-            if self._closed:
-                self._refuse()
-            try:
-                item = self._queue.get(
-                    True, SLICE if timeout is None or timeout > SLICE else timeout
-                )
-            except queue.Empty:
-                item = self._receive(timeout)
-            if item.__class__ is not bytes:
-                received.extend(self._accept(item))
-                item = received.popleft()
-        finally:
-            inside.pop()
-        self._room.release()
-        return item
+        return self._ask("get", (), timeout)  # type: ignore[no-any-return]
 
     def get_many(self, max_messages: int, timeout: float | None = None) -> list[bytes]:
         if self._closed:
             self._refuse()
         max_messages = size(max_messages, "max_messages", _LIMIT)
         timeout = seconds(timeout)
-        q, received, inside = self._queue, self._received, self._inside
-        inside.append(None)
-        try:
-            if self._closed:
-                self._refuse()
-            if not received:
-                try:
-                    item = q.get(True, SLICE if timeout is None or timeout > SLICE else timeout)
-                except queue.Empty:
-                    item = self._receive(timeout)
-                received.extend(self._accept(item))
-                # An item holds at most `capacity` messages: read more only while
-                # the next one cannot overflow, so that none is left over in this
-                # handle (where a getter that stops would strand it).
-                while max_messages - len(received) >= self._capacity:
-                    try:
-                        received.extend(self._accept(q.get(False)))
-                    except (queue.Empty, ChannelClosed):
-                        break  # the next call reports the close
-            out = [received.popleft() for _ in range(min(max_messages, len(received)))]
-        finally:
-            inside.pop()
-        _post(self._room, len(out))
-        return out
+        return self._ask("get_many", (max_messages,), timeout)  # type: ignore[no-any-return]
 
     def _release(self) -> None:
-        q = self._queue
-        # q.close() lets this process's feeder thread end, and it closes the
-        # queue's reader as it does: a getter of this handle still inside
-        # q.get() would read a closed pipe (bug 5 of issue 9). Each leaves
-        # within a slice, having seen the handle closed.
-        deadline = Deadline(self._timeout)
-        while self._inside and not deadline.expired:
-            time.sleep(0.001)
-        try:
-            rest = _drain(self._received)
-            if rest:  # the rest of a batch: back into the channel
-                q.put(rest)
-            if os.getpid() == self._creator:
-                self._flag.value = 1
-                self._room.release()  # wakes a waiting putter, which hands it on
-                q.put(_CLOSED_MARK)  # behind every message this process put
-        finally:
-            q.close()
-            # join_thread() has no timeout, and waits for ever for a pipe
-            # that nobody reads: wait for the feeder thread ourselves.
-            feeder = getattr(q, "_thread", None)
-            if feeder is not None:
-                feeder.join(self._timeout)
-            if feeder is not None and feeder.is_alive():
-                q.cancel_join_thread()  # its messages are lost
-            else:
-                q.join_thread()
+        self._owner.close()
 
 
 class _ChannelState(Served):
@@ -1110,12 +964,6 @@ class ManagerChannel(_Handle):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-
-    def _gone(self) -> _ServerGone:
-        return _ServerGone(
-            f"the {type(self).__name__}'s server has stopped "
-            "(closed by its creator, or died); messages still in it are lost"
-        )
 
     def _wait(
         self, method: str, args: tuple[Any, ...], timeout: float | None, error: Exception

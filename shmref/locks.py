@@ -10,8 +10,8 @@ standard library's locks.
   in shared memory; :class:`RobustLock` is a POSIX robust mutex, which the
   next acquirer takes over when its holder dies;
 * message passing: :class:`QueueLock`, :class:`QueueRLock` and
-  :class:`QueueSemaphore` are tokens in a ``multiprocessing.Queue``: acquire
-  takes a token, release puts it back;
+  :class:`QueueSemaphore` live in an owner process, which grants and takes
+  back tokens; acquire and release are requests to it;
 * a Manager server: :class:`ManagerLock`, :class:`ManagerRLock` and
   :class:`ManagerSemaphore` are ``threading`` locks living in the server,
   one round trip per call.
@@ -19,21 +19,22 @@ standard library's locks.
 ``acquire(timeout=None)`` blocks as long as the standard library's does, but
 a ``with`` block waits at most the ``timeout`` given to the constructor
 (:data:`DEFAULT_TIMEOUT` by default) and then raises ``TimeoutError``: a
-holder that died holding the lock would otherwise hang it forever. Only
-:class:`RobustLock` recovers from such a death; with the others the lock
-stays taken.
+holder that died holding the lock would otherwise hang it forever.
+:class:`RobustLock` and the Queue ways recover from such a death (the next
+acquire sets ``holder_died``); with the others the lock stays taken.
 
-A wait is taken in slices (:data:`~shmref.lifecycle.SLICE`), so that a
-thread waiting in ``acquire`` or ``with`` wakes with ``ValueError`` ("is
-closed") when another thread closes the handle, and a Manager way's waiter
-with :class:`~shmref.lifecycle.OwnerGone` when its server stops.
+A wait is taken in slices (:data:`~shmref.lifecycle.SLICE`), or waits on a
+connection that ``close()`` ends, so that a thread waiting in ``acquire``
+or ``with`` wakes with ``ValueError`` ("is closed") when another thread
+closes the handle, and a Queue or Manager way's waiter with
+:class:`~shmref.lifecycle.OwnerGone` when its owner or server stops.
 
 Objects pass to child processes as ``Process`` arguments under every start
-method. The process that creates a Manager way without a ``manager=`` owns
-the server: its ``close()`` stops it. Every other ``close()`` only releases
-this process's handle. ``python -m shmref.standalone locks`` writes this
-module as one file that imports only the standard library, to copy into a
-project.
+method. The process that creates a Queue way, or a Manager way without a
+``manager=``, owns its owner or server: its ``close()`` stops it. Every
+other ``close()`` only releases this process's handle. ``python -m
+shmref.standalone locks`` writes this module as one file that imports only
+the standard library, to copy into a project.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import queue
 import threading
 import time
 from multiprocessing import synchronize
@@ -60,12 +60,12 @@ from shmref.lifecycle import (
     seconds,
     timed_out,
 )
+from shmref.owner import Later, Owner
 from shmref.server import Served, Server
 
 # In the order of the docs: autodoc lists members in __all__ order.
 __all__ = [  # noqa: RUF022
     "DEFAULT_TIMEOUT",
-    "QUEUE_TOKENS_MAX",
     "ReleaseError",
     "SyncPrimitive",
     "CtypesLock",
@@ -83,11 +83,6 @@ __all__ = [  # noqa: RUF022
 
 # The largest value of a POSIX semaphore (typeshed does not list it).
 _SEM_VALUE_MAX: int = getattr(synchronize, "SEM_VALUE_MAX", 2**31 - 1)
-
-#: The most tokens a :class:`QueueSemaphore` may hold. Its tokens wait in a
-#: pipe (8 bytes each); a pipe buffers at least 4 KiB, so all of them always
-#: fit and no process can block flushing a release into a full pipe.
-QUEUE_TOKENS_MAX = 512
 
 
 class ReleaseError(ValueError, RuntimeError):
@@ -454,86 +449,155 @@ class RobustLock(_Primitive):
         self._mutex = None
 
 
-# ---------------------------------------------------------------- Queue: tokens
+# ---------------------------------------------------------------- Queue: an owner process
 
-_TOKEN = None  # the smallest pickle: 4 bytes
+#: What the owner answers to an acquire (see _Tokens.acquire).
+_NOT_TAKEN, _TAKEN, _TAKEN_OVER = 0, 1, 2
 
 
-class _TokenQueue(_Primitive):
-    """``tokens`` tokens in a Queue of that size: take one to acquire."""
+class _Tokens:
+    """A lock, an RLock or a bounded semaphore, living in an owner process.
 
-    # A try polls the pipe, as the first slice of the wait does; and a token
-    # just released is often still in the releaser's feeder thread, so the
-    # try would mostly fail and the wait follow anyway.
+    The owner (:mod:`shmref.owner`) runs one request at a time, so each
+    method is atomic; an acquire that cannot be granted yet raises
+    :class:`~shmref.owner.Later` and is asked again, oldest first, after
+    every change. Tokens are counted per client process, and the owner
+    calls :meth:`_forget` once a process whose connection ended has exited:
+    the tokens it held come back, and the next acquire says it took over.
+    """
+
+    def __init__(self, kind: str, what: str, value: int) -> None:
+        self._kind, self._what, self._value = kind, what, value
+        self._free = value
+        self._held: dict[int, int] = {}  # pid: tokens it holds, in order of acquiring
+        self._owner: tuple[int, int] | None = None  # an RLock's (pid, thread)
+        self._depth = 0
+        self._orphaned = 0  # tokens given back by exited holders, not taken since
+
+    def acquire(self, pid: int, thread: int, wait: float | None) -> int:
+        if self._owner == (pid, thread):  # an RLock's holder, again
+            self._depth += 1
+            return _TAKEN
+        if not self._free:
+            if wait == 0:
+                return _NOT_TAKEN
+            raise Later
+        self._free -= 1
+        self._held[pid] = self._held.get(pid, 0) + 1
+        if self._kind == "rlock":
+            self._owner, self._depth = (pid, thread), 1
+        if self._orphaned:
+            self._orphaned -= 1
+            return _TAKEN_OVER
+        return _TAKEN
+
+    def release(self, pid: int, thread: int) -> None:
+        if self._kind == "rlock":
+            if self._owner != (pid, thread):
+                raise ReleaseError(f"{self._what} is not held by this thread")
+            self._depth -= 1
+            if self._depth:
+                return
+            self._owner = None
+        elif self._free == self._value:
+            raise ReleaseError(f"{self._what} released more times than acquired")
+        self._free += 1
+        # Not owned: a process may release what another acquired. Its own
+        # token first, else the oldest holder's.
+        holder = pid if pid in self._held else next(iter(self._held))
+        self._held[holder] -= 1
+        if not self._held[holder]:
+            del self._held[holder]
+
+    def _forget(self, pid: int) -> None:
+        """Process ``pid`` has exited: what it held is free."""
+        tokens = self._held.pop(pid, 0)
+        if self._owner is not None and self._owner[0] == pid:
+            self._owner, self._depth = None, 0
+        self._free += tokens
+        self._orphaned = min(self._orphaned + tokens, self._value)
+
+
+class _OwnerPrimitive(_Primitive):
+    """A lock in an owner process, one round trip per call (see :class:`_Tokens`)."""
+
+    _kind = "lock"  # or rlock, semaphore
+    # A try is a round trip, and so is a wait that finds the lock free.
     _try_first = False
 
-    def __init__(self, tokens: int, ctx: BaseContext | None, timeout: object) -> None:
-        self._timeout = seconds(timeout)
-        # maxsize=tokens: a put beyond it, a release too many, raises Full.
-        self._tokens = context(ctx).Queue(maxsize=tokens)
-        for _ in range(tokens):
-            self._tokens.put_nowait(_TOKEN)
-        self._watch(ctx)
-
-    def __getstate__(self) -> dict[str, Any]:
-        self._check_open()
-        return {"tokens": self._tokens, "timeout": self._timeout, **self._watched()}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._tokens = state["tokens"]
-        self._timeout = state["timeout"]
-        self._rewatch(state)
-
-    def _take(self, blocking: bool, timeout: float | None) -> bool:
-        try:
-            self._tokens.get(blocking, timeout)
-        except queue.Empty:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self._closed:
-            self._refuse()
-        try:
-            self._tokens.put_nowait(_TOKEN)
-        except queue.Full:
-            raise ReleaseError(
-                f"{type(self).__name__} released more times than acquired"
-            ) from None
-
-    def _release(self) -> None:
-        # join_thread: a token this process released is in the pipe before
-        # close() returns (the Queue's feeder thread writes it). A thread of
-        # this process still waiting in get() wakes at its next slice.
-        self._shut_down()
-        tokens, self._tokens = self._tokens, None
-        tokens.close()
-        tokens.join_thread()
-
-
-class QueueLock(_TokenQueue):
-    """One token in a ``multiprocessing.Queue``: take it to hold the lock.
-
-    ``acquire`` is ``Queue.get`` and ``release`` is ``Queue.put``. Not owned:
-    any process may put the token back; putting it back when it is there
-    raises :class:`ReleaseError`. If the holder dies, the token dies with it
-    and every later ``acquire`` returns False at its timeout. ``Queue.get``
-    holds the queue's read lock while it waits, so a *waiter* killed while
-    waiting breaks the lock too.
-    """
+    #: True if the last acquire through this handle took a token that a
+    #: holder had when its process exited.
+    holder_died = False
 
     def __init__(
         self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
     ) -> None:
-        super().__init__(1, ctx, timeout)
+        self._start(1, ctx, timeout)
+
+    def _start(self, value: int, ctx: BaseContext | None, timeout: object) -> None:
+        self._timeout = seconds(timeout)
+        what = type(self).__name__
+        self._owner = Owner(
+            context(ctx), _Tokens, (self._kind, what, value), what=what, timeout=self._timeout
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._check_open()
+        return {"owner": self._owner, "timeout": self._timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._owner = state["owner"]
+        self._timeout = state["timeout"]
+
+    def _take(self, blocking: bool, timeout: float | None) -> bool:
+        # The owner parks a blocking acquire until the lock is free or the
+        # timeout is over, and always answers: one round trip, no polling.
+        got: int = self._owner.call_waiting(
+            "acquire", os.getpid(), threading.get_ident(), timeout if blocking else 0.0
+        )
+        self.holder_died = got == _TAKEN_OVER
+        return got != _NOT_TAKEN
+
+    def _wait(self, timeout: float | None) -> bool:
+        # The owner waits, not the caller: the caller's connection wakes it
+        # with the closed error if another thread closes the handle, and
+        # with OwnerGone if the owner stops or dies.
+        return self._take(True, timeout)
+
+    def release(self) -> None:
+        if self._closed:
+            self._refuse()
+        self._owner.call("release", os.getpid(), threading.get_ident())
+
+    def _release(self) -> None:
+        self._owner.close()
 
 
-class QueueSemaphore(_TokenQueue):
-    """``value`` tokens in a ``multiprocessing.Queue``: at most ``value`` holders.
+class QueueLock(_OwnerPrimitive):
+    """A lock held by an owner process: acquire and release are requests to it.
 
-    Bounded like :class:`CtypesSemaphore`; ``value`` may be at most
-    :data:`QUEUE_TOKENS_MAX`. A holder that dies takes its token with it.
+    Each client process has a connection of its own to the owner (see
+    :mod:`shmref.owner`), so a process killed at any moment, waiting or
+    holding, breaks nobody else's calls. A blocking ``acquire`` is one
+    request that the owner answers when the lock is free, oldest waiter
+    first, or when the timeout is over. Not owned: any process may release
+    it; releasing it when it is free raises :class:`ReleaseError`. If a
+    holder's process exits (SIGKILL included) without releasing, the owner
+    frees the lock once it sees the process gone, and the next acquire sets
+    :attr:`holder_died`. If the owner dies, calls raise
+    :class:`~shmref.lifecycle.OwnerGone`; the creator's ``close()`` stops it,
+    which other processes see the same way.
     """
+
+
+class QueueSemaphore(_OwnerPrimitive):
+    """``value`` tokens held by an owner process: at most ``value`` holders.
+
+    Bounded like :class:`CtypesSemaphore`. Tokens are counted per process:
+    those of a process that exits come back. Otherwise as :class:`QueueLock`.
+    """
+
+    _kind = "semaphore"
 
     def __init__(
         self,
@@ -542,52 +606,18 @@ class QueueSemaphore(_TokenQueue):
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
-        value = _value(value, QUEUE_TOKENS_MAX)
-        super().__init__(value, ctx, timeout)
+        self._start(_value(value, _SEM_VALUE_MAX), ctx, timeout)
 
 
-class QueueRLock(_TokenQueue):
-    """A :class:`QueueLock` whose holder may acquire it again.
+class QueueRLock(_OwnerPrimitive):
+    """A :class:`QueueLock` whose holder (process and thread) may acquire it again.
 
-    The handle that holds the token keeps its owner (process and thread) and
-    depth: a second ``acquire`` by the owner only counts, the token goes back
-    when the depth falls to zero. Release by anyone else raises
-    :class:`ReleaseError`. Like the standard library's RLock, the depth
-    belongs to the handle: two handles in one process do not share it.
+    The owner keeps the holder and the depth: the lock is free once the
+    holder has released it as many times as it acquired it; release by
+    anyone else raises :class:`ReleaseError`. Otherwise as :class:`QueueLock`.
     """
 
-    def __init__(
-        self, *, ctx: BaseContext | None = None, timeout: float | None = DEFAULT_TIMEOUT
-    ) -> None:
-        super().__init__(1, ctx, timeout)
-        self._owner: tuple[int, int] | None = None
-        self._depth = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._owner, self._depth = None, 0
-
-    def _take(self, blocking: bool, timeout: float | None) -> bool:
-        me = (os.getpid(), threading.get_ident())
-        # Only the owner writes _owner and _depth, and it is not waiting here.
-        if self._owner == me:
-            self._depth += 1
-            return True
-        if not super()._take(blocking, timeout):
-            return False
-        self._owner, self._depth = me, 1
-        return True
-
-    def release(self) -> None:
-        if self._closed:
-            self._refuse()
-        if self._owner != (os.getpid(), threading.get_ident()):
-            raise ReleaseError("QueueRLock is not held by this thread")
-        if self._depth > 1:
-            self._depth -= 1
-            return
-        self._owner, self._depth = None, 0
-        super().release()
+    _kind = "rlock"
 
 
 # ---------------------------------------------------------------- Manager

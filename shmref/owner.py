@@ -20,7 +20,13 @@ another:
 A request is ``(token, method, args)``: the owner calls ``state.method(*args)``
 and, unless ``token`` is None, answers ``(token, (ok, result))``. Exceptions
 the state raises, ``BaseException`` included, go back to the caller; the
-owner goes on serving. Waits are taken in slices: a caller notices within
+owner goes on serving. A request the state cannot answer yet (a get from an
+empty channel, an acquire of a held lock) is parked by the owner, not
+refused: the state raises :class:`Later`, and the owner asks it again after
+every change, in the order the requests came, and once more when the
+caller's wait is over. A client process that exits is forgotten by the
+state (``_forget(pid)``): a lock it held is free again. Waits are taken in
+slices: a caller notices within
 one slice that the owner died (the owner holds the only write end of a
 pipe, the *lifeline*, which reads as closed once the owner is gone) or that
 another thread closed its handle. The owner watches its creator and exits
@@ -40,6 +46,7 @@ import socket
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from multiprocessing import util
 from typing import Any
@@ -98,6 +105,59 @@ def _reply(token: object, answer: tuple[bool, Any]) -> bytes:
         return _DUMPS((token, (False, portable(TypeError(f"cannot send the reply: {error}")))))
 
 
+class Later(Exception):
+    """Raised by an owner's state: the request cannot be answered yet; park it.
+
+    A method that may raise it takes how long its caller waits as its last
+    argument (seconds, or None for as long as it takes). The owner calls it
+    again after every change, in the order the requests came, until it
+    answers; once the wait is over, it calls it with a wait of 0, and then
+    the method must answer (``queue.Empty``, say). The caller waits for that
+    answer as long as the owner lives (:meth:`Owner.call_waiting`): an
+    answer the caller gave up on could be a lock granted to nobody.
+    """
+
+
+class _Parked:
+    """A request the state could not answer yet, with when its wait ends."""
+
+    __slots__ = ("args", "due", "fn", "peer", "token")
+
+    def __init__(self, peer: _Peer, token: object, fn: Any, args: tuple[Any, ...]) -> None:
+        self.peer, self.token, self.fn, self.args = peer, token, fn, args
+        wait = args[-1]
+        self.due = None if wait is None else time.monotonic() + wait
+
+
+def _born(pid: int) -> str | None:
+    """When process ``pid`` started (Linux's /proc), None if it has exited or is a zombie.
+
+    With the start time, a pid the system gave to a new process is not
+    taken for the process that had it.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()  # field 22 of stat(5): the start time
+
+
+def _exited(pid: int, born: str | None) -> bool:
+    """Whether client process ``pid`` (which started at ``born``) has exited."""
+    if born is not None:
+        return _born(pid) != born
+    try:  # no /proc: a zombie counts as alive, until its parent reaps it
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def serve(
     address: str,
     ready: Any,
@@ -123,7 +183,7 @@ def serve(
         listening.listen(128)  # the whole backlog: a connect never waits for accept
         ready.send(True)
         ready.close()
-        _Clients(listening, methods).serve(creator)
+        _Clients(listening, methods, getattr(state, "_forget", None)).serve(creator)
     finally:
         listening.close()
         with contextlib.suppress(OSError):
@@ -147,7 +207,7 @@ class _Peer:
     so a client that stalls (or dies) mid-message holds up nobody else.
     """
 
-    __slots__ = ("buffer", "eof", "origin", "replaces", "sock", "start")
+    __slots__ = ("born", "buffer", "eof", "origin", "replaces", "sock", "start")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -156,6 +216,7 @@ class _Peer:
         self.eof = False  # the client closed its end (or died)
         self.origin: tuple[int, int] | None = None  # (pid, number), from its hello
         self.replaces: int | None = None  # until settled: the number it replaces
+        self.born: str | None = None  # its process's start time (see _born)
 
     def fill(self) -> bool:
         """Read what has arrived; whether anything had."""
@@ -216,7 +277,12 @@ class _Clients:
       (:meth:`settle`).
     """
 
-    def __init__(self, listening: socket.socket, methods: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        listening: socket.socket,
+        methods: dict[str, Any],
+        forget: Callable[[int], None] | None = None,
+    ) -> None:
         self.listening = listening
         listening.setblocking(False)
         self.methods = methods
@@ -225,6 +291,13 @@ class _Clients:
         self.peers: list[_Peer] = []  # in the order they connected
         #: Requests read by a drain, answered after the request that drained.
         self.waiting: list[tuple[_Peer, object, Any, str, Any]] = []
+        #: Requests the state could not answer yet (see Later), oldest first.
+        self.parked: list[_Parked] = []
+        #: The state's hook for a client process that has exited, if it has one.
+        self.forget = forget
+        #: Client processes whose connection ended, to the state's hook
+        #: once they have exited (pid: start time): see bury().
+        self.orphans: dict[int, str | None] = {}
 
     def accept(self) -> None:
         while True:
@@ -245,21 +318,83 @@ class _Clients:
             self.peers.remove(peer)
             self.selector.unregister(peer.sock)
         peer.sock.close()
+        if self.parked:  # nobody waits for them any more
+            self.parked = [parked for parked in self.parked if parked.peer is not peer]
+        if self.forget is not None and peer.origin is not None:
+            self.orphans[peer.origin[0]] = peer.born
+
+    def bury(self) -> None:
+        """Tell the state of the client processes that have exited since their connection ended.
+
+        A process whose connection was cut (an interrupt mid-message) lives
+        on and opens another: what it holds is still its own.
+        """
+        assert self.forget is not None
+        for pid, born in list(self.orphans.items()):
+            if any(peer.origin is not None and peer.origin[0] == pid for peer in self.peers):
+                del self.orphans[pid]  # connected again: alive
+            elif _exited(pid, born):
+                del self.orphans[pid]
+                self.forget(pid)
+                self.retry()
+
+    def wait(self) -> float:
+        """How long the main loop may sleep: until the next parked wait ends, at most."""
+        wait = IDLE_CHECK
+        if self.orphans:
+            wait = SLICE
+        for parked in self.parked:
+            if parked.due is not None:
+                wait = min(wait, parked.due - time.monotonic())
+        return max(wait, 0.0)
+
+    def retry(self) -> None:
+        """Ask the state again for the parked requests, oldest first, until none can go."""
+        progress = True
+        while progress and self.parked:
+            progress = False
+            for parked in list(self.parked):
+                if parked not in self.parked:  # dropped with its client meanwhile
+                    continue
+                answer = run(parked.fn, *parked.args)
+                if not answer[0] and answer[1].__class__ is Later:
+                    continue
+                self.parked.remove(parked)
+                self.reply(parked.peer, parked.token, answer)
+                progress = True
+
+    def expire(self) -> None:
+        """Answer the parked requests whose wait is over (the state says how)."""
+        now = time.monotonic()
+        for parked in [p for p in self.parked if p.due is not None and p.due <= now]:
+            if parked not in self.parked:  # dropped with its client meanwhile
+                continue
+            self.parked.remove(parked)
+            self.reply(parked.peer, parked.token, run(parked.fn, *parked.args[:-1], 0.0))
 
     def serve(self, creator: Lifeline) -> None:
         """Until the creator stops the owner or is gone."""
         # The creator, watched through its Lifeline, not parent_process(): the
         # sentinel of a forked owner is held open by every process its creator
         # forks afterwards, which would keep the owner alive after the creator.
-        checked = time.monotonic()
+        checked = buried = time.monotonic()
         try:
             while True:
-                events = self.selector.select(IDLE_CHECK)
+                events = self.selector.select(self.wait())
                 now = time.monotonic()
                 if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
                     checked = now
                     if creator.gone():  # died without close()
                         return
+                if self.parked:
+                    self.expire()
+                if self.orphans and now - buried >= SLICE:
+                    buried = now
+                    # The creator's connection ends as it dies: what it held
+                    # goes with the owner, not to a waiter.
+                    if creator.gone():
+                        return
+                    self.bury()
                 for key, _ in events:
                     peer = key.data
                     if peer is None:
@@ -305,6 +440,8 @@ class _Clients:
         if method == _HELLO:
             pid, number, replaces = call_args
             peer.origin, peer.replaces = (pid, number), replaces
+            if self.forget is not None:
+                peer.born = _born(pid)
             return
         if method == _STOP:
             raise _Stop
@@ -318,6 +455,8 @@ class _Clients:
                     fn(*call_args)
                 except BaseException:
                     pass
+                if self.parked:
+                    self.retry()
             return
         # A request read by a drain comes after the one that drained, unless
         # its client has closed its end since (it died waiting, say): what a
@@ -341,6 +480,15 @@ class _Clients:
             answer: tuple[bool, Any] = (False, ValueError(f"unknown request {method!r}"))
         else:
             answer = run(fn, *args)
+            if not answer[0] and answer[1].__class__ is Later:
+                if peer in self.peers and not peer.eof:
+                    self.parked.append(_Parked(peer, token, fn, args))
+                return
+        self.reply(peer, token, answer)
+        if self.parked:  # what this request changed may let a parked one go
+            self.retry()
+
+    def reply(self, peer: _Peer, token: object, answer: tuple[bool, Any]) -> None:
         if peer not in self.peers or peer.eof:
             return  # nobody to answer (the request was applied)
         reply = _reply(token, answer)
@@ -516,6 +664,7 @@ class Owner:
         self._address = os.path.join(util.get_temp_dir(), f"shmref-owner-{secrets.token_hex(8)}")
         self._link: _Link | None = None
         self._replaced: int | None = None  # the number of the connection last dropped
+        self._threads_links()
         self._lifeline, owner_end = ctx.Pipe(duplex=False)
         started, ready = ctx.Pipe(duplex=False)
         self._creator = os.getpid()
@@ -541,20 +690,31 @@ class Owner:
             started.close()
         reset_after_fork(self)
 
+    def _threads_links(self) -> None:
+        # Calls that wait for the owner's say (call_waiting) each have a
+        # connection of their thread's: a thread waiting for a lock must not
+        # keep the thread that would release it off the connection. A
+        # thread's link goes with the thread; close() closes those left.
+        self._local = threading.local()
+        self._waiting_links: weakref.WeakSet[_Link] = weakref.WeakSet()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.update(_process=None, _tokens=None, _link=None, _replaced=None)
+        del state["_local"], state["_waiting_links"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._tokens = itertools.count()
+        self._threads_links()
         reset_after_fork(self)
 
     def _after_fork(self) -> None:
-        # The parent's connection is the parent's: a forked child opens its own.
+        # The parent's connections are the parent's: a forked child opens its own.
         self._link = None
         self._replaced = None
+        self._threads_links()
 
     # Owner is its own handle for acquire(): a waiter for the connection
     # wakes with the closed error when another thread closes the handle.
@@ -579,8 +739,14 @@ class Owner:
     def _gone(self) -> OwnerGone:
         return OwnerGone(f"the owner process of {self.what} is gone")
 
-    def _connection(self) -> _Link:
-        link = self._link
+    def _connection(self, waiting: bool = False) -> _Link:
+        """This process's connection (``waiting``: this thread's), opened on first use."""
+        link: _Link | None
+        if waiting:
+            link = getattr(self._local, "link", None)
+            replaced = getattr(self._local, "replaced", None)
+        else:
+            link, replaced = self._link, self._replaced
         if link is not None and link.pid == os.getpid():
             return link
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -589,7 +755,7 @@ class Owner:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _SLICE_TIMEVAL)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _SLICE_TIMEVAL)
             number = next(_numbers)
-            hello = _request((None, _HELLO, (os.getpid(), number, self._replaced)))
+            hello = _request((None, _HELLO, (os.getpid(), number, replaced)))
             sock.sendall(_HEADER.pack(len(hello)) + hello)  # a few bytes: room at once
         except OSError:  # no such socket, or nobody listening on it
             sock.close()
@@ -599,8 +765,12 @@ class Owner:
         except BaseException:
             sock.close()
             raise
-        link = self._link = _Link(sock, number)
-        self._replaced = None
+        link = _Link(sock, number)
+        if waiting:
+            self._local.link, self._local.replaced = link, None
+            self._waiting_links.add(link)
+        else:
+            self._link, self._replaced = link, None
         return link
 
     def _drop(self, link: _Link) -> None:
@@ -608,6 +778,8 @@ class Owner:
         if self._link is link:
             self._link = None
             self._replaced = link.number
+        elif getattr(self._local, "link", None) is link:
+            self._local.link, self._local.replaced = None, link.number
         link.close()
 
     def _waited(self, deadline: Deadline, what: str) -> None:
@@ -627,12 +799,26 @@ class Owner:
         Returns once the request is written: at once while the connection
         has room, else when the owner has read enough of what came before.
         """
-        self._exchange(_request((None, method, args)), None)
+        self._exchange(_request((None, method, args)), None, self.timeout)
 
     def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` run by the owner: its result, or its exception raised here."""
         token = next(self._tokens)
-        ok, result = self._exchange(_request((token, method, args)), token)
+        ok, result = self._exchange(_request((token, method, args)), token, self.timeout)
+        if not ok:
+            raise result
+        return result
+
+    def call_waiting(self, method: str, *args: Any) -> Any:
+        """``method(*args)``, which the owner parks until it can answer (see :class:`Later`).
+
+        Its last argument is how long the owner may park it (None: as long
+        as it takes): the owner always answers by then, so the caller waits
+        for that answer, however long, as long as the owner lives and the
+        handle is open.
+        """
+        token = next(self._tokens)
+        ok, result = self._exchange(_request((token, method, args)), token, None, waiting=True)
         if not ok:
             raise result
         return result
@@ -642,11 +828,13 @@ class Owner:
     answer = call
     call_guarded = call
 
-    def _exchange(self, request: bytes, token: int | None) -> Any:
-        """Write ``request``; with a ``token``, wait for the reply that carries it."""
-        link = self._connection()
+    def _exchange(
+        self, request: bytes, token: int | None, timeout: float | None, waiting: bool = False
+    ) -> Any:
+        """Write ``request``; with a ``token``, wait ``timeout`` for the reply that carries it."""
+        link = self._connection(waiting)
         lock = link.lock
-        deadline = Deadline(self.timeout)
+        deadline = Deadline(timeout)
         try:
             if not lock.acquire(False):  # another thread of this process is mid-call
                 acquire(lock, self.timeout, f"{self.what}'s connection", self)
@@ -686,8 +874,10 @@ class Owner:
         self.closed = True
         process, self._process = self._process, None
         link, self._link = self._link, None
+        # A thread of this process mid-call on one wakes with the closed error.
+        for waiting in list(self._waiting_links):
+            waiting.close()
         if link is not None:
-            # A thread of this process mid-call on it wakes with the closed error.
             link.close()
         if process is None or os.getpid() != self._creator:
             return  # another process's handle: detach only

@@ -36,13 +36,8 @@ def starts_processes(ways: ModuleType, way: str) -> bool:
 
 
 def has_peer(ways: ModuleType, way: str) -> bool:
-    """The way's state lives in an owner or server process.
-
-    Not the Queue ways of locks and channels: their state is the Queue itself.
-    """
-    if "manager" in way:
-        return True
-    return "queue" in way and ways.__name__ not in ("tests.ways_locks", "tests.ways_channel")
+    """The way's state lives in an owner or server process (every Queue and Manager way)."""
+    return "queue" in way or "manager" in way
 
 
 def holds_internal_lock(ways: ModuleType, way: str) -> bool:

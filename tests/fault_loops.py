@@ -17,7 +17,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray
-from shmref.channel import CtypesChannel
+from shmref.channel import CtypesChannel, QueueChannel
 from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
@@ -110,11 +110,11 @@ REMOTE_ITEMS = 1 << 13
 
 
 def _connection_locks(handle: Any) -> list[Any]:
-    """The lock of this process's connection to a Queue way's owner (none for a Manager)."""
+    """The locks of this process's connections to a Queue way's owner (none for a Manager)."""
     peer = link(handle)
-    if isinstance(peer, Owner) and peer._link is not None:
-        return [peer._link.lock]
-    return []
+    if not isinstance(peer, Owner):
+        return []
+    return [link.lock for link in [peer._link, *peer._waiting_links] if link is not None]
 
 
 def _remote_loops(way: str) -> dict[str, Loop]:
@@ -184,13 +184,20 @@ def _channel_call(channel: Any, n: int) -> None:
 def _channel_loops() -> dict[str, Loop]:
     """A get and a put per call: the channel holds the last call's message.
 
-    Not the Queue way: a producer killed mid-write keeps its Queue's write
-    lock (``CANNOT`` in tests/ways_channel.py). Not the Manager way: its
-    server may still apply a killed client's last put after the parent's
-    next take (it had the request whole), so the channel cannot be compared
-    exactly after a kill; its killed producer has a test of its own.
+    Not the Manager way: its server may still apply a killed client's last
+    put after the parent's next take (it had the request whole, in a thread
+    of its own), so the channel cannot be compared exactly after a kill; its
+    killed producer has a test of its own. The Queue way's owner applies
+    what a dead client sent whole before it answers anyone's next request.
     """
     return {
+        "channel-queue": Loop(
+            lambda ctx: QueueChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
+            _channel_values,
+            _channel_call,
+            locks=_connection_locks,
+            cut=None,
+        ),
         "channel-ctypes": Loop(
             lambda ctx: CtypesChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
             _channel_values,

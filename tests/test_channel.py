@@ -55,7 +55,7 @@ FACTORIES: dict[str, Callable[..., Channel]] = {
     "manager": lambda ctx, **kw: ManagerChannel(ctx=ctx, **kw),
 }
 
-NO_DRAIN = "the messages live in the manager's server, which the creator's close() stops"
+NO_DRAIN = "the messages live in the owner or server process, which the creator's close() stops"
 
 
 def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
@@ -470,7 +470,7 @@ def test_close_wakes_waiting_putters(way: Any, ctx: BaseContext) -> None:
     join(putter)
 
 
-@ways(cannot={"manager": NO_DRAIN})
+@ways(cannot={"queue": NO_DRAIN, "manager": NO_DRAIN})
 def test_getters_drain_a_closed_channel(way: Any, ctx: BaseContext) -> None:
     here, there = ctx.Pipe()  # type: ignore[attr-defined]
     getter = start(ctx, drain_after_go, way, there)
@@ -544,17 +544,18 @@ def test_child_close_in_another_thread_wakes_a_waiting_call(way: Any, ctx: BaseC
     assert way.get(JOIN) == b"still open"
 
 
-@ways("manager")
-def test_manager_dead_server_is_a_closed_channel(way: Any) -> None:
-    # To a child, a server stopped by the creator and one that died look
-    # the same: both except clauses catch the error.
+@ways("queue", "manager")
+def test_dead_owner_or_server_is_a_closed_channel(way: Any) -> None:
+    # To a child, an owner or server stopped by the creator and one that
+    # died look the same: both except clauses catch the error.
     way.put(b"lost")
-    way._server._manager._process.kill()
-    way._server._manager._process.join(JOIN)
+    process = way._owner._process if hasattr(way, "_owner") else way._server._manager._process
+    process.kill()
+    process.join(JOIN)
     began = time.monotonic()
     calls: list[Callable[[], object]] = [way.get, lambda: way.put(b"x"), lambda: way.get_many(2)]
     for call in calls:
-        with pytest.raises(ChannelClosed, match="server has stopped") as caught:
+        with pytest.raises(ChannelClosed, match="has stopped") as caught:
             call()
         assert isinstance(caught.value, OwnerGone)
     way.close()

@@ -25,7 +25,6 @@ import pytest
 
 from shmref.lifecycle import OwnerGone
 from shmref.locks import (
-    QUEUE_TOKENS_MAX,
     CtypesLock,
     CtypesRLock,
     CtypesSemaphore,
@@ -74,8 +73,12 @@ RLOCKS = [name for name, kind in KINDS.items() if kind.family == "rlock"]
 SEMAPHORES = [name for name, kind in KINDS.items() if kind.family == "semaphore"]
 #: Kinds only their holder may release (the others: any process).
 OWNED = [*RLOCKS, "robust-lock"]
+#: Kinds whose next acquire takes the lock over when its holder dies
+#: (``holder_died``): a robust mutex, and an owner that sees the holder's
+#: process exit.
+TAKE_OVER = ["robust-lock", "queue-lock", "queue-rlock", "queue-sem"]
 #: Kinds a dead holder leaves taken for good.
-STAY_TAKEN = [name for name in KINDS if name != "robust-lock"]
+STAY_TAKEN = [name for name in KINDS if name not in TAKE_OVER]
 
 
 def kinds(
@@ -327,10 +330,8 @@ def test_process_started_after_holder_died_times_out(lock: Any, ctx: BaseContext
         assert newcomer.acquire(SHORT) is False
 
 
-@kinds("robust-lock")
-def test_robust_lock_is_taken_over_once_after_holder_dies(
-    lock: RobustLock, ctx: BaseContext
-) -> None:
+@kinds(*TAKE_OVER)
+def test_lock_is_taken_over_once_after_holder_dies(lock: Any, ctx: BaseContext) -> None:
     with Probe(ctx, lock) as holder:
         assert holder.acquire() is True
         holder.kill()
@@ -351,9 +352,9 @@ def test_robust_lock_is_taken_over_once_after_holder_dies(
     lock.release()
 
 
-def take_over(lock: RobustLock, occupancy: Occupancy, conn: Any) -> None:
+def take_over(lock: Any, occupancy: Occupancy, conn: Any) -> None:
     if not lock.acquire(timeout=JOIN):
-        raise TimeoutError("RobustLock not acquired")
+        raise TimeoutError(f"{type(lock).__name__} not acquired")
     try:
         conn.send(lock.holder_died)
         occupancy.visit()
@@ -407,10 +408,6 @@ def wait_on(lock: SyncPrimitive) -> None:
 
 @kinds(
     *LOCKS,
-    cannot={
-        "queue-lock": "Queue.get holds the queue's read lock while it waits: "
-        "a waiter killed then leaves it held, and every later get times out",
-    },
     skip={
         "manager-lock": "a race: the server takes the lock for the dead waiter only "
         "if its request arrived before it died",
@@ -422,13 +419,6 @@ def test_waiter_killed_while_waiting_does_not_break_lock(
     assert lock.acquire() is True
     waiter = ctx.Process(target=wait_on, args=(lock,), daemon=True)
     waiter.start()
-    if kind.way == "queue":
-        # Kill it only once it is inside Queue.get: it holds the read lock.
-        read_lock = lock._tokens._rlock
-        deadline = time.monotonic() + JOIN
-        while read_lock.acquire(False):
-            read_lock.release()
-            assert time.monotonic() < deadline, "the waiter never reached Queue.get"
     waiter.kill()
     waiter.join(JOIN)
     waiter.close()
@@ -440,13 +430,7 @@ def test_waiter_killed_while_waiting_does_not_break_lock(
 # Release.
 
 
-@kinds(
-    cannot=dict.fromkeys(
-        ["queue-lock", "queue-rlock", "queue-sem"],
-        "release() returns before the Queue's feeder thread has put the token back: "
-        "an acquire(blocking=False) right after it can miss the token",
-    )
-)
+@kinds()
 def test_release_is_seen_at_once(lock: Any) -> None:
     for _ in range(100):
         assert lock.acquire(timeout=JOIN) is True
@@ -661,7 +645,7 @@ def test_bad_constructor_arguments(cls: type[Any]) -> None:
 
 
 #: Semaphore values -> the exception every way raises, and its message.
-#: 2**31 is past every way's limit (SEM_VALUE_MAX and QUEUE_TOKENS_MAX).
+#: 2**31 is past every way's limit (SEM_VALUE_MAX).
 BAD_VALUES: list[tuple[object, type[Exception], str]] = [
     (-1, ValueError, "at least 1"),
     (0, ValueError, "at least 1"),
@@ -691,16 +675,6 @@ def test_numpy_semaphore_value(cls: type[Any]) -> None:
     assert semaphore.acquire(timeout=SHORT) is False
     semaphore.release()
     semaphore.release()
-    semaphore.close()
-
-
-def test_queue_semaphore_holds_its_most_tokens(ctx: BaseContext) -> None:
-    # All QUEUE_TOKENS_MAX tokens fit in the pipe: closing cannot block.
-    semaphore = QueueSemaphore(QUEUE_TOKENS_MAX, ctx=ctx)
-    assert all(semaphore.acquire(timeout=JOIN) for _ in range(QUEUE_TOKENS_MAX))
-    assert semaphore.acquire(blocking=False) is False
-    for _ in range(QUEUE_TOKENS_MAX):
-        semaphore.release()
     semaphore.close()
 
 

@@ -39,10 +39,7 @@ BAD_CALLS: dict[str, Callable[[Any], object]] = {
 
 
 #: Clauses a way cannot keep yet (strict xfail, with the reason).
-CANNOT: dict[tuple[str, str], str] = {
-    ("producer killed", "queue"): "a multiprocessing.Queue's write lock, held by a producer "
-    "killed mid-write, stays taken: every later put's feeder waits for it",
-}
+CANNOT: dict[tuple[str, str], str] = {}
 
 
 def stall(way: str, handle: Any) -> Callable[[], object] | None:

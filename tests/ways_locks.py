@@ -2,9 +2,9 @@
 
 A way here is one primitive made one way, named as in tests/test_locks.py.
 Unlike every other handle of shmref, a lock's ``with`` acquires and releases
-it and does not close it (:data:`NOT_APPLICABLE`). The Queue ways have no owner
-process (their tokens are in a pipe) and the ctypes ways none either: only
-the Manager ways have a server that can die.
+it and does not close it (:data:`NOT_APPLICABLE`). The Queue ways' lock
+lives in an owner process and the Manager ways' in a server, which can die;
+the ctypes ways' in shared memory.
 """
 
 from __future__ import annotations
@@ -98,8 +98,9 @@ def stall(way: str, handle: Any) -> Callable[[], object] | None:
     return handle.acquire
 
 
-#: Ways whose waiter takes the lock over when its holder dies, instead of
-#: raising: what a robust mutex is for (``holder_died`` is then True).
+#: Ways whose waiter takes the lock over when its holder, the creator, dies,
+#: instead of raising: what a robust mutex is for (``holder_died`` is then
+#: True). A Queue way's owner ends with its creator: its waiters get OwnerGone.
 TAKES_OVER: dict[str, str] = {"robust-lock": "EOWNERDEAD hands the mutex to the next waiter"}
 
 
