@@ -586,7 +586,9 @@ class QueueLock(_OwnerPrimitive):
     frees the lock once it sees the process gone, and the next acquire sets
     :attr:`holder_died`. If the owner dies, calls raise
     :class:`~shmref.lifecycle.OwnerGone`; the creator's ``close()`` stops it,
-    which other processes see the same way.
+    which other processes see the same way. An ``acquire`` cut by an
+    exception while it waits (Ctrl-C) may have been granted as it was cut:
+    the lock is then held by this process until it releases it or exits.
     """
 
 
