@@ -38,5 +38,6 @@ doctest_test_doctest_blocks = ""
 
 html_theme = "furo"
 html_title = "shmref"
-copybutton_prompt_text = r">>> |\.\.\. "
+# ">>> " and "... " in examples, "$ " in console transcripts: copy the commands only.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

@@ -15,7 +15,9 @@ from sybil.parsers.myst import DocTestDirectiveParser
 
 from tests.leaks import check_tracker_log, leaks_since, snapshot, start_tracker_log
 
-collect_ignore = ["conf.py", "_ext", "_build"]
+# examples/ and habits/ are scripts, run by tests/test_examples.py as a reader
+# runs them; habits/no_main_guard.py would start a process on import.
+collect_ignore = ["conf.py", "_ext", "_build", "examples", "habits"]
 
 _before: dict[int, Any] = {}
 
