@@ -37,7 +37,7 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 doctest_test_doctest_blocks = ""
 
 html_theme = "furo"
-html_title = "shmref"
+html_title = f"shmref {release}"
 # ">>> " and "... " in examples, "$ " in console transcripts: copy the commands only.
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
