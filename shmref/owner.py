@@ -380,7 +380,10 @@ class _Clients:
         checked = buried = time.monotonic()
         try:
             while True:
-                events = self.selector.select(self.wait())
+                # The common case, nothing parked, costs no call.
+                events = self.selector.select(
+                    self.wait() if self.parked or self.orphans else IDLE_CHECK
+                )
                 now = time.monotonic()
                 if now - checked >= IDLE_CHECK:  # busy or idle, the creator is checked
                     checked = now
