@@ -144,7 +144,6 @@ def test_the_benchmark_hook_records_this_process(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _forget_report_modules() -> None:
     # Each test imports the generator afresh, against its own copies.
-    for name in [
-        m for m in sys.modules if m in ("benchreport", "reportparts") or m.startswith("report_")
-    ]:
+    modules = ("benchreport", "reportparts", "claims", "figures", "verdicts")
+    for name in [m for m in sys.modules if m in modules or m.startswith("report_")]:
         del sys.modules[name]

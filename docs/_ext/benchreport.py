@@ -11,9 +11,11 @@ What a primitive's page shows is in ``report_<primitive>.py`` beside this
 file: its ``pages(run)`` returns markdown parts (``render`` adds the
 ``machine`` part every page has), ``plots(run)`` drawing functions,
 ``summary(run)`` rows for the index page, ``WAYS`` the labels.
-The parts several pages share (throughput by processes, the claims and goals
-tables, log-scale line plots, the index rows) are in ``reportparts.py``, so a
-report module holds only what is its own.
+The parts several pages share (throughput by processes, the goals table,
+log-scale line plots, the index rows) are in ``reportparts.py``, so a report
+module holds only what is its own. The article's claims are not a page's own:
+``claims.py`` lists each once and writes the claims page and every page's
+claims table (``<primitive>-claims.md``) from all the stored runs.
 As a Sphinx extension this module renders every stored run when a build
 starts, so the pages always show what the JSON says.
 """
@@ -238,24 +240,6 @@ def machine_line(run: Run) -> str:
     )
 
 
-def about(measured: float, claimed: float, fmt: Callable[[float], str]) -> str:
-    """Verdict for a claim of the form 'about X': same order if within 2x."""
-    ratio = measured / claimed
-    if 0.5 <= ratio <= 2:
-        return f"**Confirmed**: {fmt(measured)} here, {fmt_ratio(ratio)} the claim"
-    side = "more" if ratio > 1 else "less"
-    factor = ratio if ratio > 1 else 1 / ratio
-    return f"**Not confirmed**: {fmt(measured)} here, {fmt_ratio(factor)} {side} than claimed"
-
-
-def within(measured: float, low: float, high: float) -> str:
-    """Verdict for a claim of the form 'between low and high'."""
-    if low <= measured <= high:
-        return f"**Confirmed**: {fmt_ratio(measured)} here"
-    side = "below" if measured < low else "above"
-    return f"**Not confirmed**: {fmt_ratio(measured)} here, {side} the claimed range"
-
-
 def goal(measured: float, text: str, ok: bool) -> list[str]:
     return [text, fmt_ratio(measured), "met" if ok else "**not met**"]
 
@@ -300,6 +284,12 @@ def render(names: list[str] | None = None, plots: bool = True, echo: bool = Fals
             for part, draw in report.plots(run).items():
                 _plot(GENERATED / f"{name}-{part}.png", draw)
     _write(GENERATED / "summary.md", HEADER.format(name="*") + table(SUMMARY_HEADER, summary))
+    # One verdict per claim, from every stored run: rendered whole whichever runs were named.
+    import claims
+
+    written = claims.render(GENERATED, claims.Runs(STORED, Run))
+    if echo:
+        print(f"\n## claims\n\n{written['claims']}")
 
 
 def _write(path: Path, text: str) -> None:

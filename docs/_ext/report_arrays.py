@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, about, fmt_ratio, fmt_time, goal, table
-from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
+from benchreport import Run, fmt_ratio, fmt_time, goal, table
+from reportparts import Line, goals_table, log_plot, summary_rows
 
-KiB, MiB, MB = 1024, 1024 * 1024, 1e6
+KiB, MiB = 1024, 1024 * 1024
 LARGEST = 64 * MiB
 
 WAYS = {
@@ -42,15 +40,6 @@ def fmt_bandwidth(bytes_per_second: float) -> str:
     return f"{bytes_per_second / 1e9:.3g} GB/s"
 
 
-def in_range(measured: float, low: float, high: float, fmt: Callable[[float], str]) -> str:
-    """Verdict for a claim 'between low and high' of a quantity (not a ratio)."""
-    if low <= measured <= high:
-        return f"**Confirmed**: {fmt(measured)} here"
-    side = "below" if measured < low else "above"
-    factor = low / measured if measured < low else measured / high
-    return f"**Not confirmed**: {fmt(measured)} here, {fmt_ratio(factor)} {side} the range"
-
-
 def _trip(run: Run, way: str, nbytes: int) -> float:
     group = "arrays-reference" if way in REFERENCES else "arrays-round-trip"
     return run.per_op(group, way=way, bytes=nbytes)
@@ -60,16 +49,6 @@ def _sizes(run: Run) -> list[int]:
     return sorted(
         {b["extra"]["bytes"] for b in run.data["benchmarks"] if b["group"] == "arrays-round-trip"}
     )
-
-
-def _size_for(run: Run, way: str, seconds: float) -> float:
-    """The transfer size whose time would be ``seconds`` (log-log interpolation)."""
-    points = [(n, _trip(run, way, n)) for n in _sizes(run)]
-    for (n0, t0), (n1, t1) in itertools.pairwise(points):
-        if t0 <= seconds <= t1:
-            f = (math.log(seconds) - math.log(t0)) / (math.log(t1) - math.log(t0))
-            return math.exp(math.log(n0) + f * (math.log(n1) - math.log(n0)))
-    return math.nan
 
 
 def pages(run: Run) -> dict[str, str]:
@@ -148,8 +127,6 @@ def pages(run: Run) -> dict[str, str]:
         rows.append([size_label(nbytes), fmt_time(raw), fmt_time(seg)])
     pages["create"] = table(["size", "`RawArray` (heap)", "`shared_memory` segment"], rows)
 
-    pages["claims"] = claims_table(_claims(run, largest))
-
     queue = _trip(run, "queue", largest)
     pages["goals"] = goals_table(
         [
@@ -173,63 +150,6 @@ def pages(run: Run) -> dict[str, str]:
 def _plain_row(run: Run, nbytes: int, memcpy: float, ctypes: float) -> list[str]:
     t = _trip(run, "queue-plain", nbytes)
     return [fmt_time(t), fmt_bandwidth(nbytes / t), "(pickles and pipes)", fmt_ratio(t / ctypes)]
-
-
-def _claims(run: Run, largest: int) -> list[list[str]]:
-    def per_mb(way: str, nbytes: int) -> float:
-        return _trip(run, way, nbytes) / (nbytes / MB)
-
-    def ms(seconds: float) -> str:
-        return f"{seconds * 1e3:.3g} ms"
-
-    rows = []
-    for way, nbytes, what in [
-        ("pickle", largest, "a numpy array"),
-        ("pickle-list", MiB, "a list of floats"),
-        ("pickle-list", largest, "a list of floats"),
-    ]:
-        rows.append(
-            [
-                f"Pickling costs 5-50 ms per MB ({what}, {size_label(nbytes)}, `dumps` + `loads`)",
-                f"{ms(per_mb(way, nbytes))} per MB",
-                in_range(per_mb(way, nbytes), 5e-3, 50e-3, ms),
-            ]
-        )
-    plain = run.get("arrays-round-trip", way="queue-plain", bytes=largest)
-    delivered = _trip(run, "queue-plain", largest)
-    at_claim = _size_for(run, "queue-plain", 0.110)
-    where = (
-        f"; 110 ms is the time of about {at_claim / MiB:.0f} MiB"
-        if not math.isnan(at_claim)
-        else ""
-    )
-    rows.append(
-        [
-            "`Queue.put(large_array)` takes about 110 ms (size not given: checked at "
-            f"{size_label(largest)} of float64)",
-            f"`put` returns in {fmt_time(plain['extra']['put_call'])} (a feeder thread "
-            f"pickles); the array reaches `get` in another process after "
-            f"{fmt_time(delivered)}{where}",
-            about(delivered, 0.110, fmt_time),
-        ]
-    )
-    for label, seconds in [
-        ("Python indexing, `a[i]`", run.per_op("arrays-item", way="ctypes", op="get")),
-        (
-            "Python indexing of a numpy view, `view[i]`",
-            run.per_op("arrays-item", way="numpy-view"),
-        ),
-        ("slicing, `a[:]`", run.per_op("arrays-element", way="slice")),
-        ("numpy, vectorised, `view.sum()`", run.per_op("arrays-element", way="numpy-sum")),
-    ]:
-        rows.append(
-            [
-                f"Shared memory costs about 1 ns per element: {label}",
-                f"{fmt_time(seconds)} per element",
-                about(seconds, 1e-9, fmt_time),
-            ]
-        )
-    return rows
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:

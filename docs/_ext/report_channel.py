@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import STAT, Run, fmt_rate, fmt_ratio, goal, table, within
-from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
+from benchreport import STAT, Run, fmt_rate, fmt_ratio, goal, table
+from reportparts import Line, goals_table, log_plot, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesChannel`",
@@ -85,35 +84,7 @@ def pages(run: Run) -> dict[str, str]:
             rows.append([_label(run, way, batched), *map(fmt_ratio, ratios)])
     pages["vs-queue"] = table(["way", *SIZES.values()], rows)
 
-    ctypes64, queue64 = rate(run, "ctypes", 64), rate(run, "mp-queue", 64)
-    manager64 = rate(run, "manager-queue", 64)
-    ctypes1m, queue1m = rate(run, "ctypes", MIB), rate(run, "mp-queue", MIB)
-    small, large = ctypes64 / queue64, ctypes1m / queue1m
-    grows = large > small
-    claims = [
-        [
-            "Shared memory is 5-20x faster than a Queue for many small messages",
-            f"`CtypesChannel` {fmt_rate(ctypes64)}, bare `multiprocessing.Queue()` "
-            f"{fmt_rate(queue64)} (64 B messages, 1 producer, 1 consumer)",
-            within(small, 5, 20),
-        ],
-        [
-            "A Manager is the slowest way to pass messages: every call is a round trip",
-            f"bare `manager.Queue()` {fmt_rate(manager64)}, bare `multiprocessing.Queue()` "
-            f"{fmt_rate(queue64)}, {fmt_ratio(queue64 / manager64)} as many (64 B)",
-            within(queue64 / manager64, 1, math.inf),
-        ],
-        [
-            "The larger the message, the more shared memory gains over a Queue "
-            "(no pickling, no pipe)",
-            f"`CtypesChannel` vs bare `multiprocessing.Queue()`: {fmt_ratio(small)} at 64 B, "
-            f"{fmt_ratio(large)} at 1 MiB",
-            f"**{'Confirmed' if grows else 'Not confirmed'}**: the lead "
-            f"{'grows' if grows else 'does not grow'} with the message size",
-        ],
-    ]
-    pages["claims"] = claims_table(claims)
-
+    small = rate(run, "ctypes", 64) / rate(run, "mp-queue", 64)
     manager_cost = rate(run, "manager-queue", 64) / rate(run, "manager", 64)
     pages["goals"] = goals_table(
         [

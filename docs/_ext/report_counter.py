@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, about, fmt_rate, fmt_ratio, fmt_time, goal, table, within
-from reportparts import claims_table, goals_table, summary_rows, throughput_plot, throughput_table
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
+from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
 
 WAYS = {
     "ctypes": "`CtypesCounter`",
@@ -46,47 +46,6 @@ def pages(run: Run) -> dict[str, str]:
             [label, *(fmt_time(run.per_op("counter-startup", way=way, method=m)) for m in methods)]
         )
     pages["startup"] = table(["what", *(f"`{m}`" for m in methods)], rows)
-
-    race = run.get("counter-race")["extra"]
-    survived = sorted(race["survived"])[len(race["survived"]) // 2]
-    attempted = race["attempted"]
-    lock = run.per_op("counter-add", way="lock-only")
-    q_ex = run.per_op("counter-article", way="queue", start="excluded")
-    v_ex = run.per_op("counter-article", way="value", start="excluded")
-    q_in = run.per_op("counter-article", way="queue", start="included")
-    v_in = run.per_op("counter-article", way="value", start="included")
-    ours = run.per_op("counter-add", way="queue") / run.per_op("counter-add", way="ctypes")
-    claims = [
-        [
-            "Without a lock, about 1.4 M of 2 M increments survive (2 processes)",
-            f"{survived / 1e6:.3g} M of {attempted / 1e6:.3g} M survived "
-            f"({100 * survived / attempted:.0f}%, median of {len(race['survived'])} runs)",
-            about(survived / attempted, 0.7, lambda f: f"{100 * f:.0f}%"),
-        ],
-        [
-            "Acquiring and releasing a lock costs about 1 µs",
-            f"{fmt_time(lock)} per uncontended `with lock: pass`",
-            about(lock, 1e-6, fmt_time),
-        ],
-        [
-            "Shared memory is 5-20x faster than a Queue for small, frequent updates "
-            "(10,000 writes, process start excluded)",
-            f"Queue {fmt_time(q_ex * 10_000)}, locked Value {fmt_time(v_ex * 10_000)}",
-            within(q_ex / v_ex, 5, 20),
-        ],
-        [
-            "The same, process start included",
-            f"Queue {fmt_time(q_in * 10_000)}, locked Value {fmt_time(v_in * 10_000)}",
-            within(q_in / v_in, 5, 20),
-        ],
-        [
-            "The same, shmref's counters (`QueueCounter` vs `CtypesCounter` add, get at the end)",
-            f"{fmt_time(run.per_op('counter-add', way='queue'))} vs "
-            f"{fmt_time(run.per_op('counter-add', way='ctypes'))} per add",
-            within(ours, 5, 20),
-        ],
-    ]
-    pages["claims"] = claims_table(claims)
 
     hand = run.per_op("counter-add", way="hand-written-lock")
     slots2 = run.rate("counter-throughput-2", way="slots")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, about, fmt_rate, fmt_ratio, fmt_time, goal, table, within
-from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
+from reportparts import Line, goals_table, log_plot, summary_rows
 
 CLASSES = {
     "lock": {"ctypes": "CtypesLock", "robust": "RobustLock", "queue": "QueueLock"},
@@ -46,13 +46,6 @@ def fmt_hold(seconds: float) -> str:
 
 def _uncontended(run: Run, primitive: str, way: str, style: str) -> float:
     return run.per_op("locks-uncontended", primitive=primitive, way=way, style=style)
-
-
-def _slope(run: Run, way: str) -> float:
-    """Seconds of everyone's time per second held, between 1 ms and 10 ms holds."""
-    short = run.per_op("locks-hold", way=way, hold=1e-3)
-    long = run.per_op("locks-hold", way=way, hold=1e-2)
-    return (long - short) / (1e-2 - 1e-3)
 
 
 def pages(run: Run) -> dict[str, str]:
@@ -116,32 +109,6 @@ def pages(run: Run) -> dict[str, str]:
         ],
         rows,
     )
-
-    claims = []
-    for way in ("ctypes", "robust", "queue", "manager"):
-        t = _uncontended(run, "lock", way, "with")
-        claims.append(
-            [
-                f"Lock acquisition is about 1 µs ({label('lock', way)}, "
-                "`with lock: pass`, acquire and release)",
-                fmt_time(t),
-                about(t, 1e-6, fmt_time),
-            ]
-        )
-    for way in ("ctypes", "queue", "manager"):
-        t1 = run.per_op("locks-hold", way=way, hold=1e-3)
-        t10 = run.per_op("locks-hold", way=way, hold=1e-2)
-        claims.append(
-            [
-                "Holding a lock for milliseconds degrades throughput linearly: each ms "
-                f"held costs every process a ms ({label('lock', way)}, 2 processes, "
-                "1 ms vs 10 ms held)",
-                f"{fmt_rate(1 / t1)} at 1 ms, {fmt_rate(1 / t10)} at 10 ms: each ms held "
-                f"adds {_slope(run, way):.2g} ms per acquisition",
-                within(_slope(run, way), 0.8, 1.25),
-            ]
-        )
-    pages["claims"] = claims_table(claims)
 
     ctypes = _uncontended(run, "lock", "ctypes", "with")
     bare = _uncontended(run, "lock", "stdlib", "with")

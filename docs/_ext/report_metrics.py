@@ -6,8 +6,8 @@ from collections.abc import Callable
 from statistics import median
 from typing import Any
 
-from benchreport import STAT, Run, fmt_rate, fmt_time, goal, table, within
-from reportparts import Line, claims_table, goals_table, log_plot, summary_rows
+from benchreport import STAT, Run, fmt_rate, fmt_time, goal, table
+from reportparts import Line, goals_table, log_plot, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesMetrics` (seqlock)",
@@ -88,50 +88,6 @@ def pages(run: Run) -> dict[str, str]:
         ],
         rows,
     )
-
-    unsafe_lost = sum(
-        run.get(f"metrics-update-{w}", way="unsafe")["extra"]["lost"] for w in WORKERS
-    )
-    unsafe_tried = sum(
-        run.get(f"metrics-update-{w}", way="unsafe")["extra"]["attempted"] for w in WORKERS
-    )
-    unsafe_torn = sum(_busy(run, "unsafe")["torn"])
-    unsafe_read = sum(_busy(run, "unsafe")["rows_read"])
-    seq_torn = sum(_busy(run, "ctypes")["torn"])
-    lock_torn = sum(_busy(run, "ctypes-lock")["torn"])
-    queue_update = _per_worker(run, "queue", 1)
-    ctypes_update = _per_worker(run, "ctypes", 1)
-    claims = [
-        [
-            "A lock is needed for a metrics row, or updates are lost (each worker writes "
-            "only its own row)",
-            f"`UnsafeMetrics`, no lock: {unsafe_lost} of {unsafe_tried} field updates lost",
-            "**Not confirmed**: with one writer per row nothing is lost without a lock"
-            if unsafe_lost == 0
-            else f"**Confirmed**: {unsafe_lost} lost",
-        ],
-        [
-            "A lock is needed for a metrics row, or the monitor reads half-updated rows "
-            "(several fields that change together)",
-            f"no lock and no seqlock: {unsafe_torn} of {unsafe_read} rows read torn; "
-            f"seqlock: {seq_torn}; per-row lock: {lock_torn}",
-            (
-                "**Confirmed** that something is needed; a seqlock (no lock, writers never "
-                "wait) is enough"
-                if unsafe_torn > 0 and seq_torn == 0 and lock_torn == 0
-                else "**Not confirmed** in this run: no torn row was read without a lock"
-                if unsafe_torn == 0
-                else "**Failed**: a synchronised way read a torn row"
-            ),
-        ],
-        [
-            "Shared memory is 5-20x faster than a Queue for small, frequent updates "
-            "(one worker's update)",
-            f"`QueueMetrics` {fmt_time(queue_update)}, `CtypesMetrics` {fmt_time(ctypes_update)}",
-            within(queue_update / ctypes_update, 5, 20),
-        ],
-    ]
-    pages["claims"] = claims_table(claims)
 
     seq_update = _per_worker(run, "ctypes", 1) / _per_worker(run, "unsafe", 1)
     seq_snapshot = run.per_op("metrics-snapshot-4", way="ctypes") / run.per_op(

@@ -9,7 +9,6 @@ from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
 from reportparts import (
     PROCESSES,
     Line,
-    claims_table,
     goals_table,
     log_plot,
     processes,
@@ -35,13 +34,6 @@ def _latency(run: Run, way: str, op: str) -> float:
 
 def _rate(run: Run, way: str, op: str, processes: int, keys: str) -> float:
     return run.rate(f"table-throughput-{op}", way=way, processes=processes, keys=keys)
-
-
-def slower(ratio: float) -> str:
-    """Verdict for a claim of the form 'X is slower than Y', from time(X) / time(Y)."""
-    if ratio > 1:
-        return f"**Confirmed**: {fmt_ratio(ratio)} slower here"
-    return f"**Not confirmed**: {fmt_ratio(1 / ratio)} faster here"
 
 
 def pages(run: Run) -> dict[str, str]:
@@ -70,46 +62,6 @@ def pages(run: Run) -> dict[str, str]:
         ["create + close", f"start method `{method}`"],
         [[WAYS[way], fmt_time(run.per_op("table-startup", way=way))] for way in CORE],
     )
-
-    claims = []
-    for op in OPS:
-        manager, ctypes = _latency(run, "manager", op), _latency(run, "ctypes", op)
-        claims.append(
-            [
-                f"The Manager is slower than shared memory: `{op}`, one process",
-                f"`ManagerDict` {fmt_time(manager)}, `CtypesDict` {fmt_time(ctypes)}",
-                slower(manager / ctypes),
-            ]
-        )
-    for op in OPS:
-        manager, ctypes = (_rate(run, way, op, 4, "shared") for way in ("manager", "ctypes"))
-        claims.append(
-            [
-                f"The same, `{op}` from 4 processes on the same keys",
-                f"`ManagerDict` {fmt_rate(manager)}, `CtypesDict` {fmt_rate(ctypes)}",
-                slower(ctypes / manager),
-            ]
-        )
-    for op in OPS:
-        manager, queue = _latency(run, "manager", op), _latency(run, "queue", op)
-        claims.append(
-            [
-                f"The Manager is slower than message passing too: `{op}`, one process",
-                f"`ManagerDict` {fmt_time(manager)}, `QueueDict` {fmt_time(queue)}",
-                slower(manager / queue),
-            ]
-        )
-    faster = [_latency(run, "manager", op) / _latency(run, "ctypes", op) for op in OPS]
-    claims.append(
-        [
-            "Use the Manager only when you need complex types: for `str`, `bytes`, `int` "
-            "and `float` values, shared memory does the same job faster",
-            "`CtypesDict` passes the same contract tests; the Manager takes "
-            + ", ".join(f"{fmt_ratio(faster[i])} its time for `{op}`" for i, op in enumerate(OPS)),
-            "**Confirmed**" if min(faster) > 1 else "**Not confirmed**",
-        ]
-    )
-    pages["claims"] = claims_table(claims)
 
     get_ratio = _latency(run, "manager", "get") / _latency(run, "ctypes", "get")
     naive = _latency(run, "manager-dict", "update") / _latency(run, "manager", "update")

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table, within
-from reportparts import claims_table, goals_table, summary_rows, throughput_plot, throughput_table
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
+from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
 
 WAYS = {
     "ctypes": "`CtypesValue`",
@@ -34,9 +34,6 @@ BASELINES = {
     "update": ["mp-value-rmw"],
 }
 TYPE_NAMES = ["c_int", "c_long", "c_longlong", "c_float", "c_double", "c_bool", "c_char"]
-
-# The article's claims, as usually made.
-CLAIMED_FACTOR = (5, 20)  # "shared memory is 5-20x faster than a Queue"
 
 
 def _float32_max() -> float:
@@ -79,27 +76,6 @@ def types() -> str:
     return where + table(["type", "typecode", "bytes here", "holds", "note"], rows)
 
 
-def c_long_claim() -> list[str]:
-    """The claim 'c_long is 8 bytes on 64-bit', checked on the docs build machine."""
-    pointer_bits = 8 * ctypes.sizeof(ctypes.c_void_p)
-    size = ctypes.sizeof(ctypes.c_long)
-    system = platform.system()
-    measured = f"{size} bytes on this {pointer_bits}-bit {system} (docs build machine)"
-    if pointer_bits != 64:
-        verdict = "**Not tested**: this machine is not 64-bit"
-    elif size == 8:
-        verdict = (
-            "**Confirmed** here (LP64: Linux, macOS); **not so** on 64-bit Windows (LLP64), "
-            "where `c_long` is 4 bytes: use `c_longlong` for 64 bits everywhere"
-        )
-    else:
-        verdict = (
-            f"**Not confirmed**: {size} bytes here (LLP64, as on 64-bit Windows); "
-            "use `c_longlong` for 64 bits everywhere"
-        )
-    return ["`c_long` is 8 bytes on 64-bit", measured, verdict]
-
-
 def pages(run: Run) -> dict[str, str]:
     pages: dict[str, str] = {"types": types()}
 
@@ -126,43 +102,6 @@ def pages(run: Run) -> dict[str, str]:
 
     def ratio(op: str, way: str) -> float:
         return run.per_op(f"value-{op}", way=way) / run.per_op(f"value-{op}", way="ctypes")
-
-    claims = [c_long_claim()]
-    for op, what in [
-        ("set", "writes (`set`; the round ends when the owner has them all)"),
-        ("get", "reads (`get`)"),
-        ("update", "atomic updates (`update(operator.add, 1)`)"),
-    ]:
-        claims.append(
-            [
-                f"A shared `Value` is 5-20x faster than a Queue for {what}",
-                f"`QueueValue` {fmt_time(run.per_op(f'value-{op}', way='queue'))}, "
-                f"`CtypesValue` {fmt_time(run.per_op(f'value-{op}', way='ctypes'))}",
-                within(ratio(op, "queue"), *CLAIMED_FACTOR),
-            ]
-        )
-    slower = [
-        op
-        for op in ("get", "set", "update")
-        if ratio(op, "manager") > max(ratio(op, "queue"), 1.0)
-    ]
-    faster = [op for op in ("get", "set", "update") if op not in slower]
-    claims.append(
-        [
-            "A Manager is the slowest way: every access is a round trip to its server",
-            "; ".join(
-                f"`{op}`: Manager {fmt_ratio(ratio(op, 'manager'))}, "
-                f"Queue {fmt_ratio(ratio(op, 'queue'))} the time of `CtypesValue`"
-                for op in ("get", "set", "update")
-            ),
-            "**Confirmed** for every call"
-            if not faster
-            else f"**Not confirmed** for {', '.join(f'`{op}`' for op in faster)}: "
-            "the Queue way is slower there (a request and its reply each cross a "
-            "feeder thread)",
-        ]
-    )
-    pages["claims"] = claims_table(claims)
 
     get = ratio("get", "mp-value-read") ** -1
     set_ = ratio("set", "mp-value-write") ** -1

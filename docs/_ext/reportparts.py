@@ -2,7 +2,8 @@
 
 A ``report_<primitive>.py`` builds its page from these and from the formats
 and verdicts of benchreport.py, and keeps only what is its own: its ways'
-labels, its claims and goals, the tables no other primitive has.
+labels, its goals, the tables no other primitive has (the article's claims
+are claims.py's, once for every page).
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ PROCESSES = (1, 2, 4)
 
 def processes(n: int) -> str:
     return "1 process" if n == 1 else f"{n} processes"
-
-
-def claims_table(rows: Iterable[list[str]]) -> str:
-    """The article's claims, each with what this run measured and a verdict."""
-    return table(["claim", "measured here", "verdict"], rows)
 
 
 def goals_table(rows: Iterable[list[str]]) -> str:

@@ -1,0 +1,193 @@
+"""The article's claims: each once, one verdict everywhere, computed as docs/claims.md says."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+EXT = Path(__file__).parent.parent / "docs" / "_ext"
+MODULES = ("benchreport", "reportparts", "claims", "figures", "verdicts")
+
+#: "1x" or "1.0x" as a word, which no verdict may say.
+ONE_X = re.compile(r"(?<![\d.])1(\.0+)?\s?x\b")
+
+
+@pytest.fixture(autouse=True)
+def _forget_report_modules() -> None:
+    # Each test imports the generator afresh, against its own copies.
+    for name in [m for m in sys.modules if m in MODULES or m.startswith("report_")]:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """benchreport, reading copies of the stored runs and writing under tmp_path."""
+    monkeypatch.syspath_prepend(str(EXT))
+    import benchreport
+
+    stored = tmp_path / "bench"
+    shutil.copytree(benchreport.STORED, stored)
+    monkeypatch.setattr(benchreport, "DOCS", tmp_path)
+    monkeypatch.setattr(benchreport, "STORED", stored)
+    monkeypatch.setattr(benchreport, "GENERATED", tmp_path / "_generated")
+    return benchreport
+
+
+def _rows(docs: ModuleType) -> list[tuple[str, list[str], str]]:
+    """(claim id, pages, verdict) of every claim, from the stored runs."""
+    import claims
+
+    rows = claims.evaluate(claims.Runs(docs.STORED, docs.Run))
+    return [(r.claim.id, claims.primitives(r), r.verdict) for r in rows]
+
+
+def _table(path: Path) -> list[list[str]]:
+    """The body rows of the markdown table in ``path``, cell by cell."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def test_every_claim_appears_once(docs: ModuleType) -> None:
+    import claims
+
+    ids = [claim.id for claim in claims.CLAIMS]
+    assert len(ids) == len(set(ids))
+    docs.render(plots=False)
+    page = _table(docs.GENERATED / "claims.md")
+    assert [row[0] for row in page] == [f"`{i}`" for i in ids]
+
+
+def test_the_claims_issue_11_found_unanswered_have_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXT))
+    import claims
+
+    ids = {claim.id for claim in claims.CLAIMS}
+    assert {
+        "10-100x",  # throughput over Queue-based IPC
+        "contention-negates",  # only beneficial while contention is low
+        "ctypes-only",  # limited to ctypes primitives and arrays
+        "tsan",  # ThreadSanitizer not available for Python
+        "threading-lock",  # threading.Lock within a process
+        "put-pipe-10ms",  # the 50 + 10 + 50 ms of Queue.put
+        "put-50-50ms",
+        "lock-us-negligible",  # microsecond holds, negligible contention
+    } <= ids
+
+
+def test_each_page_shows_a_subset_of_the_claims_with_the_same_verdict(docs: ModuleType) -> None:
+    import claims
+
+    docs.render(plots=False)
+    source = {claim.text: claim.id for claim in claims.CLAIMS}
+    verdicts = {cid: (pages, said) for cid, pages, said in _rows(docs)}
+    shown = 0
+    for name in claims.PAGES:
+        for text, _, said in _table(docs.GENERATED / f"{name}-claims.md"):
+            cid = source[text]  # a claim of the source, word for word
+            pages, one_verdict = verdicts[cid]
+            assert name in pages
+            assert said == one_verdict, (name, cid)
+            shown += 1
+    assert shown >= len(claims.CLAIMS) - 1  # all but the claims of no page, at least once
+
+
+def test_no_verdict_says_1x(docs: ModuleType) -> None:
+    assert ONE_X.search("Confirmed: 1x here") and ONE_X.search("1.0x below the range")
+    assert not ONE_X.search("11x, 0.1x, 21x, 1.1x")
+    docs.render(plots=False)
+    for _, _, said in _rows(docs):
+        assert not ONE_X.search(said), said
+    for part in docs.GENERATED.glob("*claims*.md"):
+        for row in _table(part):
+            assert not ONE_X.search(row[-1]), (part.name, row[-1])
+
+
+def test_not_measured_claims_name_their_benchmark(docs: ModuleType) -> None:
+    import claims
+
+    for row in claims.evaluate(claims.Runs(docs.STORED, docs.Run)):
+        if "not measured yet" in row.verdict.lower():
+            assert row.claim.missing is not None, row.claim.id
+            assert row.claim.missing.benchmark
+
+
+def _figures(*values: float) -> list[Any]:
+    from verdicts import Figure
+
+    return [Figure("counter", "synthetic", f"figure {v}", f"{v}", v) for v in values]
+
+
+def test_a_range_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXT))
+    from verdicts import Claimed, verdict
+
+    five_to_twenty = Claimed(5, 20)
+    assert verdict(five_to_twenty, _figures(2)) == "**Not confirmed**: 2.5x below the claim"
+    assert verdict(five_to_twenty, _figures(9)) == "**Confirmed**: within the claim"
+    assert verdict(five_to_twenty, _figures(80)) == "**Not confirmed**: 4.0x above the claim"
+    assert verdict(five_to_twenty, _figures(100, 40)) == (
+        "**Not confirmed**: 2.0x to 5.0x above the claim"
+    )
+    # 4.9 is 1.02x below 5: that reads as 1.0x, so it is within the claim.
+    assert verdict(five_to_twenty, _figures(4.9, 10)) == (
+        "**Confirmed**: within the claim for both figures"
+    )
+    assert verdict(five_to_twenty, _figures(2, 10, 12, 400)) == (
+        "**Depends**: within the claim for 2 of 4 figures; 2.5x below it for figure 2; "
+        "20x above it for figure 400"
+    )
+
+
+def test_an_about_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXT))
+    from verdicts import Claimed, verdict
+
+    one_us = Claimed.near(1e-6)
+    assert verdict(one_us, _figures(1.03e-6)) == "**Confirmed**: as claimed"
+    assert verdict(one_us, _figures(0.7e-6, 1.5e-6)) == (
+        '**Confirmed**: at most 1.5x from the claimed value, within the factor of 2 an "about" '
+        "allows"
+    )
+    assert verdict(one_us, _figures(0.3e-6)) == "**Not confirmed**: 3.3x below the claim"
+    assert verdict(one_us, _figures(83e-6, 118e-6)) == (
+        "**Not confirmed**: 83x to 118x above the claim"
+    )
+
+
+def test_a_bound_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(EXT))
+    from verdicts import Claimed, verdict
+
+    slower = Claimed(low=1)
+    assert verdict(slower, _figures(22, 194, 3)) == (
+        "**Confirmed**: within the claim for all 3 figures"
+    )
+    assert verdict(slower, _figures(0.5, 4)).startswith("**Depends**: within the claim for 1 of 2")
+
+
+def test_changing_a_run_changes_the_verdict_on_every_page(docs: ModuleType) -> None:
+    before = dict((cid, said) for cid, _, said in _rows(docs))
+    assert before["5-20x"].startswith("**Depends**")
+    # Make the stored run's Queue 100 times slower for one small update on the metrics
+    # board: that figure now is above the range, no longer below it.
+    path = docs.STORED / "metrics.json"
+    run = json.loads(path.read_text())
+    for b in run["benchmarks"]:
+        if b["group"] == "metrics-update-1" and b["extra"]["way"] == "queue":
+            for key in ("min", "median", "mean", "max"):
+                b["stats"][key] *= 100
+    path.write_text(json.dumps(run))
+    docs.render(plots=False)
+    after = dict((cid, said) for cid, _, said in _rows(docs))
+    assert after["5-20x"] != before["5-20x"]
+    assert "below" not in after["5-20x"]
+    for name in ("counter", "metrics", "value", "channel"):
+        cells = [row[-1] for row in _table(docs.GENERATED / f"{name}-claims.md")]
+        assert after["5-20x"] in cells, name
