@@ -260,7 +260,8 @@ class _Handle(Closable):
 _CLOSED = 0  # word index, line 0
 # Line 1, written by producers: the head (messages ever put), the tail they
 # last saw under the consumers' lock; the sequence consumers sleep on, and
-# the flag of a consumer sleeping on it.
+# the flag that a consumer raises to say that it sleeps on it (which
+# producers take down).
 _HEAD, _SEEN_TAIL = 8, 9  # word indices
 _PUT_SEQ, _GET_SLEEPS = 20, 21  # 4-byte word indices (bytes 80 and 84)
 # Line 2, written by consumers: the same, the other way round.
@@ -269,8 +270,10 @@ _GET_SEQ, _PUT_SLEEPS = 36, 37  # bytes 144 and 148
 _SLOTS = 192  # byte offset of slot 0
 #: Machines whose stores become visible in program order and whose loads are
 #: not reordered with later loads or stores (x86 "TSO"): there a side may read
-#: the other's count directly, since a count is stored after its slot's bytes.
-#: Elsewhere (AArch64...) it reads the count the other side's lock published.
+#: the other's count directly, since a count is stored after its slot's bytes,
+#: and a caller raises its flag (says that it sleeps) under its own lock (see
+#: CtypesChannel._send_in_order). Elsewhere (AArch64...) it reads the count the
+#: other side's lock published, and raises its flag under that lock.
 _IN_ORDER = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 _LENGTH = 8
 _LINE = 64
@@ -294,14 +297,19 @@ class CtypesChannel(_Handle):
     slot, reserved when the channel is made (a ``/dev/shm`` without that
     room raises ``OSError`` then).
 
-    Each side reads the other's count under the other's lock, and keeps
-    what it read in the segment: a put needs the consumers' lock only when
-    the ring looks full, a get needs the producers' lock only when the
-    messages it knows of are all taken. That lock is also what makes the
-    slot's bytes visible with the count, on every architecture. A caller
-    that finds no room (no message) sleeps on a futex
+    A caller that finds no room (no message) sleeps on a futex
     (:mod:`shmref.wakeup`) until the other side moves its count, for at
-    most a slice of its timeout at a time.
+    most a slice of its timeout at a time, and says so first (a flag word):
+    the other side makes the wake-up system call only when someone said it
+    sleeps. On x86 (:data:`_IN_ORDER`) a side reads the other's count
+    directly, and a caller raises its flag under its own side's lock
+    (:meth:`_send_in_order`): no caller ever waits for the other side's lock,
+    which may be held through a large copy. Elsewhere a side reads the
+    other's count under the other's lock, which also makes the slot's bytes
+    visible with the count, and keeps what it read in the segment: a put
+    needs the consumers' lock only when the ring looks full, a get needs
+    the producers' lock only when the messages it knows of are all taken;
+    a caller raises its flag under that lock.
 
     ``close()`` in the creating process marks the channel closed in the
     segment under the producers' lock, so every put either completed before
@@ -344,7 +352,10 @@ class CtypesChannel(_Handle):
             release(segment, [], os.getpid())
             raise
         self._segment = segment
-        # Where the fast paths read the other side's count (see _IN_ORDER).
+        # Chosen once, by the creator: every handle of a channel must follow
+        # the same way of saying that it sleeps (see _IN_ORDER).
+        self._in_order = _IN_ORDER
+        # Where the fast paths read the other side's count.
         self._their_tail = _TAIL if _IN_ORDER else _SEEN_TAIL
         self._their_head = _HEAD if _IN_ORDER else _SEEN_HEAD
         self._map(os.getpid())
@@ -420,7 +431,7 @@ class CtypesChannel(_Handle):
                     words[_HEAD] = head + 1  # the commit: the slot is whole
                     ints = self._ints
                     ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
-                    if ints[_GET_SLEEPS] and not wake(self._put_seq_at, 1):
+                    if not self._in_order and ints[_GET_SLEEPS] and not wake(self._put_seq_at, 1):
                         ints[_GET_SLEEPS] = 0
                     sent = 1
             record[0] = 0
@@ -430,6 +441,14 @@ class CtypesChannel(_Handle):
             raise
         if not sent:
             self._send([msg], timeout)
+        elif self._in_order:
+            # After the release, a locked instruction: see _send_in_order. (Not
+            # contextlib.suppress: a context manager costs a microsecond here.)
+            try:
+                if ints[_GET_SLEEPS] and not wake(self._put_seq_at, 1):
+                    self._lower(self._put_holder, _GET_SLEEPS, _PUT_SEQ, self._put_seq_at)
+            except (TypeError, ValueError):  # unmapped by close() in another thread: it wakes
+                pass
 
     def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
         if self._closed:
@@ -442,74 +461,161 @@ class CtypesChannel(_Handle):
     def _send(self, batch: Sequence[bytes], timeout: float | None) -> None:
         """Put ``batch``, all of it or none, waiting up to ``timeout`` for room."""
         deadline = Deadline(timeout)
+        if self._in_order:
+            self._send_in_order(batch, deadline)
+            return
         while True:
             seen = self._write(batch)
             if seen is None:
                 return
             if deadline.expired:
-                if len(batch) == 1:
-                    raise queue.Full(f"no free slot within {timeout} s")
-                raise queue.Full(f"no {len(batch)} free slots within {timeout} s")
+                raise _full(batch, timeout)
             self._check_peers()
             sleep_on(self._get_seq_at, seen, deadline.next_slice())
 
+    def _send_in_order(self, batch: Sequence[bytes], deadline: Deadline) -> None:
+        """:meth:`_send` on x86: raise the flag under this side's lock, look again, sleep.
+
+        A producer that finds no room raises the producers' flag under the
+        producers' lock and lets the lock go, a locked instruction, which
+        x86 orders with every load and store. It then reads the consumers'
+        sequence, then the tail, the closed mark and the flag, and sleeps on
+        the sequence if none of them moved. A consumer moves the tail, then
+        the sequence, under its lock, lets it go, and only then reads the
+        flag. Of these two stores and loads, one side's load sees the
+        other's store: the consumer sees the flag and wakes the producer (or
+        the kernel, which compares the sequence as it puts the producer to
+        sleep, finds it moved), or the producer sees the tail moved and
+        looks again. A consumer takes the flag down only as :meth:`_lower`
+        says, which the flag read last here accounts for.
+        """
+        while True:
+            expired = deadline.expired
+            room, _, tail = self._put_in(batch, None, not expired)
+            if room:
+                return
+            if expired:
+                raise _full(batch, deadline.timeout)
+            words, ints = self._words, self._ints
+            try:
+                seen = ints[_GET_SEQ]
+                idle = words[_TAIL] == tail and not words[_CLOSED] and ints[_PUT_SLEEPS]
+            except (TypeError, ValueError):  # unmapped by close() in another thread
+                seen, idle = 0, False
+            if idle:
+                self._check_peers()
+                sleep_on(self._get_seq_at, seen, deadline.next_slice())
+
+    def _put_in(
+        self, batch: Sequence[bytes], tail: int | None = None, flag: bool = False
+    ) -> tuple[bool, int, int]:
+        """Copy ``batch`` in at the head, under the producers' lock, if there is room.
+
+        Elsewhere than x86, ``tail`` is one read under the consumers' lock:
+        this side's copy of it (``_SEEN_TAIL``) is moved on to it first. On
+        x86, with ``flag``, no room raises the producers' flag. Returns
+        whether there was room, and the head and tail it saw.
+        """
+        holder, words, n = self._put_holder, self._words, len(batch)
+        try:
+            holder.enter(self._timeout, "the producers' lock", self)
+            if self._closed:
+                self._refuse()
+            if words[_CLOSED]:
+                raise self._closed_by_creator()
+            if tail is not None and tail > words[_SEEN_TAIL]:
+                words[_SEEN_TAIL] = tail
+            head, tail = words[_HEAD], words[self._their_tail]
+            room = self._capacity - (head - tail) >= n
+            ints = self._ints
+            if room:
+                buf, capacity, stride = self._buf, self._capacity, self._stride
+                for i, msg in enumerate(batch):
+                    offset = _SLOTS + (head + i) % capacity * stride
+                    words[offset >> 3] = len(msg)
+                    buf[offset + _LENGTH : offset + _LENGTH + len(msg)] = msg
+                words[_HEAD] = head + n  # the commit
+                ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
+                if not self._in_order and ints[_GET_SLEEPS] and not wake(self._put_seq_at, n):
+                    ints[_GET_SLEEPS] = 0
+            elif flag:
+                ints[_PUT_SLEEPS] = 1
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
+        if room and self._in_order:
+            try:  # after the release, as in put
+                if ints[_GET_SLEEPS] and not wake(self._put_seq_at, n):
+                    self._lower(self._put_holder, _GET_SLEEPS, _PUT_SEQ, self._put_seq_at)
+            except (TypeError, ValueError):  # unmapped by close() in another thread: it wakes
+                pass
+        return room, int(head), int(tail)
+
+    def _lower(self, holder: Any, flag: int, seq: int, at: int) -> None:
+        """On x86, after a wake found nobody asleep: take the other side's ``flag`` down.
+
+        Under this side's lock, if it is free (else the flag stays up, and a
+        later wake for nothing takes it down): the flag goes down, then this
+        side's sequence ``seq`` moves, and everyone asleep on it is woken. A
+        caller of the other side that raised the flag before it went down
+        has read the sequence since: before this move, and the kernel finds
+        it changed when it is put to sleep (or this wakes it); or after, and
+        then it reads the flag down (x86 keeps the two stores in order), and
+        raises it again.
+        """
+        lock = holder.lock
+        try:
+            if not lock.acquire(False):
+                return
+            holder.record[0] = holder.pid
+            if not self._closed:
+                ints = self._ints
+                ints[flag] = 0
+                ints[seq] = (ints[seq] + 1) & _WRAP
+            holder.leave()
+        except BaseException:
+            holder.abandon()
+            raise
+        wake(at, EVERYONE)
+
     def _write(self, batch: Sequence[bytes]) -> int | None:
-        """Copy ``batch`` in at the head if there is room; else the sequence to sleep on.
+        """Elsewhere than x86: copy ``batch`` in if there is room; else the sequence to sleep on.
 
         Where the tail the producers know of leaves no room, it reads the
         tail under the consumers' lock, not holding the producers' lock (as
         a get does the other way round: no caller holds one of the two
         locks while it waits for the other), and looks again.
         """
-        holder, words, n = self._put_holder, self._words, len(batch)
         tail: int | None = None
-        seen = 0
+        seen: int | None = None
         while True:
-            try:
-                holder.enter(self._timeout, "the producers' lock", self)
-                if self._closed:
-                    self._refuse()
-                if words[_CLOSED]:
-                    raise self._closed_by_creator()
-                if tail is not None and tail > words[_SEEN_TAIL]:
-                    words[_SEEN_TAIL] = tail
-                head = words[_HEAD]
-                room = self._capacity - (head - words[self._their_tail]) >= n
-                if room:
-                    buf, capacity, stride = self._buf, self._capacity, self._stride
-                    ints = self._ints
-                    for i, msg in enumerate(batch):
-                        offset = _SLOTS + (head + i) % capacity * stride
-                        words[offset >> 3] = len(msg)
-                        buf[offset + _LENGTH : offset + _LENGTH + len(msg)] = msg
-                    words[_HEAD] = head + n  # the commit
-                    ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
-                    if ints[_GET_SLEEPS] and not wake(self._put_seq_at, n):
-                        ints[_GET_SLEEPS] = 0
-                holder.leave()
-            except BaseException:
-                holder.abandon()
-                raise
+            room, head, _ = self._put_in(batch, tail)
             if room:
                 return None
-            if tail is not None:
+            if seen is not None:
                 return seen
-            tail, seen = self._consumers_tail(head, n)
+            tail, seen = self._consumers_tail(head, len(batch))
 
-    def _consumers_tail(self, head: int, n: int) -> tuple[int, int]:
+    def _consumers_tail(self, head: int, n: int) -> tuple[int, int | None]:
         """The tail and the consumers' sequence, read under their lock.
 
         If ``n`` messages will not fit behind ``head``, it says a producer
-        sleeps: a consumer that moves the tail after this (it takes the
-        same lock) wakes it.
+        sleeps (a consumer that moves the tail after this takes the same
+        lock, and wakes it) and returns the sequence to sleep on; else
+        None: another producer may have moved the head on since ``head``
+        was read, and the caller, who has not said that it sleeps, must look
+        again before it sleeps.
         """
         holder, words, ints = self._get_holder, self._words, self._ints
+        seen = None
         try:
             holder.enter(self._timeout, "the consumers' lock", self)
             if self._closed:
                 self._refuse()
-            tail, seen = int(words[_TAIL]), int(ints[_GET_SEQ])
+            tail = int(words[_TAIL])
             if self._capacity - (head - tail) < n:
+                seen = int(ints[_GET_SEQ])
                 ints[_PUT_SLEEPS] = 1
             holder.leave()
         except BaseException:
@@ -543,7 +649,7 @@ class CtypesChannel(_Handle):
                     words[_TAIL] = tail + 1  # the commit
                     ints = self._ints
                     ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
-                    if ints[_PUT_SLEEPS] and not wake(self._get_seq_at, 1):
+                    if not self._in_order and ints[_PUT_SLEEPS] and not wake(self._get_seq_at, 1):
                         ints[_PUT_SLEEPS] = 0
             record[0] = 0
             lock.release()
@@ -551,7 +657,15 @@ class CtypesChannel(_Handle):
             holder.abandon()
             raise
         if msg is not None:
+            if self._in_order:
+                try:  # after the release, as in put
+                    if ints[_PUT_SLEEPS] and not wake(self._get_seq_at, 1):
+                        self._lower(self._get_holder, _PUT_SLEEPS, _GET_SEQ, self._get_seq_at)
+                except (TypeError, ValueError):  # unmapped by close() in another thread: it wakes
+                    pass
             return msg  # type: ignore[no-any-return]
+        if self._in_order:
+            return self._receive_in_order(1, Deadline(timeout))[0]
         out, seen = self._read(1)
         if out:
             return out[0]
@@ -562,11 +676,32 @@ class CtypesChannel(_Handle):
             self._refuse()
         max_messages = size(max_messages, "max_messages", _LIMIT)
         timeout = seconds(timeout)
+        if self._in_order:
+            return self._receive_in_order(max_messages, Deadline(timeout))
         out, seen = self._read(max_messages)
         return out or self._receive(max_messages, timeout, seen)
 
+    def _receive_in_order(self, most: int, deadline: Deadline) -> list[bytes]:
+        """Up to ``most`` messages, on x86: as :meth:`_send_in_order` the other way round."""
+        while True:
+            expired = deadline.expired
+            out, tail = self._take(most, None, not expired)
+            if out:
+                return out
+            if expired:
+                raise queue.Empty(f"no message within {deadline.timeout} s")
+            words, ints = self._words, self._ints
+            try:
+                seen = ints[_PUT_SEQ]
+                idle = words[_HEAD] == tail and not words[_CLOSED] and ints[_GET_SLEEPS]
+            except (TypeError, ValueError):  # unmapped by close() in another thread
+                seen, idle = 0, False
+            if idle:
+                self._check_peers()
+                sleep_on(self._put_seq_at, seen, deadline.next_slice())
+
     def _receive(self, most: int, timeout: float | None, seen: int) -> list[bytes]:
-        """Up to ``most`` messages, within ``timeout``, after a first look found none."""
+        """Elsewhere than x86: up to ``most`` messages in ``timeout``, after a look found none."""
         deadline = Deadline(timeout)
         while True:
             if deadline.expired:
@@ -578,7 +713,7 @@ class CtypesChannel(_Handle):
                 return out
 
     def _read(self, most: int) -> tuple[list[bytes], int]:
-        """Copy up to ``most`` messages out at the tail; if none, the sequence to sleep on.
+        """Elsewhere than x86: up to ``most`` messages; if none, the sequence to sleep on.
 
         Where the messages the consumers know of are all taken, it reads the
         head under the producers' lock, not holding the consumers' lock: a
@@ -597,11 +732,15 @@ class CtypesChannel(_Handle):
                 return out, seen
             # Some came: take them (unless another consumer does first).
 
-    def _take(self, most: int, head: int | None) -> tuple[list[bytes], int]:
+    def _take(
+        self, most: int, head: int | None = None, flag: bool = False
+    ) -> tuple[list[bytes], int]:
         """Up to ``most`` messages copied out, under the consumers' lock, and the tail.
 
-        ``head`` is one a producer published, read under its lock: this
-        side's copy of it (``_SEEN_HEAD``) is moved on to it first.
+        Elsewhere than x86, ``head`` is one a producer published, read under
+        its lock: this side's copy of it (``_SEEN_HEAD``) is moved on to it
+        first. On x86, a channel closed and empty raises, and with ``flag``,
+        no message raises the consumers' flag.
         """
         holder = self._get_holder
         lock = holder.lock
@@ -613,10 +752,11 @@ class CtypesChannel(_Handle):
             record[0] = holder.pid
             if self._closed:
                 self._refuse()
-            words = self._words
+            words, ints = self._words, self._ints
             if head is not None and head > words[_SEEN_HEAD]:
                 words[_SEEN_HEAD] = head
             tail = words[_TAIL]
+            closed = words[_CLOSED]  # before the head: if set, no put moves it after
             known = words[self._their_head]
             if known != tail:
                 buf, capacity, stride = self._buf, self._capacity, self._stride
@@ -626,15 +766,26 @@ class CtypesChannel(_Handle):
                     out.append(buf[start : start + words[offset >> 3]].tobytes())
                     tail += 1
                 words[_TAIL] = tail  # the commit
-                ints = self._ints
                 ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
-                if ints[_PUT_SLEEPS] and not wake(self._get_seq_at, len(out)):
+                n = len(out)
+                if not self._in_order and ints[_PUT_SLEEPS] and not wake(self._get_seq_at, n):
                     ints[_PUT_SLEEPS] = 0
+            elif self._in_order:
+                if closed:
+                    raise self._closed_by_creator(empty=True)
+                if flag:
+                    ints[_GET_SLEEPS] = 1
             record[0] = 0
             lock.release()
         except BaseException:
             holder.abandon()
             raise
+        if out and self._in_order:
+            try:  # after the release, as in put
+                if ints[_PUT_SLEEPS] and not wake(self._get_seq_at, len(out)):
+                    self._lower(self._get_holder, _PUT_SLEEPS, _GET_SEQ, self._get_seq_at)
+            except (TypeError, ValueError):  # unmapped by close() in another thread: it wakes
+                pass
         return out, int(tail)
 
     def _producers_head(self, tail: int) -> tuple[int, int, bool]:
@@ -658,22 +809,30 @@ class CtypesChannel(_Handle):
     def _release(self) -> None:
         put_holder, get_holder, timeout = self._put_holder, self._get_holder, self._timeout
         creator = os.getpid() == self._creator
+        ints = self._ints
         if creator:
             locked = _enter(put_holder, timeout)
             # Set even without the lock: no put can follow.
             self._words[_CLOSED] = 1
-            ints = self._ints
             ints[_PUT_SEQ] = (ints[_PUT_SEQ] + 1) & _WRAP
-            ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
             if locked:
                 put_holder.leave()
             wake(self._put_seq_at, EVERYONE)
-            wake(self._get_seq_at, EVERYONE)
         # Another thread of this process may be copying: unmap after it. (A
-        # thread asleep on a futex word wakes within a slice and finds the
-        # handle closed.)
+        # thread asleep on a futex word is woken below, and finds the handle
+        # closed.)
         locked_get = _enter(get_holder, timeout)
         locked_put = _enter(put_holder, timeout)
+        if creator:
+            # Under the consumers' lock, as every change of their sequence:
+            # two changes at once could leave it where a producer read it
+            # before the closed mark, and the producer would sleep on.
+            ints[_GET_SEQ] = (ints[_GET_SEQ] + 1) & _WRAP
+        # Wake every sleeper, also for a call of another thread of this
+        # process that let its lock go and found the segment unmapped before
+        # its own wake (x86: see put).
+        wake(self._put_seq_at, EVERYONE)
+        wake(self._get_seq_at, EVERYONE)
         self._buf = self._words = self._ints = None
         try:
             if locked_get and locked_put:
@@ -687,6 +846,12 @@ class CtypesChannel(_Handle):
                 put_holder.leave()
             if locked_get:
                 get_holder.leave()
+
+
+def _full(batch: Sequence[bytes], timeout: float | None) -> queue.Full:
+    if len(batch) == 1:
+        return queue.Full(f"no free slot within {timeout} s")
+    return queue.Full(f"no {len(batch)} free slots within {timeout} s")
 
 
 def _enter(holder: Holder, timeout: float | None) -> bool:
