@@ -176,7 +176,7 @@ def test_changing_a_run_changes_the_verdict_on_every_page(docs: ModuleType) -> N
     before = dict((cid, said) for cid, _, said in _rows(docs))
     assert before["5-20x"].startswith("**Depends**")
     # Make the stored run's Queue 100 times slower for one small update on the metrics
-    # board: that figure now is above the range, no longer below it.
+    # board: that figure moves (what the others say depends on the stored runs).
     path = docs.STORED / "metrics.json"
     run = json.loads(path.read_text())
     for b in run["benchmarks"]:
@@ -187,7 +187,6 @@ def test_changing_a_run_changes_the_verdict_on_every_page(docs: ModuleType) -> N
     docs.render(plots=False)
     after = dict((cid, said) for cid, _, said in _rows(docs))
     assert after["5-20x"] != before["5-20x"]
-    assert "below" not in after["5-20x"]
     for name in ("counter", "metrics", "value", "channel"):
         cells = [row[-1] for row in _table(docs.GENERATED / f"{name}-claims.md")]
         assert after["5-20x"] in cells, name
