@@ -102,6 +102,9 @@ class Loop(NamedTuple):
     #: Whether the killed worker was inside a call (its lock's record names
     #: it); None where nothing in the parent can tell.
     cut: Callable[[Any], bool] | None = lambda handle: handle._holder.record[0] != 0
+    #: A Manager server may apply the killed worker's last request (sent
+    #: whole) after the parent's next call, in the thread that served it.
+    late: bool = False
 
 
 #: Items of the Queue and Manager ways' arrays: 64 KiB a message, which a
@@ -123,7 +126,7 @@ def _remote_loops(way: str) -> dict[str, Loop]:
         "queue": (QueueCounter, QueueValue, QueueArray, QueueDict, QueueMetrics),
         "manager": (ManagerCounter, ManagerValue, ManagerArray, ManagerDict, ManagerMetrics),
     }[way]
-    remote = functools.partial(Loop, locks=_connection_locks, cut=None)
+    remote = functools.partial(Loop, locks=_connection_locks, cut=None, late=way == "manager")
     return {
         f"counter-{way}": remote(
             lambda ctx: counter(ctx=ctx, timeout=TIMEOUT),
