@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from claims import PAGES  # the primitive pages, in menu order, with their titles
+
 DOCS = Path(__file__).resolve().parent.parent
 OUT = DOCS / "_generated" / "guarantees.md"
 
@@ -42,15 +44,6 @@ LOOP_TESTS = {
         "tests/test_faults.py::test_caught_interrupts_leave_no_lock_taken",
         "no lock left taken; each interrupted call happened or not",
     ),
-}
-PRIMITIVE_TITLES = {
-    "counter": "Counter",
-    "value": "Value",
-    "arrays": "Array",
-    "metrics": "Metrics board",
-    "locks": "Lock, RLock, Semaphore",
-    "table": "Dict",
-    "channel": "Channel",
 }
 
 
@@ -86,9 +79,9 @@ def render() -> str:
         "",
     ]
     notes: list[str] = []
-    for primitive in PRIMITIVE_TITLES:
+    for primitive in PAGES:
         ways = PRIMITIVES[primitive]
-        lines += [f"**{PRIMITIVE_TITLES[primitive]}**", ""]
+        lines += [f"**{PAGES[primitive]}**", ""]
         lines.append("| way | " + " | ".join(f"({i})" for i in range(1, len(COLUMNS) + 1)) + " |")
         lines.append("|---" * (len(COLUMNS) + 1) + "|")
         for way in ways.WAYS:
