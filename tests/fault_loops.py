@@ -17,7 +17,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray
-from shmref.channel import CtypesChannel, QueueChannel
+from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel
 from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
@@ -103,7 +103,8 @@ class Loop(NamedTuple):
     #: it); None where nothing in the parent can tell.
     cut: Callable[[Any], bool] | None = lambda handle: handle._holder.record[0] != 0
     #: A Manager server may apply the killed worker's last request (sent
-    #: whole) after the parent's next call, in the thread that served it.
+    #: whole) after the parent's next call, in the thread that served it:
+    #: the parent waits for that thread to end before it looks.
     late: bool = False
 
 
@@ -187,11 +188,9 @@ def _channel_call(channel: Any, n: int) -> None:
 def _channel_loops() -> dict[str, Loop]:
     """A get and a put per call: the channel holds the last call's message.
 
-    Not the Manager way: its server may still apply a killed client's last
-    put after the parent's next take (it had the request whole, in a thread
-    of its own), so the channel cannot be compared exactly after a kill; its
-    killed producer has a test of its own. The Queue way's owner applies
-    what a dead client sent whole before it answers anyone's next request.
+    The Queue way's owner applies what a dead client sent whole before it
+    answers anyone's next request; a Manager server may apply it later, in
+    the thread that serves the dead client (``late``).
     """
     return {
         "channel-queue": Loop(
@@ -200,6 +199,14 @@ def _channel_loops() -> dict[str, Loop]:
             _channel_call,
             locks=_connection_locks,
             cut=None,
+        ),
+        "channel-manager": Loop(
+            lambda ctx: ManagerChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
+            _channel_values,
+            _channel_call,
+            locks=_connection_locks,
+            cut=None,
+            late=True,
         ),
         "channel-ctypes": Loop(
             lambda ctx: CtypesChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
