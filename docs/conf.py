@@ -18,10 +18,12 @@ extensions = [
     "myst_parser",
     "sphinx.ext.autodoc",
     "sphinx.ext.doctest",
+    "sphinx.ext.graphviz",
     "sphinx_copybutton",
     "benchreport",
     "standalonefiles",
     "guarantees",
+    "choose",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated", "bench", "README.md"]
