@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 EXT = Path(__file__).parent.parent / "docs" / "_ext"
-MODULES = ("benchreport", "reportparts", "claims", "figures", "verdicts")
+MODULES = ("benchreport", "reportparts", "claims", "figures", "verdicts", "choose")
 
 #: "1x" or "1.0x" as a word, which no verdict may say.
 ONE_X = re.compile(r"(?<![\d.])1(\.0+)?\s?x\b")
