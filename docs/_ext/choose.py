@@ -212,7 +212,11 @@ class Choice:
 
 
 def _per(cost: str) -> Measure:
-    """The measure of COSTS: one call, or (``together``) all processes together."""
+    """The measure of COSTS: one call, or (``together``) all processes together.
+
+    One measure serves every primitive, so its words are the primitive's own,
+    given by _what when a row is written.
+    """
 
     def seconds(run: Run, way: str) -> float:
         spec = COSTS[run.name]
