@@ -335,7 +335,7 @@ CHOICES = [
         "a holder may be killed, and waiters must be served in turn",
         "queue",
         Only(
-            "the only way whose owner frees a dead holder's lock on any POSIX system, and "
+            "the only way whose owner frees a dead holder's lock without needing Linux, and "
             "grants waiting acquires oldest first",
             "locks.md#when-a-holder-dies",
         ),
