@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -147,3 +148,65 @@ def _forget_report_modules() -> None:
     modules = ("benchreport", "reportparts", "claims", "figures", "verdicts")
     for name in [m for m in sys.modules if m in modules or m.startswith("report_")]:
         del sys.modules[name]
+
+
+# ---------------------------------------------------------------- the index summary
+
+
+def _summary(benchreport: ModuleType) -> tuple[list[list[str]], str]:
+    """The summary table's rows, split into cells, and the text under it."""
+    benchreport.render(plots=False)
+    lines = (benchreport.GENERATED / "summary.md").read_text().splitlines()
+    rows = [line.strip("|").split(" | ") for line in lines if line.startswith("| [")]
+    return [[cell.strip() for cell in row] for row in rows], lines[-1]
+
+
+def _menu() -> list[str]:
+    """The pages of index.md's toctree, in the menu's order."""
+    index = (EXT.parent / "index.md").read_text()
+    block = index.split("```{toctree}", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and ":" not in line]
+
+
+def test_summary_rows_are_in_menu_order(benchreport: ModuleType) -> None:
+    rows, _ = _summary(benchreport)
+    pages = list(dict.fromkeys(row[0].split("(")[1].removesuffix(".md)") for row in rows))
+    assert pages == [page for page in _menu() if page in pages]
+    assert pages != sorted(pages)  # the file order would not do
+
+
+def test_summary_columns_have_one_unit_each(benchreport: ModuleType) -> None:
+    rows, _ = _summary(benchreport)
+    header = benchreport.SUMMARY_HEADER
+    assert all(len(row) == len(header) for row in rows)
+    units = {
+        "one operation": r"[\d.]+ (s|ms|µs|ns)( \(.+\))?",
+        "vs fastest": r"[\d.]+x",
+        f"operations per second, {benchreport.SUMMARY_PROCESSES} processes": r"[\d.]+ [Mk]?/s",
+    }
+    for column, unit in units.items():
+        cells = [row[header.index(column)] for row in rows]
+        assert all(re.fullmatch(unit, cell) for cell in cells), (column, cells)
+
+
+def test_summary_array_row_shows_the_access_its_page_recommends(benchreport: ModuleType) -> None:
+    rows, _ = _summary(benchreport)
+    arrays = [" ".join(row) for row in rows if "(arrays.md)" in row[0]]
+    assert arrays
+    assert all("readinto" in row and "a[i]" not in row for row in arrays)
+
+
+def test_summary_says_each_way_what_it_is_for(benchreport: ModuleType) -> None:
+    rows, _ = _summary(benchreport)
+    assert all(row[-1] for row in rows)
+
+
+def test_summary_states_the_stored_core_count(benchreport: ModuleType) -> None:
+    # A core count no machine here has, and fewer cores than the column's processes.
+    for stored in benchreport.STORED.glob("*.json"):
+        run = json.loads(stored.read_text())
+        run["machine"]["cores"] = 1
+        stored.write_text(json.dumps(run))
+    _, under = _summary(benchreport)
+    assert "1 core (every run)" in under
+    assert f"{benchreport.SUMMARY_PROCESSES} processes ran on 1 core" in under

@@ -181,17 +181,29 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
     return {"round-trip": round_trip}
 
 
+#: The array the index summary moves: large enough to be data, small enough to be common.
+SUMMARY_BYTES = MiB
+
+
 def summary(run: Run) -> list[list[str]]:
-    largest = _sizes(run)[-1]
+    # Bulk calls, as "Which one should I use" says: write() in the producer,
+    # readinto() a reused buffer in the consumer; never a[i] in a loop.
+    trip = {way: _trip(run, way, SUMMARY_BYTES) for way in CORE}
     return summary_rows(
         run,
         "Array",
         CORE.keys(),
         CORE,
-        seconds=lambda way: run.per_op("arrays-item", way=way, op="get"),
-        throughput=lambda way: (
-            f"{fmt_bandwidth(largest / _trip(run, way, largest))} "
-            f"({size_label(largest)} round trip)"
-        ),
-        call="`a[i]`",
+        seconds=trip.__getitem__,
+        rate=lambda way: 1 / trip[way],
+        uses={
+            "ctypes": (
+                "large numeric data on one machine: "
+                f"{fmt_ratio(trip['queue'] / trip['ctypes'])} the round trips per second "
+                "of `QueueArray`"
+            ),
+            "queue": "small arrays, occasional access: an owner orders every change",
+            "manager": "other hosts, or beside other objects in a manager",
+        },
+        call=f"`write` + `readinto` of {size_label(SUMMARY_BYTES)}, round trip",
     )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchreport import STAT, Run, fmt_rate, fmt_ratio, goal, table
-from reportparts import Line, goals_table, log_plot, summary_rows
+from reportparts import Line, goals_table, log_plot, shared_cores, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesChannel`",
@@ -59,7 +59,8 @@ def _throughput(run: Run, topology: str) -> str:
     if topology == "1x1":
         for way in BARE:
             rows.append([WAYS[way], *(fmt_rate(rate(run, way, s)) for s in SIZES)])
-    return table(["way", *SIZES.values()], rows)
+    processes = sum(TOPOLOGIES[topology])
+    return table(["way", *SIZES.values()], rows) + shared_cores(run.machine["cores"], [processes])
 
 
 def pages(run: Run) -> dict[str, str]:
@@ -131,5 +132,19 @@ def summary(run: Run) -> list[list[str]]:
         CORE,
         WAYS,
         seconds=lambda way: 1 / rate(run, way, 64),
-        throughput=lambda way: fmt_rate(rate(run, way, 64)),
+        rate=lambda way: rate(run, way, 64),
+        uses={
+            "ctypes": (
+                "one machine, messages small or large: "
+                f"{fmt_ratio(rate(run, 'ctypes', 64) / rate(run, 'mp-queue', 64))} the messages "
+                "per second of a bare `multiprocessing.Queue()`"
+            ),
+            "queue": (
+                "messages of very different sizes; `put_many` in batches gives "
+                f"{fmt_ratio(rate(run, 'queue', 64, batched=True) / rate(run, 'queue', 64))} "
+                "the messages per second"
+            ),
+            "manager": "consumers on other hosts, always with `put_many` and `get_many`",
+        },
+        call="64 B, 1 producer to 1 consumer",
     )

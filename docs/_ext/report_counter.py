@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
+from benchreport import Run, fmt_ratio, fmt_time, goal, table
 from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
 
 WAYS = {
@@ -94,5 +94,26 @@ def summary(run: Run) -> list[list[str]]:
         CORE,
         WAYS,
         seconds=lambda way: run.per_op("counter-add", way=way),
-        throughput=lambda way: fmt_rate(run.rate("counter-throughput-2", way=way)),
+        rate=lambda way: run.rate("counter-throughput-2", way=way),
+        uses=uses(run),
     )
+
+
+def uses(run: Run) -> dict[str, str]:
+    """What each way is for, after the page's "Which one should I use"."""
+
+    def versus(way: str, other: str) -> str:
+        rates = (run.rate("counter-throughput-2", way=w) for w in (way, other))
+        return f"{fmt_ratio(next(rates) / next(rates))} the adds per second of {WAYS[other]}"
+
+    naive, manager = (run.per_op("counter-add", way=w) for w in ("naive-manager", "manager"))
+    return {
+        "ctypes": "a few writers, or an exact `get` at any moment",
+        "slots": f"many writers adding often on one machine: {versus('slots', 'ctypes')}",
+        "queue": "a counter in state that an owner process manages anyway",
+        "queue-batched": f"frequent adds through an owner: {versus('queue-batched', 'queue')}",
+        "manager": "other hosts, or beside other objects in a manager",
+        "naive-manager": (
+            f"nothing: it takes {fmt_ratio(naive / manager)} the time of {WAYS['manager']} per add"
+        ),
+    }

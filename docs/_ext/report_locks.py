@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
-from reportparts import Line, goals_table, log_plot, summary_rows
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_share, fmt_time, goal, table
+from reportparts import Line, goals_table, log_plot, shared_cores, summary_rows
 
 CLASSES = {
     "lock": {"ctypes": "CtypesLock", "robust": "RobustLock", "queue": "QueueLock"},
@@ -78,7 +78,7 @@ def pages(run: Run) -> dict[str, str]:
             [
                 label("lock", way),
                 f"{turns['changes']} of {turns['ops']}",
-                f"{100 * turns['handovers']:.2g} %",
+                fmt_share(turns["handovers"]),
             ]
         )
     pages["turns"] = table(
@@ -90,7 +90,10 @@ def pages(run: Run) -> dict[str, str]:
     for way in ("ctypes", "queue", "manager"):
         t = run.per_op("locks-semaphore", way=way)
         rows.append([f"`{CLASSES['semaphore'][way]}(2)`", fmt_time(t), fmt_rate(1 / t)])
-    pages["semaphore"] = table(["primitive", "per acquisition", "acquisitions, 4 processes"], rows)
+    processes = run.get("locks-semaphore", way="ctypes")["extra"]["processes"]
+    pages["semaphore"] = table(
+        ["primitive", "per acquisition", f"acquisitions, {processes} processes"], rows
+    ) + shared_cores(run.machine["cores"], [processes])
 
     rows = []
     for hold in HOLDS:
@@ -175,5 +178,17 @@ def summary(run: Run) -> list[list[str]]:
         ORDER,
         {way: label("lock", way) for way in ORDER},
         seconds=lambda way: _uncontended(run, "lock", way, "with"),
-        throughput=lambda way: fmt_rate(run.rate("locks-handoff", primitive="lock", way=way)),
+        rate=lambda way: run.rate("locks-handoff", primitive="lock", way=way),
+        uses={
+            "ctypes": f"processes on one machine, without fairness: {_turns(run, 'ctypes')}",
+            "robust": "a holder that may die, on Linux: the next one takes over and is told",
+            "queue": f"fairness, or a dead holder's lock freed off Linux: {_turns(run, 'queue')}",
+            "manager": "other hosts, with sections long enough to hide two round trips",
+        },
     )
+
+
+def _turns(run: Run, way: str) -> str:
+    """The share of acquisitions by the other process, from the turns benchmark."""
+    share = run.get("locks-turns", way=way)["extra"]["handovers"]
+    return f"{fmt_share(share)} of acquisitions change hands"

@@ -7,7 +7,7 @@ from statistics import median
 from typing import Any
 
 from benchreport import STAT, Run, fmt_rate, fmt_time, goal, table
-from reportparts import Line, goals_table, log_plot, summary_rows
+from reportparts import Line, goals_table, log_plot, shared_cores, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesMetrics` (seqlock)",
@@ -51,7 +51,7 @@ def pages(run: Run) -> dict[str, str]:
             "updates/s, 4 workers together",
         ],
         rows,
-    )
+    ) + shared_cores(run.machine["cores"], WORKERS)
 
     rows = []
     for way in ALL:
@@ -140,5 +140,10 @@ def summary(run: Run) -> list[list[str]]:
         core,
         {way: f"{WAYS[way]} update" for way in core},
         seconds=lambda way: _per_worker(run, way, 1),
-        throughput=lambda way: fmt_rate(run.rate("metrics-update-2", way=way)),
+        rate=lambda way: run.rate("metrics-update-2", way=way),
+        uses={
+            "ctypes": "workers and their monitor on one machine: writers never wait",
+            "queue": "a monitor that needs the whole board at one instant",
+            "manager": "a board that other hosts read or write",
+        },
     )

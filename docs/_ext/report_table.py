@@ -12,6 +12,7 @@ from reportparts import (
     goals_table,
     log_plot,
     processes,
+    shared_cores,
     summary_rows,
 )
 
@@ -55,7 +56,9 @@ def pages(run: Run) -> dict[str, str]:
     ]
     columns = [f"{processes(p)}, {k} keys" for p, k in RUNS]
     header = ["way", "operation", *columns]
-    pages["throughput"] = table(header, rows)
+    pages["throughput"] = table(header, rows) + shared_cores(
+        run.machine["cores"], [p for p, _ in RUNS]
+    )
 
     method = run.get("table-startup", way="ctypes")["extra"]["method"]
     pages["startup"] = table(
@@ -135,5 +138,10 @@ def summary(run: Run) -> list[list[str]]:
         CORE,
         {way: f"{WAYS[way]} `get`" for way in CORE},
         seconds=lambda way: _latency(run, way, "get"),
-        throughput=lambda way: fmt_rate(_rate(run, way, "get", 2, "shared")),
+        rate=lambda way: _rate(run, way, "get", 2, "shared"),
+        uses={
+            "ctypes": "keys and values of bounded size, read often, on one machine",
+            "queue": "an owner that already runs a loop of its own and answers requests",
+            "manager": "values of any picklable type, or other hosts; `update` to modify",
+        },
     )

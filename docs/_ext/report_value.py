@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, goal, table
+from benchreport import Run, fmt_ratio, fmt_time, goal, table
 from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
 
 WAYS = {
@@ -162,5 +162,10 @@ def summary(run: Run) -> list[list[str]]:
         CORE,
         {way: f"{WAYS[way]} `update`" for way in CORE},
         seconds=lambda way: run.per_op("value-update", way=way),
-        throughput=lambda way: fmt_rate(run.rate("value-throughput-2", way=way)),
+        rate=lambda way: run.rate("value-throughput-2", way=way),
+        uses={
+            "ctypes": "almost every value: a read or a write is a lock and a memory access",
+            "queue": "state that one process owns anyway, which the others mostly write",
+            "manager": "other hosts, or beside other objects in a manager",
+        },
     )

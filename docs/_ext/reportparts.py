@@ -21,6 +21,10 @@ def processes(n: int) -> str:
     return "1 process" if n == 1 else f"{n} processes"
 
 
+def cores(n: int) -> str:
+    return "1 core" if n == 1 else f"{n} cores"
+
+
 def goals_table(rows: Iterable[list[str]]) -> str:
     """shmref's own design goals, each row from benchreport.goal()."""
     return table(["design goal", "measured", "verdict"], rows)
@@ -29,13 +33,15 @@ def goals_table(rows: Iterable[list[str]]) -> str:
 def throughput_table(run: Run, group: str, ways: Iterable[str], labels: Mapping[str, str]) -> str:
     """Operations per second of each way, all its processes together.
 
-    One column per benchmark ``<group>-<P>`` of PROCESSES.
+    One column per benchmark ``<group>-<P>`` of PROCESSES, and the line
+    saying so where P is more than the run's cores.
     """
     rows = [
         [labels[way], *(fmt_rate(run.rate(f"{group}-{p}", way=way)) for p in PROCESSES)]
         for way in ways
     ]
-    return table(["way", *map(processes, PROCESSES)], rows)
+    header = ["way", *map(processes, PROCESSES)]
+    return table(header, rows) + shared_cores(run.machine["cores"], PROCESSES)
 
 
 class Line(NamedTuple):
@@ -108,14 +114,18 @@ def summary_rows(
     labels: Mapping[str, str],
     *,
     seconds: Callable[[str], float],
-    throughput: Callable[[str], str],
+    rate: Callable[[str], float],
+    uses: Mapping[str, str],
     call: str = "",
 ) -> list[list[str]]:
     """The index page's rows for one primitive, in the columns of benchreport.SUMMARY_HEADER.
 
-    ``seconds(way)`` is the time of the way's one operation, ``throughput(way)``
-    its throughput cell; ``call`` names that operation where the labels do not.
-    "vs fastest" compares the ways given here, so pick like with like.
+    ``seconds(way)`` is the time of the way's one operation, ``rate(way)``
+    the operations per second of 2 processes together, ``uses[way]`` what to
+    use the way for (any measured fact in it computed from ``run``); ``call``
+    names the operation where the labels do not. Every cell of a column has
+    one unit: a time, a ratio, operations per second. "vs fastest" compares
+    the ways given here, so pick like with like.
     """
     times = {way: seconds(way) for way in ways}
     fastest = min(times.values())
@@ -126,7 +136,21 @@ def summary_rows(
             labels[way],
             fmt_time(t) + named,
             fmt_ratio(t / fastest),
-            throughput(way),
+            fmt_rate(rate(way)),
+            uses[way],
         ]
         for way, t in times.items()
     ]
+
+
+def shared_cores(usable: int, counts: Iterable[int]) -> str:
+    """The line under a table some of whose columns ran more processes than ``usable`` cores.
+
+    ``usable`` is the run's own (``run.machine["cores"]``, as stored), never
+    this machine's; "" when every count fits.
+    """
+    over = sorted({n for n in counts if n > usable})
+    if not over:
+        return ""
+    ran = " and ".join(processes(n) for n in over)
+    return f"\n{ran[0].upper()}{ran[1:]} ran on {cores(usable)}, so they took turns on them.\n"
