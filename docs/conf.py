@@ -24,15 +24,26 @@ extensions = [
     "standalonefiles",
     "guarantees",
     "choose",
+    "apisections",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated", "bench", "README.md"]
 myst_heading_anchors = 3
 myst_enable_extensions = ["deflist"]
 
+# Members in the order of the source, which reads from the protocol down to
+# the ways (with __all__ autodoc follows __all__'s order, which ruff sorts);
+# apisections.py keeps them to __all__ and the bases to those a reader can use.
+# "show-inheritance": False would turn the flag on: autodoc reads any value as
+# the flag given.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {
+    "members": True,
+    "ignore-module-all": True,
+    "show-inheritance": True,
+    "undoc-members": True,
+}
 
 # Examples start real processes; targets come from shmref so they work
 # under spawn and forkserver as well as fork.

@@ -63,22 +63,21 @@ from shmref.lifecycle import (
 from shmref.owner import Later, Owner
 from shmref.server import Served, Server
 
-# In the order of the docs: autodoc lists members in __all__ order.
-__all__ = [  # noqa: RUF022
+__all__ = [
     "DEFAULT_TIMEOUT",
-    "ReleaseError",
-    "SyncPrimitive",
     "CtypesLock",
     "CtypesRLock",
     "CtypesSemaphore",
-    "RobustLock",
-    "QueueLock",
-    "QueueRLock",
-    "QueueSemaphore",
+    "LockManager",
     "ManagerLock",
     "ManagerRLock",
     "ManagerSemaphore",
-    "LockManager",
+    "QueueLock",
+    "QueueRLock",
+    "QueueSemaphore",
+    "ReleaseError",
+    "RobustLock",
+    "SyncPrimitive",
 ]
 
 # The largest value of a POSIX semaphore (typeshed does not list it).
