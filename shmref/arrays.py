@@ -86,6 +86,7 @@ def _memory() -> int:
     return min(total, sys.maxsize) if total > 0 else sys.maxsize
 
 
+# The docs hide the value: it is the memory of the machine that built them.
 #: The most bytes one array may hold: this machine's physical memory. No way
 #: can hold more (a segment and the heap live in RAM-backed files, an owner
 #: and a server in their process's memory), and every way refuses a larger
@@ -93,6 +94,8 @@ def _memory() -> int:
 #: this bound the ways failed each their own way: ``OverflowError``,
 #: ``MemoryError``, a segment that raised SIGBUS when written, a heap array
 #: that wrote terabytes of zeros to a temporary file.
+#:
+#: :meta hide-value:
 MAX_BYTES = _memory()
 
 Item = int | float

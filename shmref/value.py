@@ -82,8 +82,12 @@ __all__ = [
 
 T = TypeVar("T")
 
+# The docs hide the value, a dict of classes whose sharing differs between systems.
 #: The C types a value can have, by the name this module uses for them. On
 #: LP64 systems (64-bit Linux and macOS) ``c_longlong`` is ``c_long`` itself.
+#: The docs list them with their sizes on the machine that built them.
+#:
+#: :meta hide-value:
 TYPES: dict[str, type[Any]] = {
     "c_int": ctypes.c_int,
     "c_long": ctypes.c_long,

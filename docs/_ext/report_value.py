@@ -1,6 +1,7 @@
 """What docs/value.md shows of a stored value run (see benchreport.py).
 
-The type table is not from the run: ``types()`` asks ``ctypes.sizeof`` on the
+The type table is not from the run: ``types()`` lists ``shmref.value.TYPES``
+(whose value the API section does not dump) and asks ``ctypes.sizeof`` on the
 machine that builds the docs, every time they are built.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 
 from benchreport import Run, fmt_ratio, fmt_time, goal, table
 from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
+
+from shmref.value import TYPES
 
 WAYS = {
     "ctypes": "`CtypesValue`",
@@ -33,7 +36,6 @@ BASELINES = {
     "set": ["mp-value-write", "raw-value-write"],
     "update": ["mp-value-rmw"],
 }
-TYPE_NAMES = ["c_int", "c_long", "c_longlong", "c_float", "c_double", "c_bool", "c_char"]
 
 
 def _float32_max() -> float:
@@ -48,8 +50,7 @@ def types() -> str:
     """The C types of shmref.value on the machine building the docs."""
     pointer_bits = 8 * ctypes.sizeof(ctypes.c_void_p)
     rows = []
-    for name in TYPE_NAMES:
-        ctype = getattr(ctypes, name)
+    for name, ctype in TYPES.items():
         size = ctypes.sizeof(ctype)
         if name in ("c_int", "c_long", "c_longlong"):
             bits = 8 * size
@@ -63,9 +64,11 @@ def types() -> str:
             holds = f"`float`, {_digits(53)} significant digits, largest {sys.float_info.max:.8g}"
         elif name == "c_bool":
             holds = "`bool`"
-        else:
+        elif name == "c_char":
             holds = "`bytes` of length 1"
-        same = [other for other in TYPE_NAMES if other != name and getattr(ctypes, other) is ctype]
+        else:
+            raise LookupError(f"shmref.value.TYPES has {name}: say here what it holds")
+        same = [other for other, known in TYPES.items() if other != name and known is ctype]
         note = f"the same type as `{same[0]}` here" if same else ""
         rows.append([f"`ctypes.{name}`", f"`{ctype._type_}`", str(size), holds, note])
     where = (
@@ -90,13 +93,14 @@ def pages(run: Run) -> dict[str, str]:
     pages["throughput"] = throughput_table(run, "value-throughput", CORE, WAYS)
 
     ref = run.per_op("value-set-type", type="c_double")
+    measured = [name for name in TYPES if run.find("value-set-type", type=name)]
     rows = [
         [
             f"`{name}`",
             fmt_time(run.per_op("value-set-type", type=name)),
             fmt_ratio(run.per_op("value-set-type", type=name) / ref),
         ]
-        for name in TYPE_NAMES
+        for name in measured
     ]
     pages["set-by-type"] = table(["type", "`CtypesValue.set`", "vs `c_double`"], rows)
 
