@@ -118,14 +118,19 @@ def pages(run: Run) -> dict[str, str]:
     ]
     pages["element"] = table(["access to a `CtypesArray`", "per element"], rows)
 
-    rows = []
+    rows, segment_vs_heap = [], {}
     for nbytes in sorted(
         {b["extra"]["bytes"] for b in run.data["benchmarks"] if b["group"] == "arrays-create"}
     ):
         raw = run.per_op("arrays-create", way="raw", bytes=nbytes)
         seg = run.per_op("arrays-create", way="segment", bytes=nbytes)
         rows.append([size_label(nbytes), fmt_time(raw), fmt_time(seg)])
-    pages["create"] = table(["size", "`RawArray` (heap)", "`shared_memory` segment"], rows)
+        segment_vs_heap[size_label(nbytes)] = fmt_ratio(seg / raw)
+    (small, x), *_, (large, y) = segment_vs_heap.items()
+    pages["create"] = table(["size", "`RawArray` (heap)", "`shared_memory` segment"], rows) + (
+        f"\nA segment takes {x} the heap's time at {small} and {y} at {large}: it costs a "
+        "few system calls more to set up, where the heap writes every byte of the array.\n"
+    )
 
     queue = _trip(run, "queue", largest)
     pages["goals"] = goals_table(

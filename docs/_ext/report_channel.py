@@ -63,6 +63,30 @@ def _throughput(run: Run, topology: str) -> str:
     return table(["way", *SIZES.values()], rows) + shared_cores(run.machine["cores"], [processes])
 
 
+def _batching_by_size(run: Run) -> str:
+    """The sentence under the batching table: the gain from the smallest size to the largest."""
+    small, large = min(SIZES), max(SIZES)
+    gains = {
+        way: [rate(run, way, s, batched=True) / rate(run, way, s) for s in (small, large)]
+        for way in ("queue", "manager", "ctypes")
+    }
+    moves = ", ".join(
+        f"from {fmt_ratio(first)} to {fmt_ratio(last)} for {WAYS[way]}"
+        for way, (first, last) in gains.items()
+    )
+    why = []
+    if all(last < first for first, last in gains.values()):
+        why.append("the larger the message, the more its copies weigh against what a batch saves")
+    if any(last < 1 for _, last in gains.values()):
+        why.append(
+            "below 1, a batch of large fresh buffers is harder on the allocator and the caches "
+            "than one message at a time"
+        )
+    sizes = f"from {SIZES[small]} to {SIZES[large]} messages"
+    because = ": " + "; ".join(why) if why else ""
+    return f"\nWith 1 producer and 1 consumer, {sizes} the gain goes {moves}{because}.\n"
+
+
 def pages(run: Run) -> dict[str, str]:
     pages: dict[str, str] = {}
     pages["throughput-1x1"] = _throughput(run, "1x1")
@@ -77,6 +101,7 @@ def pages(run: Run) -> dict[str, str]:
             ]
             rows.append([f"{WAYS[way]}, {topology}", *map(fmt_ratio, gains)])
     pages["batching"] = table(["way, producers x consumers", *SIZES.values()], rows)
+    pages["batching"] += _batching_by_size(run)
 
     rows = []
     for way in CORE:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchreport import Run, fmt_rate, fmt_ratio, fmt_share, fmt_time, goal, table
-from reportparts import Line, goals_table, log_plot, shared_cores, summary_rows
+from reportparts import Line, cores, goals_table, log_plot, shared_cores, summary_rows
 
 CLASSES = {
     "lock": {"ctypes": "CtypesLock", "robust": "RobustLock", "queue": "QueueLock"},
@@ -113,6 +113,8 @@ def pages(run: Run) -> dict[str, str]:
         rows,
     )
 
+    pages["serialised"] = _serialised(run)
+
     ctypes = _uncontended(run, "lock", "ctypes", "with")
     bare = _uncontended(run, "lock", "stdlib", "with")
     robust = _uncontended(run, "lock", "robust", "with")
@@ -132,6 +134,26 @@ def pages(run: Run) -> dict[str, str]:
         ],
     )
     return pages
+
+
+def _serialised(run: Run) -> str:
+    """Acquisitions per time held by the locks and by no lock, at the shortest and longest hold."""
+    held = [h for h in HOLDS if h]
+    processes = run.get("locks-hold", way="none", hold=held[-1])["extra"]["processes"]
+
+    def per_hold(way: str, hold: float) -> float:
+        return run.rate("locks-hold", way=way, hold=hold) * hold
+
+    def span(hold: float) -> str:
+        reached = sorted(per_hold(way, hold) for way in ("ctypes", "queue", "manager"))
+        return f"{reached[0]:.2g} to {reached[-1]:.2g}"
+
+    return (
+        f"Held {fmt_time(held[-1])}, the three locks reach {span(held[-1])} acquisitions per "
+        f"time held, and the same sections without a lock {per_hold('none', held[-1]):.2g}, "
+        f"{processes} processes on this run's {cores(run.machine['cores'])}; held "
+        f"{fmt_time(held[0])}, the locks reach {span(held[0])}.\n"
+    )
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
