@@ -169,6 +169,7 @@ def test_a_busy_writer_delays_the_queue_monitor(run: Callable[[str], Any]) -> No
 
 def test_shared_memory_locks_change_hands_in_only_a_part(run: Callable[[str], Any]) -> None:
     says("locks.md", "the lock changes hands in only a part of the acquisitions")
+    says("locks.md", "Do not count on fairness: a process looping on the lock can keep it")
     locks = run("locks")
     for way in ("ctypes", "robust"):
         assert locks.get("locks-turns", way=way)["extra"]["handovers"] < 0.5, way
@@ -177,6 +178,19 @@ def test_shared_memory_locks_change_hands_in_only_a_part(run: Callable[[str], An
 def test_the_queue_lock_changes_hands_nearly_every_time(run: Callable[[str], Any]) -> None:
     says("locks.md", "so there it changes hands nearly every time")
     assert run("locks").get("locks-turns", way="queue")["extra"]["handovers"] >= 0.9
+
+
+def test_the_semaphore_run_is_the_one_the_page_describes(run: Callable[[str], Any]) -> None:
+    says(
+        "locks.md",
+        "The Semaphore(2) of the examples shared by 4 processes, each holding it for "
+        "10 µs of work at a time",
+    )
+    locks = run("locks")
+    for b in locks.data["benchmarks"]:
+        if b["group"] == "locks-semaphore":
+            extra = b["extra"]
+            assert (extra["value"], extra["processes"], extra["hold"]) == (2, 4, 10e-6), extra
 
 
 def test_ctypes_locks_are_far_cheaper(
