@@ -201,6 +201,17 @@ def test_summary_says_each_way_what_it_is_for(benchreport: ModuleType) -> None:
     assert all(row[-1] for row in rows)
 
 
+def test_summary_use_cells_take_their_figures_from_the_run(benchreport: ModuleType) -> None:
+    def slot_counter(rows: list[list[str]]) -> str:
+        return next(row[-1] for row in rows if row[1] == "`SlotCounter`")
+
+    before = slot_counter(_summary(benchreport)[0])
+    _scale(benchreport.STORED / "counter.json", "counter-throughput-2", "slots", 2.0)
+    after = slot_counter(_summary(benchreport)[0])
+    assert re.search(r"[\d.]+x the adds per second", before)
+    assert after != before
+
+
 def test_summary_states_the_stored_core_count(benchreport: ModuleType) -> None:
     # A core count no machine here has, and fewer cores than the column's processes.
     for stored in benchreport.STORED.glob("*.json"):
