@@ -35,7 +35,8 @@ myst_enable_extensions = ["deflist"]
 # the ways (with __all__ autodoc follows __all__'s order, which ruff sorts);
 # apisections.py keeps them to __all__ and the bases to those a reader can use.
 # "show-inheritance": False would turn the flag on: autodoc reads any value as
-# the flag given.
+# the flag given. A way's methods have no docstrings (its protocol says what
+# they do): "undoc-members" lists them with their signatures all the same.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {
