@@ -85,6 +85,27 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=PINNED)
+def browser(session: nox.Session) -> None:
+    """Build the HTML docs and check every page in headless Chromium at 390 and 1280 px.
+
+    Images decode, nothing is wider than its frame unless it scrolls, every
+    code block has its copy button, the console has no errors: see
+    tests/pages_in_browser.py. Screenshots go to docs/_build/screens/.
+    """
+    for program in ("chromium", "chromedriver"):
+        if shutil.which(program) is None:
+            session.skip(f"{program} is not on PATH: apt-get install -y chromium chromium-driver")
+    session.install("-e", ".[docs]", "selenium>=4.11")
+    build = ROOT / "docs" / "_build"
+    for part in ("html", "screens"):
+        shutil.rmtree(build / part, ignore_errors=True)
+    session.run("sphinx-build", "-b", "html", "-W", "--keep-going", "docs", str(build / "html"))
+    session.run(
+        "python", "-m", "tests.pages_in_browser", str(build / "html"), str(build / "screens")
+    )
+
+
+@nox.session(python=PINNED)
 def bench(session: nox.Session) -> None:
     """Measure every way on this machine and regenerate the docs' tables and plots.
 
