@@ -52,6 +52,8 @@ doctest_test_doctest_blocks = ""
 
 html_theme = "furo"
 html_title = f"shmref {release}"
+html_static_path = ["_static"]
+html_css_files = ["tables.css"]
 # ">>> " and "... " in examples, "$ " in console transcripts: copy the commands only.
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
