@@ -29,6 +29,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
@@ -351,10 +352,18 @@ def _plot(path: Path, draw: Callable[[Any], None]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    draw(ax)
-    ax.grid(True, which="both", alpha=0.3)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    # 5.5 inches at 130 dpi: 715 px, shown at its own size in the desktop
+    # column and at half of it on a phone, where 12 pt text still reads as
+    # about 11 px (issue 11). Titles and axis labels wrap rather than run off
+    # the figure.
+    with matplotlib.rc_context({"font.size": 12, "axes.titlesize": "medium"}):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+        draw(ax)
+        ax.set_title(textwrap.fill(ax.get_title(), 60))
+        ax.set_xlabel(textwrap.fill(ax.get_xlabel(), 36))
+        ax.set_ylabel(textwrap.fill(ax.get_ylabel(), 30))
+        ax.grid(True, which="both", alpha=0.3)
+        fig.savefig(path, dpi=130, metadata={"Software": None})
     plt.close(fig)
 
 

@@ -10,6 +10,7 @@ from reportparts import (
     PROCESSES,
     Line,
     goals_table,
+    legend_below,
     log_plot,
     processes,
     shared_cores,
@@ -105,11 +106,9 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
             )
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(OPS))], OPS)
         ax.set_yscale("log")
-        top = max(_latency(run, way, op) for way in ways for op in OPS) * 1e6
-        ax.set_ylim(top=top * 30)  # room for the legend above the bars
         ax.set_ylabel("µs per operation, one process (lower is better)")
         ax.set_title("Dict latency")
-        ax.legend(fontsize="small", ncols=2, loc="upper left")
+        legend_below(ax, columns=2)
 
     # One process has no one to share keys with: its point is the distinct-keys run.
     throughput = log_plot(

@@ -16,7 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 from benchreport import Run, fmt_ratio, fmt_time, goal, table
-from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
+from reportparts import (
+    goals_table,
+    legend_below,
+    summary_rows,
+    throughput_plot,
+    throughput_table,
+)
 
 from shmref.value import TYPES
 
@@ -145,7 +151,7 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
         ax.set_yscale("log")
         ax.set_ylabel("µs per call, one process (lower is better)")
         ax.set_title("Value: one call")
-        ax.legend(fontsize="small")
+        legend_below(ax, columns=3)
 
     throughput = throughput_plot(
         run,

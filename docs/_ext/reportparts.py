@@ -8,6 +8,7 @@ are claims.py's, once for every page).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -44,6 +45,31 @@ def throughput_table(run: Run, group: str, ways: Iterable[str], labels: Mapping[
     return table(header, rows) + shared_cores(run.machine["cores"], PROCESSES)
 
 
+#: The height a row of legend adds below a plot, in inches at the plots' font size.
+LEGEND_ROW = 0.25
+
+
+def legend_below(ax: Any, *, columns: int = 1, size: str = "medium") -> None:
+    """Puts the plot's legend under it, out of the data, and makes the figure taller for it.
+
+    Inside the axes a legend covers some data wherever it goes, the more so
+    on a phone, and where the lines run changes with every stored run: below,
+    it covers none. The legend has at most ``columns`` columns, fewer where
+    its labels would not fit the figure's width; the axes keep their height
+    and the figure grows a row per line of the legend.
+    """
+    fig = ax.figure
+    entries = len(ax.get_legend_handles_labels()[1])
+    renderer = fig.canvas.get_renderer()
+    for fitted in range(columns, 0, -1):
+        legend = fig.legend(loc="outside lower center", ncols=fitted, fontsize=size, frameon=False)
+        if fitted == 1 or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            break
+        legend.remove()
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + math.ceil(entries / fitted) * LEGEND_ROW)
+
+
 class Line(NamedTuple):
     """One curve of a log_plot."""
 
@@ -63,7 +89,7 @@ def log_plot(
     title: str,
     ticks: Mapping[float, str] | None = None,
     base: int = 2,
-    legend_size: str = "small",
+    legend_size: str = "medium",
     legend_columns: int = 1,
     markersize: float | None = None,
 ) -> Callable[[Any], None]:
@@ -85,7 +111,7 @@ def log_plot(
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        ax.legend(fontsize=legend_size, ncols=legend_columns)
+        legend_below(ax, columns=legend_columns, size=legend_size)
 
     return draw
 
