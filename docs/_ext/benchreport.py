@@ -359,7 +359,7 @@ def _plot(path: Path, draw: Callable[[Any], None]) -> None:
     with matplotlib.rc_context({"font.size": 12, "axes.titlesize": "medium"}):
         fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
         draw(ax)
-        ax.set_title(textwrap.fill(ax.get_title(), 60))
+        ax.set_title(textwrap.fill(ax.get_title(), 48))
         ax.set_xlabel(textwrap.fill(ax.get_xlabel(), 36))
         ax.set_ylabel(textwrap.fill(ax.get_ylabel(), 30))
         ax.grid(True, which="both", alpha=0.3)

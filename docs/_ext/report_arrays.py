@@ -29,6 +29,34 @@ WAYS = {
 }
 TRANSFERS = ["ctypes", "ctypes-read", "queue", "manager", "queue-plain"]
 REFERENCES = ["memcpy", "memcpy-fresh", "pickle", "pickle-list"]
+#: A way's colour, marker and line in every round-trip plot, so it reads the same in each.
+STYLES = {
+    "ctypes": "C0o-",
+    "ctypes-read": "C1o--",
+    "queue": "C2s-",
+    "manager": "C3^-",
+    "queue-plain": "C4s--",
+    "pickle": "C5x:",
+    "pickle-list": "C6+:",
+    "memcpy": "k-",
+    "memcpy-fresh": "k--",
+}
+#: The round-trip plots, a few ways each: nine lines in one plot cannot be
+#: told apart on a phone. memcpy, the floor, is in each.
+ROUND_TRIP_PLOTS = {
+    "round-trip": (
+        ["ctypes", "queue", "manager", "queue-plain", "memcpy"],
+        "Between processes: the three ways, a bare Queue",
+    ),
+    "round-trip-copies": (
+        ["ctypes", "ctypes-read", "memcpy", "memcpy-fresh"],
+        "CtypesArray's two copies beside one memcpy",
+    ),
+    "round-trip-pickle": (
+        ["queue-plain", "pickle", "pickle-list", "memcpy"],
+        "A Queue's transfer beside pickling alone",
+    ),
+}
 CORE = {"ctypes": "`CtypesArray`", "queue": "`QueueArray`", "manager": "`ManagerArray`"}
 
 
@@ -54,9 +82,10 @@ def _sizes(run: Run) -> list[int]:
 def pages(run: Run) -> dict[str, str]:
     pages: dict[str, str] = {}
     sizes = _sizes(run)
-    ways = [*TRANSFERS, "memcpy", "pickle"]
-    rows = [[size_label(n), *(fmt_time(_trip(run, w, n)) for w in ways)] for n in sizes]
-    pages["round-trip"] = table(["size", *(WAYS[w] for w in ways)], rows)
+    # Two tables, not one of nine columns: each fits a desktop's column.
+    for part, ways in (("round-trip", TRANSFERS), ("round-trip-references", REFERENCES)):
+        rows = [[size_label(n), *(fmt_time(_trip(run, w, n)) for w in ways)] for n in sizes]
+        pages[part] = table(["size", *(WAYS[w] for w in ways)], rows)
 
     largest = sizes[-1]
     ctypes, read = _trip(run, "ctypes", largest), _trip(run, "ctypes-read", largest)
@@ -159,31 +188,17 @@ def _plain_row(run: Run, nbytes: int, memcpy: float, ctypes: float) -> list[str]
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
     sizes = _sizes(run)
-    round_trip = log_plot(
-        sizes,
-        [
-            Line(WAYS[way], [_trip(run, way, n) for n in sizes], style)
-            for way, style in [
-                ("ctypes", "o-"),
-                ("ctypes-read", "o--"),
-                ("queue", "s-"),
-                ("manager", "^-"),
-                ("queue-plain", "s--"),
-                ("pickle", "x:"),
-                ("pickle-list", "+:"),
-                ("memcpy", "k-"),
-                ("memcpy-fresh", "k--"),
-            ]
-        ],
-        ticks={n: size_label(n) for n in sizes[::2]},
-        xlabel="bytes moved (numpy float64)",
-        ylabel="seconds per round trip (lower is better)",
-        title="Producer to consumer: one array, one round trip",
-        legend_size="x-small",
-        legend_columns=2,
-        markersize=4,
-    )
-    return {"round-trip": round_trip}
+    return {
+        part: log_plot(
+            sizes,
+            [Line(WAYS[way], [_trip(run, way, n) for n in sizes], STYLES[way]) for way in ways],
+            ticks={n: size_label(n) for n in sizes[::2]},
+            xlabel="bytes moved (numpy float64)",
+            ylabel="seconds per round trip (lower is better)",
+            title=title,
+        )
+        for part, (ways, title) in ROUND_TRIP_PLOTS.items()
+    }
 
 
 #: The array the index summary moves: large enough to be data, small enough to be common.
