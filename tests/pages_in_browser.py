@@ -66,6 +66,9 @@ const mobile = arguments[0];
 const done = arguments[arguments.length - 1];
 const viewport = document.documentElement.clientWidth;
 const SLACK = 1;  // sub-pixel rounding of borders
+// furo's content column (the article and its margins), or the article.
+const frame = document.querySelector(".content") || document.querySelector("article");
+const column = frame ? frame.getBoundingClientRect() : null;
 
 function name(el) {
   let text = el.tagName.toLowerCase();
@@ -77,8 +80,12 @@ function name(el) {
 }
 
 // An element that a scroll container holds can be scrolled to, not cut off.
+// Not a container around the whole content column: at phone widths furo
+// makes its .content scroll sideways, which would excuse anything in it,
+// and a reader would have to scroll the whole page to see one wide element.
 function scrolled(el) {
   for (let up = el.parentElement; up; up = up.parentElement) {
+    if (frame && up.contains(frame)) return false;
     const x = getComputedStyle(up).overflowX;
     if (x === "auto" || x === "scroll") return true;
   }
@@ -152,9 +159,6 @@ function scrolledTables() {
   return found;
 }
 
-// furo's content column (the article and its margins), or the article.
-const frame = document.querySelector(".content") || document.querySelector("article");
-const column = frame ? frame.getBoundingClientRect() : null;
 images().then((broken) => done({
   images: broken,
   viewport: past(document.body.querySelectorAll("*"), 0, viewport, `${viewport} px viewport`),
