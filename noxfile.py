@@ -90,12 +90,14 @@ def browser(session: nox.Session) -> None:
 
     Images decode, nothing is wider than its frame unless it scrolls, every
     code block has its copy button, the console has no errors: see
-    tests/pages_in_browser.py. Screenshots go to docs/_build/screens/.
+    tests/pages_in_browser.py, whose own test (pages made to fail) runs
+    first. Screenshots go to docs/_build/screens/.
     """
     for program in ("chromium", "chromedriver"):
         if shutil.which(program) is None:
             session.skip(f"{program} is not on PATH: apt-get install -y chromium chromium-driver")
-    session.install("-e", ".[docs]", "selenium>=4.11")
+    session.install("-e", ".[docs,test]", "selenium>=4.11")
+    session.run("python", "-m", "pytest", "tests/test_pages_in_browser.py")
     build = ROOT / "docs" / "_build"
     for part in ("html", "screens"):
         shutil.rmtree(build / part, ignore_errors=True)

@@ -9,8 +9,9 @@ Each page is loaded over HTTP at a phone's width (390 px) and a desktop's
 - an ``<img>`` does not decode (a plot missing from the build, a broken path);
 - an element reaches past the viewport, unless a scroll container (an
   ancestor with ``overflow-x: auto`` or ``scroll``, such as furo's table
-  wrapper) holds it: what sticks out of an ``overflow: hidden`` box is cut
-  off, which is worse than a page that scrolls sideways;
+  wrapper, but not one around the whole content column) holds it: what
+  sticks out of an ``overflow: hidden`` box is cut off, which is worse than
+  a page that scrolls sideways;
 - an element of the page's content reaches past the content's column, with
   the same exception (at 1280 px a wide element runs into the margin, and
   over the table of contents where it is shown, long before it reaches the
