@@ -353,10 +353,10 @@ def _plot(path: Path, draw: Callable[[Any], None]) -> None:
     import matplotlib.pyplot as plt
 
     # 5.5 inches at 130 dpi: 715 px, shown at its own size in the desktop
-    # column and at half of it on a phone, where 12 pt text still reads as
-    # about 11 px (issue 11). Titles and axis labels wrap rather than run off
+    # column and at half of it on a phone, where 11 pt text still reads as
+    # about 10 px (issue 11). Titles and axis labels wrap rather than run off
     # the figure.
-    with matplotlib.rc_context({"font.size": 12, "axes.titlesize": "medium"}):
+    with matplotlib.rc_context({"font.size": 11, "axes.titlesize": "medium"}):
         fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
         draw(ax)
         ax.set_title(textwrap.fill(ax.get_title(), 48))

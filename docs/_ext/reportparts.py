@@ -90,7 +90,7 @@ def log_plot(
     ticks: Mapping[float, str] | None = None,
     base: int = 2,
     legend_size: str = "medium",
-    legend_columns: int = 1,
+    legend_columns: int = 2,
     markersize: float | None = None,
 ) -> Callable[[Any], None]:
     """Draws ``lines`` over ``x`` (processes, sizes: each step a multiple), both axes log.
