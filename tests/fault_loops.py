@@ -185,6 +185,10 @@ def _channel_call(channel: Any, n: int) -> None:
     channel.put(b"%d" % n, timeout=TIMEOUT)  # and a put
 
 
+def _channel(kind: Any, ctx: BaseContext) -> Any:
+    return kind(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT)
+
+
 def _channel_loops() -> dict[str, Loop]:
     """A get and a put per call: the channel holds the last call's message.
 
@@ -193,23 +197,19 @@ def _channel_loops() -> dict[str, Loop]:
     the thread that serves the dead client (``late``).
     """
     return {
-        "channel-queue": Loop(
-            lambda ctx: QueueChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
-            _channel_values,
-            _channel_call,
-            locks=_connection_locks,
-            cut=None,
-        ),
-        "channel-manager": Loop(
-            lambda ctx: ManagerChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
-            _channel_values,
-            _channel_call,
-            locks=_connection_locks,
-            cut=None,
-            late=True,
-        ),
+        **{
+            f"channel-{way}": Loop(
+                functools.partial(_channel, kind),
+                _channel_values,
+                _channel_call,
+                locks=_connection_locks,
+                cut=None,
+                late=way == "manager",
+            )
+            for way, kind in (("queue", QueueChannel), ("manager", ManagerChannel))
+        },
         "channel-ctypes": Loop(
-            lambda ctx: CtypesChannel(capacity=4, max_size=64, ctx=ctx, timeout=TIMEOUT),
+            functools.partial(_channel, CtypesChannel),
             _channel_values,
             _channel_call,
             locks=lambda channel: [channel._put_holder.lock, channel._get_holder.lock],
