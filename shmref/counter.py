@@ -204,7 +204,9 @@ def _safe_slot(initial: int, slots: int) -> tuple[int, int]:
 class SlotCounter(Closable):
     """A lock-free counter: one ``RawArray`` slot per writing process.
 
-    The first ``add`` in a process claims a free slot (under a lock, once);
+    The first ``add`` in a process claims a free slot (under a lock, once:
+    a process killed while it claims leaves that lock to be taken over, as
+    the internal locks of the ctypes ways are);
     after that the process only ever writes its own slot, and ``get`` sums
     all slots. No lock is needed because each slot has exactly one writer:
     the read-modify-write of a slot cannot interleave with another write to
@@ -250,18 +252,27 @@ class SlotCounter(Closable):
         # otherwise keep stealing one line from each other (false sharing).
         self._slots = ctx.RawArray(ctypes.c_int64, (slots + 1) * _STRIDE)
         self._slots[0] = _initial(value)
-        self._next_slot = ctx.Value(ctypes.c_int64, 1, lock=ctx.Lock())
+        # The next free slot, and the lock its claims take: a Holder, so that
+        # a process killed while it claims does not keep every later one out.
+        self._next_slot = ctx.RawValue(ctypes.c_int64, 1)
+        self._claims = Holder(ctx)
         self._slot: int | None = None
         self._low, self._high = _safe_slot(self._slots[0], slots)
         reset_after_fork(self)
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
-        return {"slots": self._slots, "next": self._next_slot, "timeout": self._timeout}
+        return {
+            "slots": self._slots,
+            "next": self._next_slot,
+            "claims": self._claims,
+            "timeout": self._timeout,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._slots = state["slots"]
         self._next_slot = state["next"]
+        self._claims = state["claims"]
         self._timeout = state["timeout"]
         self._slot = None
         self._low, self._high = _safe_slot(self._slots[0], len(self._slots) // _STRIDE - 1)
@@ -273,15 +284,18 @@ class SlotCounter(Closable):
     def _claim(self) -> int:
         if self._closed:
             self._refuse()
-        lock = self._next_slot.get_lock()
-        acquire(lock, self._timeout, "slot lock", self)
+        claims = self._claims
         try:
-            slot = self._next_slot.get_obj().value
+            claims.enter(self._timeout, "slot lock", self)
+            slot = self._next_slot.value
             if slot >= len(self._slots) // _STRIDE:
                 raise RuntimeError(f"all {len(self._slots) // _STRIDE - 1} slots are claimed")
-            self._next_slot.get_obj().value = slot + 1
-        finally:
-            lock.release()
+            # One store: a claimer killed around it took the slot or did not.
+            self._next_slot.value = slot + 1
+            claims.leave()
+        except BaseException:
+            claims.abandon()
+            raise
         self._slot = slot * _STRIDE  # the slot's index in the array
         return self._slot
 
@@ -317,6 +331,7 @@ class SlotCounter(Closable):
     def _release(self) -> None:
         self._slot = None
         self._slots = self._next_slot = None
+        self._claims = None  # type: ignore[assignment]
 
 
 def _slot_count(slots: object) -> int:

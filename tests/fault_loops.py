@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray
 from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel
-from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter
+from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter, SlotCounter
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
 from shmref.server import Server
@@ -226,6 +226,17 @@ LOOPS: dict[str, Loop] = {
         lambda counter: {counter.get()},
         lambda counter, n: counter.add(n - counter.get()),
         target=_counter_loop,  # add(1), as counters are used
+    ),
+    # Lock-free adds: a killed writer's slot keeps what it added. (A
+    # process killed while it claims its slot leaves the claim lock to be
+    # taken over: not hit here, where each worker claims before it counts.)
+    "counter-slot": Loop(
+        lambda ctx: SlotCounter(ctx=ctx, timeout=TIMEOUT),
+        lambda counter: {counter.get()},
+        lambda counter, n: counter.add(n - counter.get()),
+        target=_counter_loop,
+        locks=lambda counter: [counter._claims.lock],
+        cut=None,
     ),
     "value-ctypes": Loop(
         lambda ctx: CtypesValue(ctypes.c_int64, 0, ctx=ctx, timeout=TIMEOUT),

@@ -329,15 +329,43 @@ def test_ctypes_times_out_when_lock_is_held(ctx: BaseContext) -> None:
 
 def test_slot_claim_times_out_when_lock_is_held(ctx: BaseContext) -> None:
     with SlotCounter(ctx=ctx, timeout=0.2) as counter:
-        lock = counter._next_slot.get_lock()
-        lock.acquire()
+        # Held by another thread of a live process: no take-over.
+        claims, held, done = counter._claims, threading.Event(), threading.Event()
+
+        def hold() -> None:
+            claims.enter(1.0, "slot lock", counter)
+            held.set()
+            done.wait(JOIN)
+            claims.leave()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
         try:
+            assert held.wait(JOIN)
             with pytest.raises(TimeoutError):
                 counter.add()
         finally:
-            lock.release()
+            done.set()
+            holder.join()
         counter.add()
         assert counter.get() == 1
+
+
+def die_claiming(counter: SlotCounter) -> None:
+    """Process target: take the slot lock, as a claim does, and die holding it."""
+    counter._claims.enter(5.0, "slot lock", counter)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_slot_claim_takes_over_from_a_claimer_killed_inside(ctx: BaseContext) -> None:
+    with SlotCounter(ctx=ctx, timeout=10.0) as counter:
+        child = ctx.Process(target=die_claiming, args=(counter,))
+        child.start()
+        child.join(JOIN)
+        assert child.exitcode == -signal.SIGKILL
+        counter.add(5)  # takes the dead claimer's lock over, then claims
+        assert counter.get() == 5
+        assert counter._next_slot.value == 2  # the dead claimer took no slot
 
 
 # SlotCounter: one slot per writing process.
