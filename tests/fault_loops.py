@@ -64,6 +64,10 @@ def _items(n: int) -> array.array[int]:
     return array.array("q", [n]) * ITEMS
 
 
+def _array(ctx: BaseContext, segment: bool) -> CtypesArray:
+    return CtypesArray("q", ITEMS, segment=segment, ctx=ctx, timeout=TIMEOUT)
+
+
 def _board(ctx: BaseContext, sync: str) -> CtypesMetrics:
     return CtypesMetrics(1, ("completed", "errors"), sync=sync, ctx=ctx, timeout=TIMEOUT)
 
@@ -245,11 +249,14 @@ LOOPS: dict[str, Loop] = {
     ),
     # The items the killed writer was copying may be part old, part new
     # (no undo record): each item must still be old or new.
-    "arrays-ctypes": Loop(
-        lambda ctx: CtypesArray("q", ITEMS, ctx=ctx, timeout=TIMEOUT),
-        lambda shared: set(shared.read()),
-        lambda shared, n: shared.write(_items(n)),
-    ),
+    **{
+        f"arrays-{way}": Loop(
+            functools.partial(_array, segment=way == "segment"),
+            lambda shared: set(shared.read()),
+            lambda shared, n: shared.write(_items(n)),
+        )
+        for way in ("ctypes", "segment")
+    },
     # The journal undoes a cut store and finishes a cut removal.
     "table-ctypes": Loop(
         lambda ctx: CtypesDict(capacity=8, ctx=ctx, timeout=TIMEOUT),
