@@ -50,10 +50,11 @@ def tests(session: nox.Session) -> None:
     and with 10 random kills per cell of tests/test_faults.py, not 20.
     What varies between interpreters is the language and the standard library
     (signals, pickling, multiprocessing's internals), which fork runs through
-    as well, in about half the time spawn takes: four interpreters then take
-    about 15 minutes on two cores, not half an hour. Set SHMREF_START_METHODS
-    yourself to choose. The tests run in one pytest-xdist worker per core
-    (most of their time is spent waiting for processes);
+    as well, in about half the time spawn takes: four interpreters then took
+    23 minutes on two cores with two workers (a667055), the pinned one 15 of
+    them. Set SHMREF_START_METHODS yourself to choose. The tests run in one
+    pytest-xdist worker per core and one more (most of their time is spent
+    waiting for processes);
     ``nox -s tests -- ARGS`` passes ARGS to pytest instead.
     """
     # numpy is optional for shmref; the standalone tests hide it to check that.
@@ -62,7 +63,10 @@ def tests(session: nox.Session) -> None:
     args = list(session.posargs)
     if not args:
         # loadfile: a docs page's examples share one namespace, in order.
-        args = ["--numprocesses=auto", "--dist=loadfile"]
+        # A worker more than the cores: measured on 2 cores, fork only,
+        # 202 s with 2 workers and 169 s with 3 (the workers wait more
+        # than they compute).
+        args = [f"--numprocesses={(os.cpu_count() or 1) + 1}", "--dist=loadfile"]
         if session.python != PINNED:  # the benchmarks' quick pass checks the harness: once
             args.append("--ignore=tests/benchmarks")
     if session.python != PINNED and "SHMREF_START_METHODS" not in os.environ:
@@ -104,9 +108,13 @@ def browser(session: nox.Session) -> None:
     session.install("-e", ".[docs,test]", "selenium>=4.11")
     session.run("python", "-m", "pytest", "tests/test_pages_in_browser.py")
     build = ROOT / "docs" / "_build"
-    for part in ("html", "screens"):
-        shutil.rmtree(build / part, ignore_errors=True)
-    session.run("sphinx-build", "-b", "html", "-W", "--keep-going", "docs", str(build / "html"))
+    shutil.rmtree(build / "screens", ignore_errors=True)
+    # ``nox -s browser -- built``: check the HTML the docs session has just
+    # built (as .ci/run does) instead of building it again.
+    if session.posargs != ["built"]:
+        shutil.rmtree(build / "html", ignore_errors=True)
+        html = str(build / "html")
+        session.run("sphinx-build", "-b", "html", "-W", "--keep-going", "docs", html)
     session.run(
         "python", "-m", "tests.pages_in_browser", str(build / "html"), str(build / "screens")
     )
