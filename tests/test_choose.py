@@ -67,20 +67,32 @@ def test_the_page_says_cheapest_only_where_the_run_agrees(docs: ModuleType) -> N
     assert cells[-1].startswith("**not the cheapest in this run**: `QueueCounter(batch=64)`")
 
 
-def test_the_flowchart_has_a_box_per_choice_and_draws(docs: ModuleType, tmp_path: Path) -> None:
+def test_the_charts_have_a_box_per_choice_and_draw(docs: ModuleType, tmp_path: Path) -> None:
+    """The top chart has a box per primitive, whose section's chart has a box per way."""
     choose, _ = _guide(docs)
+    from claims import PAGES
+
     written = choose.render(tmp_path, choose.Runs(docs.STORED, docs.Run))
-    dot = written["choose.dot"]
+    page = (Path(__file__).resolve().parent.parent / "docs" / "choose.md").read_text()
+    for primitive, title in PAGES.items():
+        assert f"### {title}\n" in page, "a link under the top chart finds its section"
+        assert f'  {primitive} [label="' in written["choose.dot"]
+        assert f"[{title}](#{choose.section(primitive)})" in written["choose-flowchart.md"]
+        assert f"/_generated/choose-{primitive}.dot" in written[f"choose-{primitive}.md"]
     for i, choice in enumerate(choose.CHOICES):
-        assert f"  {choice.primitive} -> way{i} " in dot
-    assert dot.count("style=dashed];") == len(choose.LATER)
+        assert f"  when{i} -> way{i};" in written[f"choose-{choice.primitive}.dot"]
+    charts = sorted(name for name in written if name.endswith(".dot"))
+    assert len(charts) == 1 + len(PAGES)
+    dashed = sum(written[name].count("style=dashed];") for name in charts)
+    assert dashed == len(choose.LATER), "a dashed box for every way to come"
     if shutil.which("dot") is None:
         pytest.skip("graphviz's dot is not installed (apt-get install graphviz): not drawn")
-    drawn = subprocess.run(
-        ["dot", "-Tsvg", str(tmp_path / "choose.dot")], capture_output=True, text=True
-    )
-    assert drawn.returncode == 0, drawn.stderr
-    assert "<svg" in drawn.stdout
+    for name in charts:
+        drawn = subprocess.run(
+            ["dot", "-Tsvg", str(tmp_path / name)], capture_output=True, text=True
+        )
+        assert drawn.returncode == 0, (name, drawn.stderr)
+        assert "<svg" in drawn.stdout, name
 
 
 def test_a_missing_run_leaves_its_rows_out(docs: ModuleType) -> None:

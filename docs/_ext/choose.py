@@ -20,8 +20,11 @@ measured yet" and a dashed box in the flowchart; once its run is stored it
 becomes a :class:`Choice` like the others.
 
 Written at each build into ``docs/_generated``: ``choose-<primitive>.md``
-(one table a primitive), ``choose-later.md``, and ``choose.dot``, the
-flowchart that sphinx.ext.graphviz draws.
+(one table a primitive, after its chart), ``choose-later.md``, and the charts
+that sphinx.ext.graphviz draws, small enough to read on a phone: ``choose.dot``
+(several hosts? what is shared? -> the primitive), drawn by
+``choose-flowchart.md`` with a link to each primitive's section, and
+``choose-<primitive>.dot`` (its workloads -> the way, the time of one call).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import report_table
 import report_value
 from benchreport import STORED, Run, fmt_rate, fmt_time, table
 from claims import PAGES
+from docutils import nodes
 from figures import NotStored, Runs
 from reportparts import processes
 from verdicts import times
@@ -515,7 +519,8 @@ def tables(runs: Runs, rows: Sequence[Row | None]) -> dict[str, str]:
             f"\nTo come: {w.name}, for {w.when}; not measured yet ({w.benchmark}).\n"
             for w in later
         )
-        parts[f"choose-{primitive}"] = body + note
+        alt = f"{PAGES[primitive]}: each workload, leading to the way and the time of one call"
+        parts[f"choose-{primitive}"] = _chart(f"choose-{primitive}", alt) + body + note
     parts["choose-later"] = table(
         ["way to come", "for", "joins", "would be measured by"],
         (
@@ -531,7 +536,17 @@ def tables(runs: Runs, rows: Sequence[Row | None]) -> dict[str, str]:
     return parts
 
 
-# ---------------------------------------------------------------- the flowchart
+# ---------------------------------------------------------------- the flowcharts
+#
+# Small charts, each read at a phone's width. The one big chart there was
+# drawn 1030 px wide, and a phone's 358 px column shrank its text to 5 px;
+# these are drawn at most about 600 px wide, so that 14 pt text (18.7 px in the PNG)
+# stays over 10 px tall there. The top chart goes from the hosts to the
+# primitive, whose section is linked below it; each section has a chart of its
+# own, from the workload to the way and the time of one call.
+
+#: Ways to come are dashed: they join the charts once a run measures them.
+LATER_STYLE = 'style="rounded,dashed", fillcolor=white'
 
 
 def _quoted(*texts: str, width: int = 30) -> str:
@@ -544,43 +559,87 @@ def _quoted(*texts: str, width: int = 30) -> str:
     return '"' + "\\n".join(lines) + '"'
 
 
-def flowchart(runs: Runs, rows: Sequence[Row | None]) -> str:
-    """The guide as a graph: several hosts? what is shared? which workload? -> a way, its cost."""
-    lines = [
-        "digraph choose {",
-        "  rankdir=LR; nodesep=0.15; ranksep=0.35;",
+def _digraph(name: str, body: Sequence[str]) -> str:
+    """A left-to-right chart of boxes in the guide's style, around ``body``'s lines."""
+    head = [
+        f"digraph {name} {{",
+        "  rankdir=LR; nodesep=0.15; ranksep=0.3;",
         '  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="sans-serif",'
-        " fontsize=11];",
-        '  edge [fontname="sans-serif", fontsize=10];',
+        " fontsize=14];",
+        '  edge [fontname="sans-serif", fontsize=13];',
+    ]
+    return "\n".join([*head, *body, "}"]) + "\n"
+
+
+def section(primitive: str) -> str:
+    """The anchor of the primitive's section of docs/choose.md, from its title."""
+    return nodes.make_id(PAGES[primitive])
+
+
+def flowchart() -> str:
+    """The top chart: several hosts? what is shared? -> the primitive."""
+    lines = [
         f"  hosts [label={_quoted('Processes on several hosts?', width=16)}, fillcolor=white];",
         f"  share [label={_quoted('What do they share?', width=12)}, fillcolor=white];",
         '  hosts -> share [label="no"];',
     ]
-    # Ways to come are dashed: they join here once a run measures them.
-    later_style = 'style="rounded,dashed", fillcolor=white'
     for i, way in enumerate(w for w in LATER if not w.primitive):
         lines.append(
-            f"  later{i} [label={_quoted(f'to come: {way.name}', width=22)}, {later_style}];"
+            f"  later{i} [label={_quoted(f'to come: {way.name}', width=22)}, {LATER_STYLE}];"
         )
-        lines.append(f'  hosts -> later{i} [label="yes", style=dashed];')
+        # An xlabel: a label of the edge would sit on the box below it.
+        lines.append(f'  hosts -> later{i} [xlabel="yes", style=dashed];')
     for primitive, title in PAGES.items():
-        lines.append(f"  {primitive} [label={_quoted(title, width=14)}, fillcolor=white];")
+        lines.append(f"  {primitive} [label={_quoted(title, width=14)}];")
         lines.append(f"  share -> {primitive};")
+    return _digraph("choose", lines)
+
+
+def primitive_chart(runs: Runs, rows: Sequence[Row | None], primitive: str) -> str:
+    """A primitive's chart: each workload -> its way, with the time of one call."""
+    lines, workloads = [], []
     for i, row in enumerate(rows):
-        if row is None:
+        if row is None or row.choice.primitive != primitive:
             continue
-        choice, cost = row.choice, COSTS[row.choice.primitive]
-        run = runs[choice.primitive]
-        price = f"{fmt_time(cost.one(run, choice.way))} per {cost.call}"
-        lines.append(f"  way{i} [label={_quoted(cost.label(choice.way), price, width=34)}];")
-        lines.append(f"  {choice.primitive} -> way{i} [label={_quoted(choice.when, width=28)}];")
-    for i, way in enumerate(w for w in LATER if w.primitive):
+        choice, cost = row.choice, COSTS[primitive]
+        price = f"{fmt_time(cost.one(runs[primitive], choice.way))} per {cost.call}"
+        lines.append(f"  when{i} [label={_quoted(choice.when, width=24)}, fillcolor=white];")
+        lines.append(f"  way{i} [label={_quoted(cost.label(choice.way), price, width=24)}];")
+        lines.append(f"  when{i} -> way{i};")
+        workloads.append(f"when{i}")
+    for i, way in enumerate(LATER):
+        if way.primitive != primitive:
+            continue
+        lines.append(f"  peerwhen{i} [label={_quoted(way.when, width=24)}, fillcolor=white];")
         lines.append(
-            f"  peer{i} [label={_quoted(f'to come: {way.name}', width=22)}, {later_style}];"
+            f"  peer{i} [label={_quoted(f'to come: {way.name}', width=24)}, {LATER_STYLE}];"
         )
-        lines.append(f"  {way.primitive} -> peer{i} [label={_quoted(way.when)}, style=dashed];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+        lines.append(f"  peerwhen{i} -> peer{i} [style=dashed];")
+        workloads.append(f"peerwhen{i}")
+    # Top to bottom in the order of CHOICES, then LATER: unlinked, the pairs
+    # would be drawn bottom up.
+    if len(workloads) > 1:
+        lines.append(f"  {{rank=same; {' -> '.join(workloads)} [style=invis];}}")
+    return _digraph(primitive, lines)
+
+
+def _chart(stem: str, alt: str) -> str:
+    """The directive that draws the chart ``<stem>.dot``, for the page's markdown."""
+    return f"```{{graphviz}} /_generated/{stem}.dot\n:alt: {alt}\n```\n\n"
+
+
+def top() -> str:
+    """The top chart, and a link to each primitive's section.
+
+    The links are not in the chart: an image map's areas keep their places
+    when a phone shrinks the image, so they would point beside the boxes.
+    """
+    links = ", ".join(f"[{title}](#{section(p)})" for p, title in PAGES.items())
+    alt = (
+        "A flowchart: processes on several hosts, then what they share, leading to a"
+        " primitive, whose section has a chart from the workload to the way"
+    )
+    return _chart("choose", alt) + f"Each primitive's section: {links}.\n"
 
 
 # ---------------------------------------------------------------- writing
@@ -589,10 +648,15 @@ def flowchart(runs: Runs, rows: Sequence[Row | None]) -> str:
 def render(out: Path, runs: Runs) -> dict[str, str]:
     """Write the tables and the flowchart into ``out``; returns them by file name."""
     rows = evaluate(runs)
-    written = {f"{stem}.md": HEADER + text for stem, text in tables(runs, rows).items()}
-    written["choose.dot"] = "// generated by docs/_ext/choose.py: do not edit\n" + flowchart(
-        runs, rows
-    )
+    parts = tables(runs, rows) | {"choose-flowchart": top()}
+    written = {f"{stem}.md": HEADER + text for stem, text in parts.items()}
+    charts = {"choose": flowchart()} | {
+        f"choose-{primitive}": primitive_chart(runs, rows, primitive)
+        for primitive in PAGES
+        if any(r is not None and r.choice.primitive == primitive for r in rows)
+    }
+    for stem, dot in charts.items():
+        written[f"{stem}.dot"] = "// generated by docs/_ext/choose.py: do not edit\n" + dot
     out.mkdir(parents=True, exist_ok=True)
     for name, text in written.items():
         path = out / name
