@@ -93,6 +93,9 @@ def test_the_charts_have_a_box_per_choice_and_draw(docs: ModuleType, tmp_path: P
         )
         assert drawn.returncode == 0, (name, drawn.stderr)
         assert "<svg" in drawn.stdout, name
+        # Narrow enough to read on a phone: its width in points, 72 to the inch.
+        width = float(drawn.stdout.split('<svg width="', 1)[1].split("pt", 1)[0])
+        assert width <= choose.NARROW, (name, width)
 
 
 def test_a_missing_run_leaves_its_rows_out(docs: ModuleType) -> None:

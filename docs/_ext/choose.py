@@ -540,10 +540,14 @@ def tables(runs: Runs, rows: Sequence[Row | None]) -> dict[str, str]:
 #
 # Small charts, each read at a phone's width. The one big chart there was
 # drawn 1030 px wide, and a phone's 358 px column shrank its text to 5 px;
-# these are drawn at most about 600 px wide, so that 14 pt text (18.7 px in the PNG)
+# these are drawn at most NARROW wide, so that 14 pt text (18.7 px in the PNG)
 # stays over 10 px tall there. The top chart goes from the hosts to the
 # primitive, whose section is linked below it; each section has a chart of its
 # own, from the workload to the way and the time of one call.
+
+#: The widest a chart may be drawn, in points (tests/test_choose.py draws
+#: each): 640 px in the PNG, shrunk to a phone's column by less than half.
+NARROW = 480
 
 #: Ways to come are dashed: they join the charts once a run measures them.
 LATER_STYLE = 'style="rounded,dashed", fillcolor=white'
