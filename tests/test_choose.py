@@ -105,3 +105,13 @@ def test_a_missing_run_leaves_its_rows_out(docs: ModuleType) -> None:
     assert missing and {c.primitive for c in missing} == {"channel"}
     written = choose.render(docs.GENERATED, choose.Runs(docs.STORED, docs.Run))
     assert "nox -s bench -- channel" in written["choose-channel.md"]
+
+
+def test_section_anchors_are_the_ones_sphinx_makes(docs: ModuleType) -> None:
+    nodes = pytest.importorskip(
+        "docutils.nodes", reason="docutils is not installed: pip install -e .[docs]"
+    )
+    import choose
+
+    for primitive, title in choose.PAGES.items():
+        assert choose.section(primitive) == nodes.make_id(title)

@@ -29,6 +29,7 @@ that sphinx.ext.graphviz draws, small enough to read on a phone: ``choose.dot``
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,6 @@ import report_table
 import report_value
 from benchreport import STORED, Run, fmt_rate, fmt_time, table
 from claims import PAGES
-from docutils import nodes
 from figures import NotStored, Runs
 from reportparts import processes
 from verdicts import times
@@ -576,8 +576,12 @@ def _digraph(name: str, body: Sequence[str]) -> str:
 
 
 def section(primitive: str) -> str:
-    """The anchor of the primitive's section of docs/choose.md, from its title."""
-    return nodes.make_id(PAGES[primitive])
+    """The anchor of the primitive's section of docs/choose.md, from its title.
+
+    What docutils' ``make_id`` gives an ASCII title, without importing
+    docutils: the tests session has no docs dependencies.
+    """
+    return re.sub(r"[^a-z0-9]+", "-", PAGES[primitive].lower()).strip("-")
 
 
 def flowchart() -> str:
