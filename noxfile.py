@@ -81,11 +81,15 @@ def tests(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the HTML docs with warnings as errors and execute every example.
 
-    First the tests that need Sphinx itself (the API sections as autodoc
-    renders them), which the tests session, without the docs extra, skips.
+    First the tests that need Sphinx or docutils (the API sections as autodoc
+    renders them, the decision guide's anchors), which the tests session,
+    without the docs extra, skips.
     """
     session.install("-e", ".[docs,test]")
-    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "tests/test_apisections.py")
+    session.run(
+        "python", "-m", "pytest", "-p", "no:cacheprovider",
+        "tests/test_apisections.py", "tests/test_choose.py",
+    )  # fmt: skip
     build = ROOT / "docs" / "_build"
     shutil.rmtree(build, ignore_errors=True)
     session.run("sphinx-build", "-b", "doctest", "-W", "docs", str(build / "doctest"))
