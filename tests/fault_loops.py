@@ -108,7 +108,8 @@ class Loop(NamedTuple):
     cut: Callable[[Any], bool] | None = lambda handle: handle._holder.record[0] != 0
     #: A Manager server may apply the killed worker's last request (sent
     #: whole) after the parent's next call, in the thread that served it:
-    #: the parent waits for that thread to end before it looks.
+    #: the parent waits until that thread has ended or waits in a read
+    #: (tests/test_faults.py, _Serving) before it looks.
     late: bool = False
 
 
