@@ -56,7 +56,7 @@ from shmref.lifecycle import (
 )
 from shmref.owner import Later, Owner
 from shmref.segment import attach, create, release
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, Server, register_state
 from shmref.wakeup import EVERYONE, sleep_on, wake, word_address
 
 __all__ = [
@@ -1069,10 +1069,10 @@ class ChannelManager(BaseManager):
     """A manager whose ``Channel(capacity)`` is a channel living in its server."""
 
 
-ChannelManager.register("Channel", _ChannelState)
+register_state(ChannelManager, "Channel", _ChannelState)
 
 
-class ManagerChannel(_Handle):
+class ManagerChannel(_Handle, ManagerHandle):
     """A queue in a manager's server process; every call is one round trip.
 
     This is what ``manager.Queue()`` gives (a proxy to a queue in the
@@ -1110,6 +1110,8 @@ class ManagerChannel(_Handle):
         *,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
@@ -1121,7 +1123,10 @@ class ManagerChannel(_Handle):
             what="ManagerChannel",
             ctx=ctx,
             closed_error=ChannelClosed,
+            address=address,
+            authkey=authkey,
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()

@@ -61,7 +61,7 @@ from shmref.lifecycle import (
     timed_out,
 )
 from shmref.owner import Later, Owner
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, Server, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -662,10 +662,10 @@ class LockManager(BaseManager):
     """
 
 
-LockManager.register("Lock", _ServedLock)
+register_state(LockManager, "Lock", _ServedLock)
 
 
-class _ManagerPrimitive(_Primitive):
+class _ManagerPrimitive(_Primitive, ManagerHandle):
     """A ``threading`` lock in a manager's server, reached through :class:`Server`."""
 
     _kind = "lock"  # or rlock, semaphore: which threading lock the server holds
@@ -677,17 +677,33 @@ class _ManagerPrimitive(_Primitive):
         manager: LockManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
-        self._start(1, manager, ctx, timeout)
+        self._start(1, manager, ctx, timeout, address, authkey)
 
     def _start(
-        self, value: int, manager: LockManager | None, ctx: BaseContext | None, timeout: object
+        self,
+        value: int,
+        manager: LockManager | None,
+        ctx: BaseContext | None,
+        timeout: object,
+        address: tuple[str, int] | None,
+        authkey: bytes | None,
     ) -> None:
         self._timeout = seconds(timeout)
         what = type(self).__name__
         self._server = Server(
-            LockManager, "Lock", (self._kind, what, value), what=what, manager=manager, ctx=ctx
+            LockManager,
+            "Lock",
+            (self._kind, what, value),
+            what=what,
+            manager=manager,
+            ctx=ctx,
+            address=address,
+            authkey=authkey,
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -755,5 +771,7 @@ class ManagerSemaphore(_ManagerPrimitive):
         manager: LockManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
-        self._start(_value(value, _SEM_VALUE_MAX), manager, ctx, timeout)
+        self._start(_value(value, _SEM_VALUE_MAX), manager, ctx, timeout, address, authkey)

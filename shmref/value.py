@@ -66,7 +66,7 @@ from shmref.lifecycle import (
     unpickled,
 )
 from shmref.owner import Owner
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, Server, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -564,10 +564,10 @@ class ValueManager(BaseManager):
     """A manager whose server holds values: pass a started one as ``ManagerValue(manager=...)``."""
 
 
-ValueManager.register("Value", _ValueState)
+register_state(ValueManager, "Value", _ValueState)
 
 
-class ManagerValue(Closable, Generic[T]):
+class ManagerValue(ManagerHandle, Generic[T]):
     """A value living in a Manager server; every call is one round trip.
 
     ``set`` and ``update`` run in the server under a lock held only by calls
@@ -597,6 +597,8 @@ class ManagerValue(Closable, Generic[T]):
         manager: ValueManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         initial = _initial(ctype, value)
         timeout = seconds(timeout)
@@ -609,7 +611,10 @@ class ManagerValue(Closable, Generic[T]):
             what="ManagerValue",
             manager=manager,
             ctx=ctx,
+            address=address,
+            authkey=authkey,
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
