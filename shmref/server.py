@@ -74,18 +74,23 @@ class Served:
 
     def handle(self) -> bytes:
         """What :meth:`publish` was given."""
-        if _published is None or _published[1] is not self:
-            raise LookupError("this state was not published")
+        if _published is None or _published[0] != os.getpid() or _published[1] is not self:
+            raise LookupError(
+                "this server holds no published state: connect() reaches only a server "
+                "that a handle started itself (not a manager passed as manager=)"
+            )
         return _published[2]
 
 
 def _published_state() -> Served:
-    """The callable of :data:`ROOT`, run in the server: the published state."""
+    """The callable of :data:`ROOT`, run in the server: the published state.
+
+    If there is none, a bare :class:`Served`, whose :meth:`~Served.handle`
+    says so: an error raised here would reach the client as a traceback's
+    text (``RemoteError``), an error raised by a request as itself.
+    """
     if _published is None or _published[0] != os.getpid():
-        raise LookupError(
-            "this server holds no published state: connect() reaches only a server that "
-            "a handle started itself (not a manager passed as manager=)"
-        )
+        return Served()
     return _published[1]  # type: ignore[no-any-return]
 
 
@@ -234,7 +239,11 @@ class Server:
         client.connect()
         link = cls.__new__(cls)
         link._attach(getattr(client, ROOT)(), what, closed_error)
-        handle_type, described = pickle.loads(link.answer("handle"))
+        try:
+            handle_type, described = pickle.loads(link.answer("handle"))
+        except BaseException:
+            link.close()
+            raise
         state = {key: link if value is _Link else value for key, value in described.items()}
         return link, handle_type, state
 
