@@ -308,21 +308,21 @@ def test_connect_to_a_shared_manager_is_refused(ctx: BaseContext) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error"),
+    ("kwargs", "error", "says"),
     [
-        ({"address": "127.0.0.1:0"}, TypeError),
-        ({"address": ("127.0.0.1",)}, TypeError),
-        ({"address": ("127.0.0.1", "80")}, TypeError),
-        ({"address": ("127.0.0.1", 70000)}, ValueError),
-        ({"authkey": "text"}, TypeError),
-        ({"authkey": b""}, ValueError),
+        ({"address": "127.0.0.1:0"}, TypeError, "a \\(host, port\\) pair"),
+        ({"address": ("127.0.0.1",)}, TypeError, "a \\(host, port\\) pair"),
+        ({"address": ("127.0.0.1", "80")}, TypeError, "a \\(host, port\\) pair"),
+        ({"address": ("127.0.0.1", 70000)}, ValueError, "from 0 to 65535"),
+        ({"authkey": "text"}, TypeError, "authkey must be bytes"),
+        ({"authkey": b""}, ValueError, "must not be empty"),
     ],
     ids=repr,
 )
 def test_bad_address_or_key_is_refused_before_anything_starts(
-    kwargs: dict[str, Any], error: type[Exception]
+    kwargs: dict[str, Any], error: type[Exception], says: str
 ) -> None:
-    with pytest.raises(error):
+    with pytest.raises(error, match=says):
         ManagerCounter(**kwargs)
 
 
