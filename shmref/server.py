@@ -107,7 +107,7 @@ class _Client(BaseManager):
 _Client.register(ROOT)
 
 
-class _Link:
+class _LinkPlaceholder:
     """Stands for the handle's :class:`Server` in its published description."""
 
 
@@ -244,7 +244,9 @@ class Server:
         except BaseException:
             link.close()
             raise
-        state = {key: link if value is _Link else value for key, value in described.items()}
+        state = {
+            key: link if value is _LinkPlaceholder else value for key, value in described.items()
+        }
         return link, handle_type, state
 
     def publish(self, handle: Any) -> None:
@@ -256,8 +258,10 @@ class Server:
         if self._manager is None:
             return
         state = handle.__getstate__()
-        described = {key: _Link if value is self else value for key, value in state.items()}
-        if _Link not in described.values():
+        described = {
+            key: _LinkPlaceholder if value is self else value for key, value in state.items()
+        }
+        if _LinkPlaceholder not in described.values():
             raise RuntimeError(f"{self.what}: the handle's state does not hold its link")
         self.call("publish", pickle.dumps((type(handle), described)))
 
