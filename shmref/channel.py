@@ -1078,8 +1078,8 @@ class ManagerChannel(_Handle, ManagerHandle):
     This is what ``manager.Queue()`` gives (a proxy to a queue in the
     server), plus ``put_many`` and ``get_many`` that run in the server, so
     that a batch costs one round trip. The message is pickled to the server
-    and from it. The server could run on another host; this class starts it
-    locally, one server per channel.
+    and from it. One server per channel; with ``address=(host, port)`` it
+    serves over TCP, and ``connect()`` reaches it from other hosts.
 
     A call waits in the server for a slice of its timeout at most, and asks
     again until its timeout ends, so that a call waiting in a process whose

@@ -739,8 +739,8 @@ class ManagerLock(_ManagerPrimitive):
     then holds it for good. A stopped or dead server makes every call, and
     every wait under way, raise :class:`~shmref.lifecycle.OwnerGone`. The
     constructor's ``timeout`` bounds a ``with`` block, as for every way
-    here. The server could run on another host; this class starts it
-    locally.
+    here. With ``address=(host, port)`` the server serves over TCP, and
+    ``connect()`` reaches it from other hosts.
     """
 
 

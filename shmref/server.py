@@ -388,11 +388,15 @@ class _Linked(Protocol):
 
 
 class ManagerHandle(Closable):
-    """What every Manager way adds to its protocol: ``address``, ``authkey``, ``connect()``.
+    """What every Manager way has beyond its protocol: ``address``, ``authkey``, ``connect()``.
 
-    A way keeps its :class:`Server` as ``_server`` and calls :meth:`_publish`
-    at the end of its constructor.
+    Its constructor takes ``address=None`` (a private Unix socket) or
+    ``(host, port)`` (TCP there; port 0 picks a free one), and
+    ``authkey=None`` (32 random bytes) or the key to use.
     """
+
+    # A way keeps its Server as _server and calls _publish() once its
+    # constructor has made it whole.
 
     @property
     def address(self: _Linked) -> Address:
