@@ -899,16 +899,8 @@ class ManagerArray(_Remote, ManagerHandle):
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
         seconds(timeout)
-        self._link = Server(
-            ArrayManager,
-            "Array",
-            (_items(self._typecode, self._length, initial),),
-            what="ManagerArray",
-            manager=manager,
-            ctx=ctx,
-            address=address,
-            authkey=authkey,
-        )
+        items = _items(self._typecode, self._length, initial)
+        self._link = self._serve(ArrayManager, "Array", (items,), manager, ctx, address, authkey)
         self._publish()
 
     @property

@@ -56,7 +56,7 @@ from shmref.lifecycle import (
 )
 from shmref.owner import Later, Owner
 from shmref.segment import attach, create, release
-from shmref.server import ManagerHandle, Served, Server, register_state
+from shmref.server import ManagerHandle, Served, register_state
 from shmref.wakeup import EVERYONE, sleep_on, wake, word_address
 
 __all__ = [
@@ -1116,15 +1116,8 @@ class ManagerChannel(_Handle, ManagerHandle):
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
         seconds(timeout)
-        self._server = Server(
-            ChannelManager,
-            "Channel",
-            (capacity,),
-            what="ManagerChannel",
-            ctx=ctx,
-            closed_error=ChannelClosed,
-            address=address,
-            authkey=authkey,
+        self._server = self._serve(
+            ChannelManager, "Channel", (capacity,), None, ctx, address, authkey
         )
         self._publish()
 

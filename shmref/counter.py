@@ -537,15 +537,8 @@ class ManagerCounter(ManagerHandle):
     ) -> None:
         value = _initial(value)
         seconds(timeout)
-        self._server = Server(
-            CounterManager,
-            "Counter",
-            (value,),
-            what="ManagerCounter",
-            manager=manager,
-            ctx=ctx,
-            address=address,
-            authkey=authkey,
+        self._server = self._serve(
+            CounterManager, "Counter", (value,), manager, ctx, address, authkey
         )
         self._publish()
 

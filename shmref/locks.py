@@ -61,7 +61,7 @@ from shmref.lifecycle import (
     timed_out,
 )
 from shmref.owner import Later, Owner
-from shmref.server import ManagerHandle, Served, Server, register_state
+from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -692,17 +692,8 @@ class _ManagerPrimitive(_Primitive, ManagerHandle):
         authkey: bytes | None,
     ) -> None:
         self._timeout = seconds(timeout)
-        what = type(self).__name__
-        self._server = Server(
-            LockManager,
-            "Lock",
-            (self._kind, what, value),
-            what=what,
-            manager=manager,
-            ctx=ctx,
-            address=address,
-            authkey=authkey,
-        )
+        state = (self._kind, type(self).__name__, value)
+        self._server = self._serve(LockManager, "Lock", state, manager, ctx, address, authkey)
         self._publish()
 
     def __getstate__(self) -> dict[str, Any]:

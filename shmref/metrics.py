@@ -54,7 +54,7 @@ from shmref.lifecycle import (
     size,
 )
 from shmref.owner import Owner
-from shmref.server import ManagerHandle, Served, Server, register_state
+from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -685,15 +685,8 @@ class ManagerMetrics(_Board, ManagerHandle):
         self.workers, self.fields = _shape(workers, fields)
         seconds(timeout)
         self._columns = {name: column for column, name in enumerate(self.fields)}
-        self._server = Server(
-            MetricsManager,
-            "Board",
-            (self.workers, self.fields),
-            what="ManagerMetrics",
-            manager=manager,
-            ctx=ctx,
-            address=address,
-            authkey=authkey,
+        self._server = self._serve(
+            MetricsManager, "Board", (self.workers, self.fields), manager, ctx, address, authkey
         )
         self._publish()
 

@@ -395,8 +395,31 @@ class ManagerHandle(Closable):
     ``authkey=None`` (32 random bytes) or the key to use.
     """
 
-    # A way keeps its Server as _server and calls _publish() once its
-    # constructor has made it whole.
+    # A way makes its Server with _serve(), keeps it as _server, and calls
+    # _publish() once its constructor has made it whole.
+
+    def _serve(
+        self,
+        manager_type: type[Any],
+        typeid: str,
+        args: tuple[Any, ...],
+        manager: Any,
+        ctx: Any,
+        address: object,
+        authkey: object,
+    ) -> Server:
+        """This handle's :class:`Server`, named after its class, closing with its error."""
+        return Server(
+            manager_type,
+            typeid,
+            args,
+            what=type(self).__name__,
+            manager=manager,
+            ctx=ctx,
+            closed_error=self._closed_error,
+            address=address,
+            authkey=authkey,
+        )
 
     @property
     def address(self: _Linked) -> Address:

@@ -1076,16 +1076,7 @@ class ManagerDict(_Remote, ManagerHandle):
         timeout = seconds(timeout)
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         args = (capacity, value_size, timeout)
-        server = Server(
-            DictManager,
-            "Table",
-            args,
-            what="ManagerDict",
-            manager=manager,
-            ctx=ctx,
-            address=address,
-            authkey=authkey,
-        )
+        server = self._serve(DictManager, "Table", args, manager, ctx, address, authkey)
         super().__init__(server, key_size, value_size)
         self._publish()
 

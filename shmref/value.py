@@ -66,7 +66,7 @@ from shmref.lifecycle import (
     unpickled,
 )
 from shmref.owner import Owner
-from shmref.server import ManagerHandle, Served, Server, register_state
+from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -604,15 +604,8 @@ class ManagerValue(ManagerHandle, Generic[T]):
         timeout = seconds(timeout)
         self.ctype = ctype
         self._check = _checker_for(ctype)
-        self._server = Server(
-            ValueManager,
-            "Value",
-            (ctype, initial, timeout),
-            what="ManagerValue",
-            manager=manager,
-            ctx=ctx,
-            address=address,
-            authkey=authkey,
+        self._server = self._serve(
+            ValueManager, "Value", (ctype, initial, timeout), manager, ctx, address, authkey
         )
         self._publish()
 
