@@ -9,7 +9,6 @@ and the key, as a process on another host would be.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -40,9 +39,8 @@ from tests.conftest import JOIN, contract
 LOOPBACK = ("127.0.0.1", 0)
 
 
-@contextlib.contextmanager
-def changed_elsewhere(way_name: str, handle: Any) -> Iterator[None]:
-    """Make the way's change on ``handle`` from another thread, which lives until the end.
+def seen_when_changed_elsewhere(way_name: str, handle: Any) -> bool:
+    """Make the way's change on ``handle`` from another thread; does this one see it?
 
     The creator checks from its main thread, which for an RLock must not be
     the holder; and the holder's thread stays alive meanwhile: the server
@@ -67,7 +65,7 @@ def changed_elsewhere(way_name: str, handle: Any) -> Iterator[None]:
         changed.wait(JOIN)
         if failed:
             raise failed[0]
-        yield
+        return WAYS[way_name].seen(handle)
     finally:
         checked.set()
         thread.join(JOIN)
@@ -147,6 +145,12 @@ def make(way_name: str, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
         handle.close()
 
 
+@pytest.fixture
+def handle(make: Callable[..., Any]) -> Any:
+    """A handle of the way under test, serving over TCP on loopback."""
+    return make(address=LOOPBACK)
+
+
 #: What the unrelated interpreter runs: connect, change, close.
 CONNECT = """\
 import sys
@@ -181,28 +185,22 @@ def connect_elsewhere(
 
 
 @ways()
-def test_tcp_handle_round_trip(make: Callable[..., Any], way_name: str) -> None:
-    handle = make(address=LOOPBACK)
+def test_tcp_handle_round_trip(handle: Any, way_name: str) -> None:
     host, port = handle.address
     assert (host, type(port)) == ("127.0.0.1", int) and 0 < port < 65536
     assert type(handle.authkey) is bytes and len(handle.authkey) == 32
-    with changed_elsewhere(way_name, handle):
-        assert WAYS[way_name].seen(handle)
+    assert seen_when_changed_elsewhere(way_name, handle)
 
 
 @ways()
-def test_unrelated_interpreter_connects_and_its_change_is_seen(
-    make: Callable[..., Any], way_name: str
-) -> None:
-    handle = make(address=LOOPBACK)
+def test_unrelated_interpreter_connects_and_its_change_is_seen(handle: Any, way_name: str) -> None:
     done = connect_elsewhere(handle, WAYS[way_name].change)
     assert done.returncode == 0, done.stderr
     assert WAYS[way_name].seen(handle)
 
 
 @ways()
-def test_wrong_or_missing_key_is_refused(make: Callable[..., Any], way_name: str) -> None:
-    handle = make(address=LOOPBACK)
+def test_wrong_or_missing_key_is_refused(handle: Any, way_name: str) -> None:
     cls = type(handle)
     for wrong in (secrets.token_bytes(32), b"", handle.authkey[:-1]):
         with pytest.raises(multiprocessing.AuthenticationError):
@@ -217,24 +215,19 @@ def test_wrong_or_missing_key_is_refused(make: Callable[..., Any], way_name: str
 
 
 @ways()
-def test_closing_a_connected_handle_leaves_the_creator_working(
-    make: Callable[..., Any], way_name: str
-) -> None:
-    handle = make(address=LOOPBACK)
+def test_closing_a_connected_handle_leaves_the_creator_working(handle: Any, way_name: str) -> None:
     connected = type(handle).connect(handle.address, handle.authkey)
     assert (connected.address, connected.authkey) == (handle.address, handle.authkey)
     connected.close()
     with pytest.raises(ValueError, match="closed"):
         exec(WAYS[way_name].change, {"h": connected})
-    with changed_elsewhere(way_name, handle):
-        assert WAYS[way_name].seen(handle)
+    assert seen_when_changed_elsewhere(way_name, handle)
 
 
 @ways()
 def test_connected_handle_raises_owner_gone_once_the_creator_closes(
-    make: Callable[..., Any], way_name: str
+    handle: Any, way_name: str
 ) -> None:
-    handle = make(address=LOOPBACK)
     connected = type(handle).connect(handle.address, handle.authkey)
     handle.close()
     with pytest.raises(OwnerGone):
