@@ -128,15 +128,21 @@ def _address(address: object) -> Address | None:
     return address
 
 
-def _authkey(authkey: object, default: bool) -> bytes:
-    """A checked key (with ``default``, None means 32 fresh random bytes)."""
-    if authkey is None and default:
-        return secrets.token_bytes(32)
+def _key(authkey: object) -> bytes:
+    """A checked key, to knock with: bytes, as ``multiprocessing.connection`` takes it."""
     if not isinstance(authkey, bytes):
         raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
-    if not authkey and default:
-        raise ValueError("authkey must not be empty: anyone could connect")
     return authkey
+
+
+def _server_key(authkey: object) -> bytes:
+    """The key of a new server: ``authkey``, never empty, or 32 fresh random bytes for None."""
+    if authkey is None:
+        return secrets.token_bytes(32)
+    key = _key(authkey)
+    if not key:
+        raise ValueError("authkey must not be empty: anyone could connect")
+    return key
 
 
 _NO_KEYWORDS: dict[str, Any] = {}
@@ -202,7 +208,7 @@ class Server:
         started = None
         if manager is None:
             started = manager = manager_type(
-                address=_address(address), authkey=_authkey(authkey, True), ctx=context(ctx)
+                address=_address(address), authkey=_server_key(authkey), ctx=context(ctx)
             )
             manager.start(_exit_with_creator, (lifeline(),))
         elif address is not None or authkey is not None:
@@ -235,7 +241,7 @@ class Server:
         """
         if not isinstance(address, str):
             address = _address(address)
-        client = _Client(address=address, authkey=_authkey(authkey, False))
+        client = _Client(address=address, authkey=_key(authkey))
         client.connect()
         link = cls.__new__(cls)
         link._attach(getattr(client, ROOT)(), what, closed_error)
@@ -438,7 +444,9 @@ class ManagerHandle(Closable):
     def connect(cls: type[Handle], address: Address, authkey: bytes) -> Handle:
         """A handle to the state of the server at ``address``, from any process.
 
-        The server must be one that a handle of this class started (not a
+        ``address`` and ``authkey`` are the creator's :attr:`address` and
+        :attr:`authkey` (a socket's path reaches a server on this host
+        only). The server must be one that a handle of this class started (not a
         manager passed as ``manager=``: that raises ``LookupError``). The
         new handle is not the creator: its ``close()`` detaches it alone, and
         once the creator has closed, its calls raise
