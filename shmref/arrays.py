@@ -42,13 +42,13 @@ import weakref
 from collections.abc import Iterable, Iterator
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import TYPE_CHECKING, Any, Protocol, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, overload, runtime_checkable
 
 from shmref.holder import Holder, RecordedLock
 from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, context, seconds, size
 from shmref.owner import Owner
 from shmref.segment import attach, create, release
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, Server, register_state
 
 if TYPE_CHECKING:
     from multiprocessing.shared_memory import SharedMemory
@@ -861,10 +861,10 @@ class ArrayManager(BaseManager):
     """A manager whose ``Array(data)`` is an array living in its server."""
 
 
-ArrayManager.register("Array", _ArrayState)
+register_state(ArrayManager, "Array", _ArrayState)
 
 
-class ManagerArray(_Remote):
+class ManagerArray(_Remote, ManagerHandle):
     """Items living in a Manager server; every call is one round trip.
 
     The server applies each call under a lock, so each is atomic and sees
@@ -894,17 +894,19 @@ class ManagerArray(_Remote):
         manager: ArrayManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
         seconds(timeout)
-        self._link = Server(
-            ArrayManager,
-            "Array",
-            (_items(self._typecode, self._length, initial),),
-            what="ManagerArray",
-            manager=manager,
-            ctx=ctx,
-        )
+        items = _items(self._typecode, self._length, initial)
+        self._link = self._serve(ArrayManager, "Array", (items,), manager, ctx, address, authkey)
+        self._publish()
+
+    @property
+    def _server(self) -> Server:
+        """The Manager server's link, by the name every Manager way gives it."""
+        return cast(Server, self._link)
 
 
 def fill(shared: Array, value: Item, start: int = 0, stop: int | None = None) -> None:

@@ -56,7 +56,7 @@ from shmref.lifecycle import (
 )
 from shmref.owner import Later, Owner
 from shmref.segment import attach, create, release
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, register_state
 from shmref.wakeup import EVERYONE, sleep_on, wake, word_address
 
 __all__ = [
@@ -1069,17 +1069,17 @@ class ChannelManager(BaseManager):
     """A manager whose ``Channel(capacity)`` is a channel living in its server."""
 
 
-ChannelManager.register("Channel", _ChannelState)
+register_state(ChannelManager, "Channel", _ChannelState)
 
 
-class ManagerChannel(_Handle):
+class ManagerChannel(_Handle, ManagerHandle):
     """A queue in a manager's server process; every call is one round trip.
 
     This is what ``manager.Queue()`` gives (a proxy to a queue in the
     server), plus ``put_many`` and ``get_many`` that run in the server, so
     that a batch costs one round trip. The message is pickled to the server
-    and from it. The server could run on another host; this class starts it
-    locally, one server per channel.
+    and from it. One server per channel; with ``address=(host, port)`` it
+    serves over TCP, and ``connect()`` reaches it from other hosts.
 
     A call waits in the server for a slice of its timeout at most, and asks
     again until its timeout ends, so that a call waiting in a process whose
@@ -1110,18 +1110,16 @@ class ManagerChannel(_Handle):
         *,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
         seconds(timeout)
-        self._server = Server(
-            ChannelManager,
-            "Channel",
-            (capacity,),
-            what="ManagerChannel",
-            ctx=ctx,
-            closed_error=ChannelClosed,
+        self._server = self._serve(
+            ChannelManager, "Channel", (capacity,), None, ctx, address, authkey
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()

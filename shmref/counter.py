@@ -42,7 +42,7 @@ from shmref.lifecycle import (
     seconds,
 )
 from shmref.owner import Owner
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, Server, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -503,10 +503,10 @@ class CounterManager(BaseManager):
     """A manager whose ``Counter(value)`` is a counter living in its server."""
 
 
-CounterManager.register("Counter", _CounterState)
+register_state(CounterManager, "Counter", _CounterState)
 
 
-class ManagerCounter(Closable):
+class ManagerCounter(ManagerHandle):
     """A counter living in a Manager server; every call is one round trip.
 
     ``add`` runs in the server under a lock (the server answers each client
@@ -532,12 +532,15 @@ class ManagerCounter(Closable):
         manager: CounterManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         value = _initial(value)
         seconds(timeout)
-        self._server = Server(
-            CounterManager, "Counter", (value,), what="ManagerCounter", manager=manager, ctx=ctx
+        self._server = self._serve(
+            CounterManager, "Counter", (value,), manager, ctx, address, authkey
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()

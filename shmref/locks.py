@@ -61,7 +61,7 @@ from shmref.lifecycle import (
     timed_out,
 )
 from shmref.owner import Later, Owner
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -662,10 +662,10 @@ class LockManager(BaseManager):
     """
 
 
-LockManager.register("Lock", _ServedLock)
+register_state(LockManager, "Lock", _ServedLock)
 
 
-class _ManagerPrimitive(_Primitive):
+class _ManagerPrimitive(_Primitive, ManagerHandle):
     """A ``threading`` lock in a manager's server, reached through :class:`Server`."""
 
     _kind = "lock"  # or rlock, semaphore: which threading lock the server holds
@@ -677,17 +677,24 @@ class _ManagerPrimitive(_Primitive):
         manager: LockManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
-        self._start(1, manager, ctx, timeout)
+        self._start(1, manager, ctx, timeout, address, authkey)
 
     def _start(
-        self, value: int, manager: LockManager | None, ctx: BaseContext | None, timeout: object
+        self,
+        value: int,
+        manager: LockManager | None,
+        ctx: BaseContext | None,
+        timeout: object,
+        address: tuple[str, int] | None,
+        authkey: bytes | None,
     ) -> None:
         self._timeout = seconds(timeout)
-        what = type(self).__name__
-        self._server = Server(
-            LockManager, "Lock", (self._kind, what, value), what=what, manager=manager, ctx=ctx
-        )
+        state = (self._kind, type(self).__name__, value)
+        self._server = self._serve(LockManager, "Lock", state, manager, ctx, address, authkey)
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
@@ -723,8 +730,8 @@ class ManagerLock(_ManagerPrimitive):
     then holds it for good. A stopped or dead server makes every call, and
     every wait under way, raise :class:`~shmref.lifecycle.OwnerGone`. The
     constructor's ``timeout`` bounds a ``with`` block, as for every way
-    here. The server could run on another host; this class starts it
-    locally.
+    here. With ``address=(host, port)`` the server serves over TCP, and
+    ``connect()`` reaches it from other hosts.
     """
 
 
@@ -755,5 +762,7 @@ class ManagerSemaphore(_ManagerPrimitive):
         manager: LockManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
-        self._start(_value(value, _SEM_VALUE_MAX), manager, ctx, timeout)
+        self._start(_value(value, _SEM_VALUE_MAX), manager, ctx, timeout, address, authkey)

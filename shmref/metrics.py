@@ -54,7 +54,7 @@ from shmref.lifecycle import (
     size,
 )
 from shmref.owner import Owner
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -645,10 +645,10 @@ class MetricsManager(BaseManager):
     """A manager whose ``Board(workers, fields)`` is a board living in its server."""
 
 
-MetricsManager.register("Board", _BoardState)
+register_state(MetricsManager, "Board", _BoardState)
 
 
-class ManagerMetrics(_Board):
+class ManagerMetrics(_Board, ManagerHandle):
     """Rows living in a Manager server; every call is one round trip.
 
     The server applies each ``add`` and ``set`` whole and copies the rows
@@ -679,18 +679,16 @@ class ManagerMetrics(_Board):
         manager: MetricsManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         self.workers, self.fields = _shape(workers, fields)
         seconds(timeout)
         self._columns = {name: column for column, name in enumerate(self.fields)}
-        self._server = Server(
-            MetricsManager,
-            "Board",
-            (self.workers, self.fields),
-            what="ManagerMetrics",
-            manager=manager,
-            ctx=ctx,
+        self._server = self._serve(
+            MetricsManager, "Board", (self.workers, self.fields), manager, ctx, address, authkey
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()

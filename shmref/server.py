@@ -15,16 +15,38 @@ through :meth:`Server.call_guarded`, to :meth:`Served.serve`, which answers
 ``(ok, result)`` whatever ``fn`` raised, ``BaseException`` included. The
 other requests skip that envelope: it cost a Manager call about a tenth of
 its time (measured against the hand-written ways, same run).
+
+A server serves on a private Unix socket, or over TCP at an explicit
+``(host, port)``, and refuses every client that does not hold its key (32
+random bytes unless the creator gives one). A server started for a handle
+holds that handle's published description (:meth:`Server.publish`), so that
+:meth:`Server.connect` can rebuild the handle in any process that knows the
+address and the key: :class:`ManagerHandle` gives every Manager way its
+``address``, ``authkey`` and ``connect()``.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import threading
-from typing import Any
+from multiprocessing.managers import BaseManager, RebuildProxy  # type: ignore[attr-defined]
+from typing import Any, Protocol, TypeVar
 
-from shmref.lifecycle import Lifeline, OwnerGone, context, lifeline, run
+from shmref.lifecycle import Closable, Lifeline, OwnerGone, context, lifeline, run
+
+#: Where a server listens: a Unix socket's path, or a TCP ``(host, port)``.
+Address = str | tuple[str, int]
+
+#: The typeid, registered by :func:`register_state`, that a connecting
+#: client asks for: it returns the state the server's creator published.
+ROOT = "published"
+
+#: In a server process: ``(pid, state, handle)``, what the creator published.
+#: The pid tells a server forked from another server that the slot it
+#: inherited is not its own.
+_published: tuple[int, Any, bytes] | None = None
 
 
 class Served:
@@ -39,6 +61,88 @@ class Served:
         if method.startswith("_"):
             return False, ValueError(f"unknown request {method!r}")
         return run(getattr(self, method), *args)
+
+    def publish(self, handle: bytes) -> None:
+        """Make this the state that :meth:`Server.connect` reaches; once per server.
+
+        ``handle`` is what a connecting process rebuilds its handle from.
+        """
+        global _published
+        if _published is not None and _published[0] == os.getpid():
+            raise RuntimeError("this server already holds a published state")
+        _published = (os.getpid(), self, handle)
+
+    def handle(self) -> bytes:
+        """What :meth:`publish` was given."""
+        if _published is None or _published[0] != os.getpid() or _published[1] is not self:
+            raise LookupError(
+                "this server holds no published state: connect() reaches only a server "
+                "that a handle started itself (not a manager passed as manager=)"
+            )
+        return _published[2]
+
+
+def _published_state() -> Served:
+    """The callable of :data:`ROOT`, run in the server: the published state.
+
+    If there is none, a bare :class:`Served`, whose :meth:`~Served.handle`
+    says so: an error raised here would reach the client as a traceback's
+    text (``RemoteError``), an error raised by a request as itself.
+    """
+    if _published is None or _published[0] != os.getpid():
+        return Served()
+    return _published[1]  # type: ignore[no-any-return]
+
+
+def register_state(manager_type: type[BaseManager], typeid: str, state_type: type[Served]) -> None:
+    """Register ``state_type`` as ``manager_type``'s ``typeid``, and :data:`ROOT` beside it."""
+    manager_type.register(typeid, state_type)
+    manager_type.register(ROOT, _published_state)
+
+
+class _Client(BaseManager):
+    """The manager a connecting process uses: it asks only for :data:`ROOT`."""
+
+
+_Client.register(ROOT)
+
+
+class _LinkPlaceholder:
+    """Stands for the handle's :class:`Server` in its published description."""
+
+
+def _address(address: object) -> Address | None:
+    """A checked ``address``: None (a private Unix socket) or a TCP ``(host, port)``."""
+    if address is None:
+        return None
+    if (
+        not isinstance(address, tuple)
+        or len(address) != 2
+        or not isinstance(address[0], str)
+        or isinstance(address[1], bool)
+        or not isinstance(address[1], int)
+    ):
+        raise TypeError(f"address must be None or a (host, port) pair, not {address!r}")
+    if not 0 <= address[1] <= 65535:
+        raise ValueError(f"the port must be from 0 to 65535, not {address[1]}")
+    return address
+
+
+def _key(authkey: object) -> bytes:
+    """A checked key, to knock with: bytes, as ``multiprocessing.connection`` takes it."""
+    if not isinstance(authkey, bytes):
+        raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+    return authkey
+
+
+def _server_key(authkey: object) -> bytes:
+    """The key of a new server: ``authkey``, never empty, or 32 fresh random bytes for None."""
+    if authkey is None:
+        return secrets.token_bytes(32)
+    key = _key(authkey)
+    if not key:
+        raise ValueError("authkey must not be empty: anyone could connect")
+    return key
 
 
 _NO_KEYWORDS: dict[str, Any] = {}
@@ -80,9 +184,12 @@ class Server:
     """A handle's link to its state in a Manager server; pickles with the handle.
 
     With ``manager=None`` a server of ``manager_type`` is started for this
-    handle and stopped by its creator's ``close()``; a started manager passed
-    in is shared and left running. ``typeid`` is the name the state class is
-    registered under, ``args`` its constructor's arguments.
+    handle, at ``address`` (None: a private Unix socket; ``(host, port)``:
+    TCP, port 0 for a free one) with ``authkey`` (None: 32 random bytes),
+    and stopped by its creator's ``close()``; a started manager passed in is
+    shared and left running. ``typeid`` is the name the state class is
+    registered under, ``args`` its constructor's arguments. A link pickles
+    with its key: whoever unpickles it may use the server.
     """
 
     def __init__(
@@ -95,16 +202,74 @@ class Server:
         manager: Any = None,
         ctx: Any = None,
         closed_error: type[ValueError] = ValueError,
+        address: object = None,
+        authkey: object = None,
+    ) -> None:
+        started = None
+        if manager is None:
+            started = manager = manager_type(
+                address=_address(address), authkey=_server_key(authkey), ctx=context(ctx)
+            )
+            manager.start(_exit_with_creator, (lifeline(),))
+        elif address is not None or authkey is not None:
+            raise ValueError(f"{what}: address and authkey belong to the manager passed in")
+        self._attach(getattr(manager, typeid)(*args), what, closed_error, started)
+
+    def _attach(
+        self, proxy: Any, what: str, closed_error: type[ValueError], started: Any = None
     ) -> None:
         self.what = what
         self.closed_error = closed_error
         self.closed = False
-        self._manager: Any = None
-        self._creator: int | None = os.getpid()
-        if manager is None:
-            manager = self._manager = manager_type(ctx=context(ctx))
-            manager.start(_exit_with_creator, (lifeline(),))
-        self.proxy: Any = getattr(manager, typeid)(*args)
+        self.proxy: Any = proxy
+        # As the proxy connects: the server's own address for its creator,
+        # the one it was reached at for a connect()ed handle.
+        self.address: Address = proxy._token.address
+        self.authkey = bytes(proxy._authkey)
+        self._manager: Any = started
+        self._creator: int | None = os.getpid() if started is not None else None
+
+    @classmethod
+    def connect(
+        cls, address: object, authkey: object, what: str, closed_error: type[ValueError]
+    ) -> tuple[Server, type[Any], dict[str, Any]]:
+        """A new link to the state published at ``address``, not its creator.
+
+        Returns the link, the published handle's type and its state for
+        ``__setstate__``, the link in it. A wrong key raises
+        ``multiprocessing.AuthenticationError``.
+        """
+        if not isinstance(address, str):
+            address = _address(address)
+        client = _Client(address=address, authkey=_key(authkey))
+        client.connect()
+        link = cls.__new__(cls)
+        link._attach(getattr(client, ROOT)(), what, closed_error)
+        try:
+            handle_type, described = pickle.loads(link.answer("handle"))
+        except BaseException:
+            link.close()
+            raise
+        state = {
+            key: link if value is _LinkPlaceholder else value for key, value in described.items()
+        }
+        return link, handle_type, state
+
+    def publish(self, handle: Any) -> None:
+        """Let :meth:`connect` rebuild ``handle``, if it started its server.
+
+        The creator calls this once ``handle`` is whole; what is published
+        is its pickled state, this link left out.
+        """
+        if self._manager is None:
+            return
+        state = handle.__getstate__()
+        described = {
+            key: _LinkPlaceholder if value is self else value for key, value in state.items()
+        }
+        if _LinkPlaceholder not in described.values():
+            raise RuntimeError(f"{self.what}: the handle's state does not hold its link")
+        self.call("publish", pickle.dumps((type(handle), described)))
 
     def make(self, typeid: str, *args: Any) -> Any:
         """Another proxy, from the server this handle started (creator only)."""
@@ -113,17 +278,18 @@ class Server:
         return getattr(self._manager, typeid)(*args)
 
     def __getstate__(self) -> dict[str, Any]:
+        # The proxy's own pickle carries the key only to a child being
+        # started: sent any other way (a pipe, a queue), the proxy would
+        # knock with the receiver's process key, which is not this server's.
+        _, (proxy_type, token, serializer, kwds) = self.proxy.__reduce__()
         return {
             "what": self.what,
             "closed_error": self.closed_error,
-            "proxy": self.proxy,
+            "proxy": (proxy_type, token, serializer, {**kwds, "authkey": self.authkey}),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.closed = False
-        self._manager = None
-        self._creator = None
+        self._attach(RebuildProxy(*state["proxy"]), state["what"], state["closed_error"])
 
     def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` run by the server: its result, or its exception raised here.
@@ -215,3 +381,84 @@ class Server:
         if manager is not None and os.getpid() == self._creator:
             manager.shutdown()
         del proxy  # after shutdown() its decref is skipped
+
+
+Handle = TypeVar("Handle", bound="ManagerHandle")
+
+
+class _Linked(Protocol):
+    """A handle that keeps its :class:`Server` as ``_server`` (an attribute or a property)."""
+
+    @property
+    def _server(self) -> Server: ...
+
+
+class ManagerHandle(Closable):
+    """What every Manager way has beyond its protocol: ``address``, ``authkey``, ``connect()``.
+
+    Its constructor takes ``address=None`` (a private Unix socket) or
+    ``(host, port)`` (TCP there; port 0 picks a free one), and
+    ``authkey=None`` (32 random bytes) or the key to use.
+    """
+
+    # A way makes its Server with _serve(), keeps it as _server, and calls
+    # _publish() once its constructor has made it whole.
+
+    def _serve(
+        self,
+        manager_type: type[Any],
+        typeid: str,
+        args: tuple[Any, ...],
+        manager: Any,
+        ctx: Any,
+        address: object,
+        authkey: object,
+    ) -> Server:
+        """This handle's :class:`Server`, named after its class, closing with its error."""
+        return Server(
+            manager_type,
+            typeid,
+            args,
+            what=type(self).__name__,
+            manager=manager,
+            ctx=ctx,
+            closed_error=self._closed_error,
+            address=address,
+            authkey=authkey,
+        )
+
+    @property
+    def address(self: _Linked) -> Address:
+        """Where the server listens: ``(host, port)`` over TCP, else a socket's path."""
+        return self._server.address
+
+    @property
+    def authkey(self: _Linked) -> bytes:
+        """The key a process must hold to reach the server (see :meth:`connect`)."""
+        return self._server.authkey
+
+    def _publish(self: _Linked) -> None:
+        self._server.publish(self)
+
+    @classmethod
+    def connect(cls: type[Handle], address: Address, authkey: bytes) -> Handle:
+        """A handle to the state of the server at ``address``, from any process.
+
+        ``address`` and ``authkey`` are the creator's :attr:`address` and
+        :attr:`authkey` (a socket's path reaches a server on this host
+        only). The server must be one that a handle of this class started (not a
+        manager passed as ``manager=``: that raises ``LookupError``). The
+        new handle is not the creator: its ``close()`` detaches it alone, and
+        once the creator has closed, its calls raise
+        :class:`~shmref.lifecycle.OwnerGone`. A wrong key raises
+        ``multiprocessing.AuthenticationError``.
+        """
+        link, handle_type, state = Server.connect(
+            address, authkey, cls.__name__, cls._closed_error
+        )
+        if handle_type is not cls:
+            link.close()
+            raise TypeError(f"{address!r} serves a {handle_type.__name__}, not a {cls.__name__}")
+        handle = cls.__new__(cls)
+        handle.__setstate__(state)  # type: ignore[attr-defined]
+        return handle

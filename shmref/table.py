@@ -54,7 +54,7 @@ from shmref.lifecycle import (
 )
 from shmref.owner import Owner
 from shmref.segment import attach, create, release
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, Server, register_state
 
 __all__ = [
     "DEFAULT_CAPACITY",
@@ -1035,10 +1035,10 @@ class DictManager(SyncManager):
     """
 
 
-DictManager.register("Table", _Table)
+register_state(DictManager, "Table", _Table)
 
 
-class ManagerDict(_Remote):
+class ManagerDict(_Remote, ManagerHandle):
     """A ``dict`` in a Manager server; every call is one round trip.
 
     The server runs each call, ``update`` included: its ``fn`` runs there,
@@ -1070,12 +1070,15 @@ class ManagerDict(_Remote):
         manager: DictManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         timeout = seconds(timeout)
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         args = (capacity, value_size, timeout)
-        server = Server(DictManager, "Table", args, what="ManagerDict", manager=manager, ctx=ctx)
+        server = self._serve(DictManager, "Table", args, manager, ctx, address, authkey)
         super().__init__(server, key_size, value_size)
+        self._publish()
 
     @property
     def _server(self) -> Server:

@@ -66,7 +66,7 @@ from shmref.lifecycle import (
     unpickled,
 )
 from shmref.owner import Owner
-from shmref.server import Served, Server
+from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -564,10 +564,10 @@ class ValueManager(BaseManager):
     """A manager whose server holds values: pass a started one as ``ManagerValue(manager=...)``."""
 
 
-ValueManager.register("Value", _ValueState)
+register_state(ValueManager, "Value", _ValueState)
 
 
-class ManagerValue(Closable, Generic[T]):
+class ManagerValue(ManagerHandle, Generic[T]):
     """A value living in a Manager server; every call is one round trip.
 
     ``set`` and ``update`` run in the server under a lock held only by calls
@@ -597,19 +597,17 @@ class ManagerValue(Closable, Generic[T]):
         manager: ValueManager | None = None,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        address: tuple[str, int] | None = None,
+        authkey: bytes | None = None,
     ) -> None:
         initial = _initial(ctype, value)
         timeout = seconds(timeout)
         self.ctype = ctype
         self._check = _checker_for(ctype)
-        self._server = Server(
-            ValueManager,
-            "Value",
-            (ctype, initial, timeout),
-            what="ManagerValue",
-            manager=manager,
-            ctx=ctx,
+        self._server = self._serve(
+            ValueManager, "Value", (ctype, initial, timeout), manager, ctx, address, authkey
         )
+        self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
         self._check_open()
