@@ -30,11 +30,21 @@ from __future__ import annotations
 import os
 import pickle
 import secrets
+import socket
 import threading
 from multiprocessing.managers import BaseManager, RebuildProxy  # type: ignore[attr-defined]
 from typing import Any, Protocol, TypeVar
 
-from shmref.lifecycle import Closable, Lifeline, OwnerGone, context, lifeline, run
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    Closable,
+    Lifeline,
+    OwnerGone,
+    context,
+    lifeline,
+    run,
+    seconds,
+)
 
 #: Where a server listens: a Unix socket's path, or a TCP ``(host, port)``.
 Address = str | tuple[str, int]
@@ -105,6 +115,25 @@ class _Client(BaseManager):
 
 
 _Client.register(ROOT)
+
+
+def _reach(address: tuple[str, int], timeout: float | None, what: str) -> None:
+    """Raise :class:`OwnerGone` unless ``address`` takes a TCP connection within ``timeout``.
+
+    ``multiprocessing.connection.Client`` connects with no timeout of its
+    own: to a host that drops packets it waits for the kernel to give up
+    (about two minutes on Linux). A connection of our own, closed at once,
+    tells first; the server takes it as a client that left before its
+    challenge, and goes on serving.
+    """
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except TimeoutError:
+        raise OwnerGone(
+            f"no Manager server of {what} answered at {address!r} within {timeout} s"
+        ) from None
+    except OSError as error:
+        raise OwnerGone(f"no Manager server of {what} at {address!r}: {error}") from None
 
 
 class _LinkPlaceholder:
@@ -231,17 +260,28 @@ class Server:
 
     @classmethod
     def connect(
-        cls, address: object, authkey: object, what: str, closed_error: type[ValueError]
+        cls,
+        address: object,
+        authkey: object,
+        what: str,
+        closed_error: type[ValueError],
+        timeout: object = DEFAULT_TIMEOUT,
     ) -> tuple[Server, type[Any], dict[str, Any]]:
         """A new link to the state published at ``address``, not its creator.
 
         Returns the link, the published handle's type and its state for
         ``__setstate__``, the link in it. A wrong key raises
-        ``multiprocessing.AuthenticationError``.
+        ``multiprocessing.AuthenticationError``; a TCP address that does not
+        take a connection within ``timeout`` seconds raises
+        :class:`~shmref.lifecycle.OwnerGone`.
         """
         if not isinstance(address, str):
             address = _address(address)
-        client = _Client(address=address, authkey=_key(authkey))
+        key = _key(authkey)
+        wait = seconds(timeout)
+        if isinstance(address, tuple):
+            _reach(address, wait, what)
+        client = _Client(address=address, authkey=key)
         client.connect()
         link = cls.__new__(cls)
         link._attach(getattr(client, ROOT)(), what, closed_error)
@@ -441,7 +481,12 @@ class ManagerHandle(Closable):
         self._server.publish(self)
 
     @classmethod
-    def connect(cls: type[Handle], address: Address, authkey: bytes) -> Handle:
+    def connect(
+        cls: type[Handle],
+        address: Address,
+        authkey: bytes,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> Handle:
         """A handle to the state of the server at ``address``, from any process.
 
         ``address`` and ``authkey`` are the creator's :attr:`address` and
@@ -451,10 +496,14 @@ class ManagerHandle(Closable):
         new handle is not the creator: its ``close()`` detaches it alone, and
         once the creator has closed, its calls raise
         :class:`~shmref.lifecycle.OwnerGone`. A wrong key raises
-        ``multiprocessing.AuthenticationError``.
+        ``multiprocessing.AuthenticationError``. A TCP ``address`` that takes
+        no connection within ``timeout`` seconds (a host down, a port
+        filtered) raises :class:`~shmref.lifecycle.OwnerGone`; past the
+        connection, the standard library's client waits as long as the
+        server takes to answer its challenge.
         """
         link, handle_type, state = Server.connect(
-            address, authkey, cls.__name__, cls._closed_error
+            address, authkey, cls.__name__, cls._closed_error, timeout
         )
         if handle_type is not cls:
             link.close()

@@ -13,9 +13,11 @@ import ctypes
 import multiprocessing
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.context import BaseContext
@@ -298,6 +300,41 @@ def test_connect_to_a_shared_manager_is_refused(ctx: BaseContext) -> None:
             assert counter.get() == 1
     finally:
         manager.shutdown()
+
+
+def test_connect_gives_up_at_its_timeout_where_nothing_takes_the_connection() -> None:
+    # A host that drops packets, played by a listener whose queue is full:
+    # the kernel neither accepts nor refuses a new connection, it retries.
+    # Without a timeout of connect()'s own, the standard library's client
+    # would wait for the kernel to give up, about two minutes.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        queued = []
+        try:
+            while True:  # until one connection is neither taken nor refused
+                knock = socket.socket()
+                queued.append(knock)
+                knock.settimeout(0.2)
+                try:
+                    knock.connect(listener.getsockname())
+                except TimeoutError:
+                    break
+            began = time.monotonic()
+            with pytest.raises(OwnerGone, match=r"within 0\.5 s"):
+                ManagerCounter.connect(listener.getsockname(), b"key", timeout=0.5)
+            assert time.monotonic() - began < 0.5 + JOIN
+        finally:
+            for knock in queued:
+                knock.close()
+
+
+def test_connect_to_a_closed_port_raises_owner_gone() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = unused.getsockname()  # bound, not listening: refused
+        with pytest.raises(OwnerGone, match="Connection refused"):
+            ManagerCounter.connect(address, b"key", timeout=5)
 
 
 @pytest.mark.parametrize(
