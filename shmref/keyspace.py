@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -53,6 +54,7 @@ def _redis() -> Any:
     try:
         import redis
         import redis.backoff
+        import redis.connection
         import redis.retry
     except ImportError as error:
         raise ImportError(
@@ -130,11 +132,15 @@ class Keyspace:
     all, and they make prefixes distinct: ``{a}:`` is never the start of
     ``{a:b}:``'s keys.
 
-    One connection pool per handle and process, made anew in a forked
-    child (redis-py's pools are not fork-safe: a child must not write on
-    its parent's socket). Pickling sends the address and the name, never
-    the connection and never the right to delete: a child's
-    :meth:`close` only disconnects.
+    Each thread of each process has a connection of its own (so that
+    calls from several threads never share one socket), opened on its
+    first call. redis-py's connection pool is not used: an interrupt
+    (``KeyboardInterrupt``) inside it can leak a connection or leave one
+    half open for the next call, and it is not fork-safe. Here a connection
+    that a call leaves in any state but a whole answer is dropped, and the
+    next call opens a new one; a forked child starts with none. Pickling
+    sends the address and the name, never a connection and never the right
+    to delete: only the creator's :meth:`close` deletes the keys.
     """
 
     def __init__(
@@ -147,6 +153,7 @@ class Keyspace:
         *,
         creator: bool,
     ) -> None:
+        redis = _redis()
         self.url = url
         self.name = name
         self.timeout = timeout
@@ -154,7 +161,20 @@ class Keyspace:
         self.closed_error = closed_error
         self.closed = False
         self._creator = os.getpid() if creator else None
-        self._client = self._connect()
+        options = redis.connection.parse_url(url)
+        self._connection_class = options.pop("connection_class", redis.Connection)
+        wait = None if timeout is None else max(timeout, _SHORTEST)
+        self._options = {
+            **options,
+            "socket_timeout": wait,
+            "socket_connect_timeout": wait,
+            # No retries: a request that timed out may have run, and running
+            # it again would apply an add twice. A lost request is the
+            # caller's to see (TimeoutError, OwnerGone), as in the other ways.
+            "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+        }
+        self._local = threading.local()
+        self._open: set[Any] = set()  # every thread's, for close() to shut down
         reset_after_fork(self)
 
     @classmethod
@@ -176,25 +196,36 @@ class Keyspace:
         checked = seconds(timeout)
         return cls(url, _name(name), checked, what, closed_error, creator=creator)
 
-    def _connect(self) -> Any:
-        redis = _redis()
-        wait = None if self.timeout is None else max(self.timeout, _SHORTEST)
-        return redis.Redis.from_url(
-            self.url,
-            socket_timeout=wait,
-            socket_connect_timeout=wait,
-            # No retries: a request that timed out may have run, and running
-            # it again would apply an add twice. A lost request is the
-            # caller's to see (TimeoutError, OwnerGone), as in the other ways.
-            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
-        )
-
     def _after_fork(self) -> None:
-        # The parent's connections are the parent's: dropped unclosed (redis-py
-        # shuts a socket down only in the process that opened it).
+        # The parent's connections are the parent's: dropped, not closed
+        # (redis-py shuts a socket down only in the process that opened it).
         self._creator = None
-        if not self.closed:
-            self._client = self._connect()
+        self._local = threading.local()
+        self._open = set()
+
+    def command(self, *command: str | bytes | int | float) -> Any:
+        """One command on this thread's connection, and its reply, in redis-py's terms.
+
+        Raises redis-py's exceptions (:meth:`run` says what they mean).
+        """
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connection_class(**self._options)
+            self._local.connection = connection
+            self._open.add(connection)
+        try:
+            connection.send_command(*command)
+            return connection.read_response()
+        except _redis().exceptions.ResponseError:
+            raise  # the server answered: the connection is in step
+        except BaseException:
+            # Half a request sent, or a reply left unread (an interrupt, a
+            # timeout, a server gone): kept, the connection would give the
+            # next call this one's reply.
+            self._local.connection = None
+            self._open.discard(connection)
+            connection.disconnect()
+            raise
 
     def __getstate__(self) -> dict[str, Any]:
         return {
@@ -244,7 +275,6 @@ class Keyspace:
         unreachable raises ``OwnerGone``, one that does not answer in time
         ``TimeoutError``, a closed handle the closed error.
         """
-        client = self._client
         if self.closed:
             raise self.closed_error(f"{self.what} is closed")
         keys = [self.meta, *map(self.key, parts)]
@@ -252,9 +282,9 @@ class Keyspace:
         failure: BaseException | None = None
         try:
             try:
-                return client.evalsha(script.sha, len(keys), *keys, *args)
+                return self.command("EVALSHA", script.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:  # nothing ran: load it, once per server
-                return client.eval(script.source, len(keys), *keys, *args)
+                return self.command("EVAL", script.source, len(keys), *keys, *args)
         except redis.exceptions.ResponseError as error:
             code, _, text = str(error).partition(" ")
             if refusals is not None and code in refusals:
@@ -267,6 +297,12 @@ class Keyspace:
                 raise
         except redis.exceptions.RedisError as error:
             failure = self._translated(error)
+        except Exception:
+            # close() in another thread took the connection from under this
+            # call: redis-py then fails in its own ways (AttributeError).
+            if not self.closed:
+                raise
+            failure = self.closed_error(f"{self.what} is closed")
         raise failure
 
     def _translated(self, error: BaseException) -> BaseException:
@@ -320,19 +356,16 @@ class Keyspace:
         Other handles' next calls then raise ``OwnerGone`` (their scripts
         find no meta key) instead of writing keys nobody would delete.
         """
-        client = self._client
         redis = _redis()
         try:
-            client.delete(self.meta)
-            pattern = self.key("*")
-            batch = []
-            for key in client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 1000:
-                    client.unlink(*batch)
-                    batch.clear()
-            if batch:
-                client.unlink(*batch)
+            self.command("DEL", self.meta)
+            cursor = b"0"
+            while True:
+                cursor, keys = self.command("SCAN", cursor, "MATCH", self.key("*"), "COUNT", 1000)
+                if keys:
+                    self.command("UNLINK", *keys)
+                if cursor in (b"0", 0, "0"):
+                    break
         except redis.exceptions.RedisError as error:
             raise self._translated(error) from None
 
@@ -361,7 +394,9 @@ class Keyspace:
         socket is shut down under it.
         """
         self.closed = True
-        self._client.close()
+        for connection in list(self._open):
+            connection.disconnect()
+        self._open.clear()
 
 
 Handle = TypeVar("Handle", bound="RedisHandle")

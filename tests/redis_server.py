@@ -39,6 +39,7 @@ import tempfile
 import time
 import unittest
 from pathlib import Path
+from typing import Any
 
 #: The variable that names the server to use; set by :func:`url` for children.
 ENV = "SHMREF_TEST_REDIS_URL"
@@ -200,6 +201,15 @@ def url() -> str:
         os.environ[ENV] = _shared.url
         atexit.register(stop)
     return _shared.url
+
+
+def home(way: str, ctx: Any) -> dict[str, Any]:
+    """The keyword that says where a way's state lives, for a ways module's ``make``.
+
+    ``url=`` (this process's test server) for a Redis way, whose name starts
+    with ``redis``; ``ctx=`` (the start method's context) for the others.
+    """
+    return {"url": url()} if way.startswith("redis") else {"ctx": ctx}
 
 
 def stop() -> None:

@@ -32,10 +32,12 @@ from shmref.counter import (
     CtypesCounter,
     ManagerCounter,
     QueueCounter,
+    RedisCounter,
     SlotCounter,
     UnsafeCounter,
     add_worker,
 )
+from tests import redis_server
 from tests.conftest import JOIN, contract, run_children
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
@@ -54,6 +56,7 @@ FACTORIES: dict[str, Callable[..., Counter]] = {
     "queue": lambda ctx, **kw: QueueCounter(ctx=ctx, **kw),
     "queue-batched": lambda ctx, **kw: QueueCounter(batch=64, ctx=ctx, **kw),
     "manager": lambda ctx, **kw: ManagerCounter(ctx=ctx, **kw),
+    "redis": lambda ctx, **kw: RedisCounter(url=redis_server.url(), **kw),
 }
 QUEUE_WAYS = ("queue", "queue-batched")
 
