@@ -399,7 +399,7 @@ class Keyspace:
         self._open.clear()
 
 
-Handle = TypeVar("Handle", bound="RedisHandle")
+Attached = TypeVar("Attached", bound="RedisHandle")
 
 
 class RedisHandle(Closable):
@@ -467,8 +467,8 @@ class RedisHandle(Closable):
 
     @classmethod
     def connect(
-        cls: type[Handle], url: str, name: str, *, timeout: float | None = DEFAULT_TIMEOUT
-    ) -> Handle:
+        cls: type[Attached], url: str, name: str, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> Attached:
         """A handle to the state named ``name`` at ``url``, from any process.
 
         ``url`` and ``name`` are the creator's :attr:`url` and :attr:`name`.
