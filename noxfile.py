@@ -57,8 +57,10 @@ def tests(session: nox.Session) -> None:
     waiting for processes);
     ``nox -s tests -- ARGS`` passes ARGS to pytest instead.
     """
-    # numpy is optional for shmref; the standalone tests hide it to check that.
-    session.install("-e", ".[test,numpy]")
+    # numpy and redis are optional for shmref; the standalone tests hide them
+    # to check that. The Redis ways' tests also need redis-server on PATH
+    # (.ci/run installs it), and skip without it.
+    session.install("-e", ".[test,numpy,redis]")
     env = {}
     args = list(session.posargs)
     if not args:
@@ -164,7 +166,7 @@ def stress(session: nox.Session) -> None:
 
     ``nox -s stress -- counter --processes 32 --seconds 5`` narrows or widens it.
     """
-    session.install("-e", ".")
+    session.install("-e", ".[redis]")
     session.run("python", "-m", "tests.stress", *session.posargs)
 
 
@@ -191,5 +193,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PINNED)
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy."""
-    session.install("mypy", "numpy")
+    session.install("mypy", "numpy", "redis")
     session.run("mypy")

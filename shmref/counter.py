@@ -1,4 +1,4 @@
-"""A shared integer counter, three ways.
+"""A shared integer counter, four ways.
 
 Every class here implements :class:`Counter`: ``add(n=1)``, ``get()``,
 ``close()`` and the context-manager protocol, for a signed 64-bit total.
@@ -8,7 +8,9 @@ Every class here implements :class:`Counter`: ``add(n=1)``, ``get()``,
 * message passing: :class:`QueueCounter` (an owner process applies the
   messages that writers put on a ``multiprocessing.Queue``);
 * a Manager server: :class:`ManagerCounter` (``add`` runs in the server, one
-  round trip per call).
+  round trip per call);
+* a Redis server: :class:`RedisCounter` (``add`` is one ``INCRBY``, reachable
+  from any host that can reach the server).
 
 :class:`NaiveManagerCounter` and :class:`UnsafeCounter` are the patterns
 people write by hand, kept to measure and to show what goes wrong.
@@ -17,7 +19,8 @@ Objects pass to child processes as ``Process`` arguments under every start
 method. The process that creates a counter owns it: its ``close()`` releases
 the owner process or server; ``close()`` in another process only detaches
 that process's handle. This module imports only the standard library: copy it
-alone into a project and it works.
+alone into a project and it works (:class:`RedisCounter` imports the ``redis``
+package when one is made).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from multiprocessing.managers import BaseManager, SyncManager
 from typing import Any, Protocol, runtime_checkable
 
 from shmref.holder import Holder
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
@@ -54,6 +58,7 @@ __all__ = [
     "ManagerCounter",
     "NaiveManagerCounter",
     "QueueCounter",
+    "RedisCounter",
     "SlotCounter",
     "UnsafeCounter",
     "add_worker",
@@ -563,6 +568,98 @@ class ManagerCounter(ManagerHandle):
 
     def _release(self) -> None:
         self._server.close()
+
+
+# KEYS[2] is the total; ARGV the increments of one add, all of one sign.
+# The total leaves the 64-bit range at the first increment that would take
+# it out (Redis refuses that INCRBY and changes nothing): then the others
+# are undone, so the add happens whole or not at all.
+_REDIS_ADD = Script(
+    """
+local before = redis.call('GET', KEYS[2])
+for i = 1, #ARGV do
+  local total = redis.pcall('INCRBY', KEYS[2], ARGV[i])
+  if type(total) == 'table' then
+    redis.call('SET', KEYS[2], before)
+    if string.find(total.err, 'overflow') then
+      return redis.error_reply('OVERFLOW ' .. before)
+    end
+    return total
+  end
+end
+return 0
+"""
+)
+
+_REDIS_GET = Script("return redis.call('GET', KEYS[2])")
+
+
+def _int64_pieces(n: int) -> list[int] | None:
+    """``n`` as int64 increments of its sign (``INCRBY`` takes no other); None past 2**64.
+
+    The partial sums lie between 0 and ``n``: if the total before and after
+    the add are both in the 64-bit range, so is every total in between, and
+    the pieces give the same answer as one add of ``n`` would. No total
+    can take an ``n`` of 2**64 or more.
+    """
+    if INT64_MIN <= n <= INT64_MAX:
+        return [n]
+    if abs(n) >= 2**64:
+        return None
+    step = INT64_MAX if n > 0 else -INT64_MAX
+    pieces = [step] * (abs(n) // INT64_MAX)
+    if abs(n) % INT64_MAX:
+        pieces.append(n - sum(pieces))
+    return pieces
+
+
+class RedisCounter(RedisHandle):
+    """A total in a Redis server; every call is one round trip to it.
+
+    ``add`` is an ``INCRBY`` run by a Lua script, so it is atomic on the
+    server, refuses a total outside the signed 64-bit range
+    (``OverflowError``, the total unchanged), and ``get`` sees every ``add``
+    that has returned, in any process on any host. Other processes attach
+    with :meth:`connect` (``url`` and ``name``) or get the counter as a
+    ``Process`` argument; the creator's ``close()`` deletes its keys. A
+    server that is gone raises :class:`~shmref.lifecycle.OwnerGone`; one
+    that does not answer within ``timeout`` seconds, ``TimeoutError``.
+
+    Needs a running Redis server (``url``, default a local one) and the
+    ``redis`` package (``pip install shmref[redis]``).
+
+    Part of the contract it cannot keep: a creator killed without
+    ``close()`` leaves its keys on the server.
+    """
+
+    def __init__(
+        self,
+        value: int = 0,
+        *,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._create(url, name, timeout, initial={"total": _initial(value)})
+
+    def add(self, n: int = 1) -> None:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        if n.__class__ is not int:
+            n = _increment(n)
+        pieces = _int64_pieces(n)
+        if pieces is None:
+            raise _overflow(self.get(), n)
+        keyspace.run(
+            _REDIS_ADD, ("total",), pieces, {"OVERFLOW": lambda total: _overflow(int(total), n)}
+        )
+
+    def get(self) -> int:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        return int(keyspace.run(_REDIS_GET, ("total",)))
 
 
 class NaiveManagerCounter(Closable):

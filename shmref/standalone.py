@@ -2,12 +2,13 @@
 
 Like SQLite's amalgamation: shmref is developed as a package whose shared
 machinery (:mod:`shmref.lifecycle`, :mod:`shmref.owner`,
-:mod:`shmref.server`, :mod:`shmref.segment`) exists once, and the file a
-user copies is generated from it. The generated file holds the machinery the
-primitive imports, then the primitive's module, with the imports between
-them removed and the standard-library imports gathered at the top. It
-imports nothing from shmref. Never edit it: fix the package and generate it
-again.
+:mod:`shmref.server`, :mod:`shmref.keyspace`, :mod:`shmref.segment`) exists
+once, and the file a user copies is generated from it. The generated file
+holds the machinery the primitive imports, then the primitive's module, with
+the imports between them removed and the standard-library imports gathered
+at the top. It imports nothing from shmref, and nothing outside the standard
+library until a Redis way is made (``redis``, imported inside a function).
+Never edit it: fix the package and generate it again.
 
 NAME is a primitive module (``counter``, ``value``, ``arrays``,
 ``metrics``, ``locks``, ``table``, ``channel``). ``-o FILE`` writes there
@@ -30,7 +31,7 @@ PACKAGE = Path(__file__).resolve().parent
 PRIMITIVES = ("counter", "value", "arrays", "metrics", "locks", "table", "channel")
 
 #: The shared machinery, each module after the ones it imports.
-MACHINERY = ("lifecycle", "holder", "wakeup", "owner", "server", "segment")
+MACHINERY = ("lifecycle", "holder", "wakeup", "owner", "server", "keyspace", "segment")
 
 
 class _Module:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests import redis_server
 from tests.leaks import (
     check_tracker_log,
     collect_worker_log,
@@ -18,7 +19,7 @@ from tests.leaks import (
     start_tracker_log,
 )
 
-__all__ = ["JOIN", "START_METHODS", "contract", "no_leaks", "run_children"]
+__all__ = ["JOIN", "START_METHODS", "contract", "no_leaks", "redis_url", "run_children"]
 
 #: Seconds to wait for a child to finish; pytest-timeout is the backstop.
 JOIN = 60.0
@@ -48,7 +49,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    redis_server.stop()
     check_tracker_log(session)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of this session's Redis server (tests/redis_server.py), started on first use.
+
+    One server per pytest process (each pytest-xdist worker starts its own);
+    the test skips, saying what to install, where none can run.
+    """
+    return redis_server.url()
 
 
 @pytest.hookimpl(optionalhook=True)

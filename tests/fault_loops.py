@@ -18,12 +18,19 @@ from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray
 from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel
-from shmref.counter import CtypesCounter, ManagerCounter, QueueCounter, SlotCounter
+from shmref.counter import (
+    CtypesCounter,
+    ManagerCounter,
+    QueueCounter,
+    RedisCounter,
+    SlotCounter,
+)
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
 from shmref.server import Server
 from shmref.table import CtypesDict, ManagerDict, QueueDict
 from shmref.value import CtypesValue, ManagerValue, QueueValue
+from tests import redis_server
 
 #: The timeout of every handle made here.
 TIMEOUT = 3.0
@@ -280,6 +287,15 @@ LOOPS: dict[str, Loop] = {
         )
         for sync in ("seqlock", "lock")
     },
+    # A Redis server applies a request whole or not at all, and a killed
+    # client's socket is closed by the kernel: nothing of it is left to hold.
+    "counter-redis": Loop(
+        lambda ctx: RedisCounter(url=redis_server.url(), timeout=TIMEOUT),
+        lambda counter: {counter.get()},
+        lambda counter, n: counter.add(n - counter.get()),
+        locks=lambda counter: [],
+        cut=None,
+    ),
     **_remote_loops("queue"),
     **_remote_loops("manager"),
     **_channel_loops(),

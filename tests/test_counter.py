@@ -15,10 +15,13 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,10 +35,12 @@ from shmref.counter import (
     CtypesCounter,
     ManagerCounter,
     QueueCounter,
+    RedisCounter,
     SlotCounter,
     UnsafeCounter,
     add_worker,
 )
+from tests import redis_server
 from tests.conftest import JOIN, contract, run_children
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
@@ -54,6 +59,7 @@ FACTORIES: dict[str, Callable[..., Counter]] = {
     "queue": lambda ctx, **kw: QueueCounter(ctx=ctx, **kw),
     "queue-batched": lambda ctx, **kw: QueueCounter(batch=64, ctx=ctx, **kw),
     "manager": lambda ctx, **kw: ManagerCounter(ctx=ctx, **kw),
+    "redis": lambda ctx, **kw: RedisCounter(url=redis_server.url(), **kw),
 }
 QUEUE_WAYS = ("queue", "queue-batched")
 
@@ -427,3 +433,33 @@ def test_manager_counters_share_a_manager(ctx: BaseContext) -> None:
             assert c.get() == 1
     finally:
         manager.shutdown()
+
+
+# RedisCounter from anywhere: an interpreter that did not create it connect()s.
+
+#: Adds ``argv[1]`` times to the RedisCounter named by SHMREF_COUNTER (url, name).
+CONNECTED_ADDS = """
+import os, sys
+from shmref.counter import RedisCounter
+url, name = os.environ["SHMREF_COUNTER"].split(" ")
+with RedisCounter.connect(url, name, timeout=60) as counter:
+    for _ in range(int(sys.argv[1])):
+        counter.add()
+"""
+
+
+def test_redis_totals_from_spawned_children_and_a_connected_interpreter(redis_url: str) -> None:
+    n = 5000
+    ctx = multiprocessing.get_context("spawn")
+    with RedisCounter(url=redis_url) as counter:
+        # The URL holds the password: in the environment, not on a command line.
+        other = subprocess.Popen(
+            [sys.executable, "-c", CONNECTED_ADDS, str(n)],
+            cwd=Path(__file__).parent.parent,
+            env={**os.environ, "SHMREF_COUNTER": f"{counter.url} {counter.name}"},
+        )
+        try:
+            run_children(ctx, add_worker, counter, n, count=2)
+        finally:
+            assert other.wait(JOIN) == 0
+        assert counter.get() == 3 * n

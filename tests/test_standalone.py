@@ -63,6 +63,11 @@ if __name__ == "__main__":
             for worker in workers:
                 worker.join(60)
             print(cls.__name__, [worker.exitcode for worker in workers], c.get())
+    # -S: no site-packages, so no redis package; the Redis way says what to install.
+    try:
+        counter.RedisCounter()
+    except ImportError as error:
+        print("RedisCounter:", str(error).split(": ")[-1])
 """
 
 ARRAYS_SCRIPT = """\
@@ -249,7 +254,8 @@ MODULES = [
         "CtypesCounter [0, 0] 1000\n"
         "SlotCounter [0, 0] 1000\n"
         "QueueCounter [0, 0] 1000\n"
-        "ManagerCounter [0, 0] 1000\n",
+        "ManagerCounter [0, 0] 1000\n"
+        "RedisCounter: pip install shmref[redis]\n",
     ),
     Standalone(
         "arrays",
@@ -328,7 +334,7 @@ def test_every_primitive_is_run_alone() -> None:
 
 
 #: Optional imports a standalone file may make, each guarded where it is used.
-OPTIONAL = {"numpy"}
+OPTIONAL = {"numpy", "redis"}
 
 
 @pytest.mark.parametrize("name", PRIMITIVES)

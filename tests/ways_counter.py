@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shmref import counter
+from tests.redis_server import home
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
@@ -14,12 +15,13 @@ WAYS: dict[str, Callable[..., Any]] = {
     "slot": counter.SlotCounter,
     "queue": counter.QueueCounter,
     "manager": counter.ManagerCounter,
+    "redis": counter.RedisCounter,
 }
 
 
 def make(way: str, ctx: Any, timeout: float | None) -> Any:
     """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
-    return WAYS[way](ctx=ctx, timeout=timeout)
+    return WAYS[way](**home(way, ctx), timeout=timeout)
 
 
 #: Every public call, with valid arguments.
@@ -42,7 +44,8 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     other than the one that called ``stall``.
 
     None where no call of the way can block (``SlotCounter.add`` takes no lock
-    once its slot is claimed, ``ManagerCounter`` waits on nothing).
+    once its slot is claimed, ``ManagerCounter`` and ``RedisCounter`` wait on
+    nothing but their server).
     """
     if way == "ctypes":
         if hold:
