@@ -323,7 +323,7 @@ class Keyspace:
             return OwnerGone(f"the Redis server of {self.what} at {where} is gone ({error})")
         return error
 
-    def create(self, description: Mapping[str, Any], initial: Mapping[str, str | int]) -> None:
+    def create(self, description: Mapping[str, Any], initial: Mapping[str, str | bytes | int]) -> None:
         """Make the state: its meta key (``description``, JSON) and string keys ``initial``.
 
         Atomic: the state exists whole or not at all. A name in use raises
@@ -428,7 +428,7 @@ class RedisHandle(Closable):
         name: object,
         timeout: object,
         description: Mapping[str, Any] | None = None,
-        initial: Mapping[str, str | int] | None = None,
+        initial: Mapping[str, str | bytes | int] | None = None,
     ) -> None:
         """Make this handle's state on the server (see :meth:`Keyspace.create`)."""
         keyspace = Keyspace.open(

@@ -29,7 +29,7 @@ from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
 from shmref.server import Server
 from shmref.table import CtypesDict, ManagerDict, QueueDict
-from shmref.value import CtypesValue, ManagerValue, QueueValue
+from shmref.value import CtypesValue, ManagerValue, QueueValue, RedisValue
 from tests import redis_server
 
 #: The timeout of every handle made here.
@@ -294,6 +294,14 @@ LOOPS: dict[str, Loop] = {
         lambda counter: {counter.get()},
         lambda counter, n: counter.add(n - counter.get()),
         locks=lambda counter: [],
+        cut=None,
+    ),
+    # As the counter: each call is one script, applied whole or not at all.
+    "value-redis": Loop(
+        lambda ctx: RedisValue(ctypes.c_int64, 0, url=redis_server.url(), timeout=TIMEOUT),
+        lambda value: {value.get()},
+        lambda value, n: value.set(n),
+        locks=lambda value: [],
         cut=None,
     ),
     **_remote_loops("queue"),
