@@ -16,7 +16,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
-from shmref.arrays import CtypesArray, ManagerArray, QueueArray
+from shmref.arrays import CtypesArray, ManagerArray, QueueArray, RedisArray
 from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel
 from shmref.counter import (
     CtypesCounter,
@@ -302,6 +302,13 @@ LOOPS: dict[str, Loop] = {
         lambda value: {value.get()},
         lambda value, n: value.set(n),
         locks=lambda value: [],
+        cut=None,
+    ),
+    "arrays-redis": Loop(
+        lambda ctx: RedisArray("q", REMOTE_ITEMS, url=redis_server.url(), timeout=TIMEOUT),
+        lambda shared: set(shared.read()),
+        lambda shared, n: shared.write(array.array("q", [n]) * REMOTE_ITEMS),
+        locks=lambda shared: [],
         cut=None,
     ),
     **_remote_loops("queue"),
