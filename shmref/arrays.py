@@ -941,7 +941,8 @@ if stride == size then
   return 1
 end
 for i = 0, #items / size - 1 do
-  redis.call('SETRANGE', KEYS[2], offset + i * stride, string.sub(items, i * size + 1, (i + 1) * size))
+  local item = string.sub(items, i * size + 1, (i + 1) * size)
+  redis.call('SETRANGE', KEYS[2], offset + i * stride, item)
 end
 return 1
 """

@@ -643,6 +643,7 @@ class ManagerValue(ManagerHandle, Generic[T]):
     def _release(self) -> None:
         self._server.close()
 
+
 # The Redis way's keys: KEYS[2] the value as text (:func:`_encoded`),
 # KEYS[3] a version that every store increments, for update's check.
 _REDIS_GET = Script("return redis.call('GET', KEYS[2])")
@@ -771,7 +772,7 @@ class RedisValue(RedisHandle, Generic[T]):
             new = self._check(new)
             stored = _encoded(self.ctype, new)
             if keyspace.run(_REDIS_SWAP, ("value", "version"), (version, stored)):
-                return new  # type: ignore[no-any-return]
+                return new
             if deadline.expired:
                 raise TimeoutError(
                     f"RedisValue.update: the value changed under fn at every try for "

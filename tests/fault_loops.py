@@ -25,7 +25,7 @@ from shmref.counter import (
     RedisCounter,
     SlotCounter,
 )
-from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
+from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics, RedisMetrics
 from shmref.owner import Owner
 from shmref.server import Server
 from shmref.table import CtypesDict, ManagerDict, QueueDict
@@ -309,6 +309,15 @@ LOOPS: dict[str, Loop] = {
         lambda shared: set(shared.read()),
         lambda shared, n: shared.write(array.array("q", [n]) * REMOTE_ITEMS),
         locks=lambda shared: [],
+        cut=None,
+    ),
+    "metrics-redis": Loop(
+        lambda ctx: RedisMetrics(
+            1, ("completed", "errors"), url=redis_server.url(), timeout=TIMEOUT
+        ),
+        lambda board: set(board.snapshot()[0].values()),
+        lambda board, n: board.set(0, completed=n, errors=n),
+        locks=lambda board: [],
         cut=None,
     ),
     **_remote_loops("queue"),
