@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_BYTES",
+    "REDIS_BYTES",
     "SEGMENT_BYTES",
     "TYPECODES",
     "Array",

@@ -109,7 +109,7 @@ _INTEGERS = (ctypes.c_int, ctypes.c_long, ctypes.c_longlong)
 _FLOATS = (ctypes.c_float, ctypes.c_double)
 
 
-def _name(ctype: type[Any]) -> str:
+def _type_name(ctype: type[Any]) -> str:
     for name, known in TYPES.items():
         if known is ctype:
             return name
@@ -229,7 +229,7 @@ def _checker_for(ctype: object) -> Callable[[object], Any]:
 
 
 def _check_slowly(ctype: type[Any], value: object) -> Any:
-    name = _name(_supported(ctype))
+    name = _type_name(_supported(ctype))
     kind = type(value).__name__
     if ctype in _INTEGERS:
         # integer() refuses bool: storing True as 1 is almost always a bug.
@@ -734,7 +734,7 @@ class RedisValue(RedisHandle, Generic[T]):
             url,
             name,
             timeout,
-            description={"ctype": _name(ctype)},
+            description={"ctype": _type_name(ctype)},
             initial={"value": _encoded(ctype, initial), "version": 0},
         )
 

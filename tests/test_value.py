@@ -595,7 +595,7 @@ def test_set_that_returned_is_not_lost_to_a_running_update(
 
 def test_redis_update_runs_fn_again_when_the_value_changed_under_it(redis_url: str) -> None:
     with RedisValue(ctypes.c_longlong, 1, url=redis_url) as value:
-        other = RedisValue.connect(value.url, value.name)
+        other: RedisValue[int] = RedisValue.connect(value.url, value.name)
         seen: list[int] = []
 
         def double(current: int) -> int:  # a closure: fn runs in the caller
@@ -612,7 +612,7 @@ def test_redis_update_runs_fn_again_when_the_value_changed_under_it(redis_url: s
 
 def test_redis_update_gives_up_after_its_timeout(redis_url: str) -> None:
     with RedisValue(ctypes.c_int, 1, url=redis_url, timeout=0.3) as value:
-        other = RedisValue.connect(value.url, value.name)
+        other: RedisValue[int] = RedisValue.connect(value.url, value.name)
         calls = 0
 
         def always_overtaken(current: int) -> int:
