@@ -974,14 +974,10 @@ class RedisArray(_ArrayBase, RedisHandle):
     the other ways, and held little-endian, so hosts of either byte order
     read the same values.
 
-    Other processes attach with :meth:`connect` (``url`` and ``name``) or
-    get the array as a ``Process`` argument; the creator's ``close()``
-    deletes its keys. A server that is gone raises
-    :class:`~shmref.lifecycle.OwnerGone`; one that does not answer within
-    ``timeout`` seconds, ``TimeoutError``. An array holds at most
-    :data:`REDIS_BYTES` (a Redis string's limit): a larger size raises
-    ``ValueError``, as a size past :data:`MAX_BYTES` does. Needs a running
-    Redis server and the ``redis`` package (``pip install shmref[redis]``).
+    Attaching, ``close()``, what it needs and the errors of a server gone
+    or slow are :class:`~shmref.keyspace.RedisHandle`'s.
+    An array holds at most :data:`REDIS_BYTES` (a Redis string's limit): a
+    larger size raises ``ValueError``, as a size past :data:`MAX_BYTES` does.
 
     Part of the contract it cannot keep: ``as_numpy()`` (nothing is shared;
     ``numpy.frombuffer(a.read(), a.typecode)`` makes a copy); and a creator

@@ -776,15 +776,10 @@ class RedisMetrics(_Board, RedisHandle):
     ``OverflowError`` (``HINCRBY`` refuses it) and leaves the row as it
     was. Any process may write any row.
 
-    Other processes attach with :meth:`connect` (``url`` and ``name``) or
-    get the board as a ``Process`` argument; the creator's ``close()``
-    deletes its keys. A server that is gone raises
-    :class:`~shmref.lifecycle.OwnerGone`; one that does not answer within
-    ``timeout`` seconds, ``TimeoutError``. Needs a running Redis server and
-    the ``redis`` package (``pip install shmref[redis]``).
-
-    Part of the contract it cannot keep: a creator killed without
-    ``close()`` leaves its keys on the server.
+    See :class:`~shmref.keyspace.RedisHandle` for ``url``, ``name``,
+    ``connect()``, ``close()``, what it needs, and the errors of a server
+    gone or slow. It cannot keep one part of the contract: a creator killed
+    without ``close()`` leaves its keys on the server.
     """
 
     def __init__(

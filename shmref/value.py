@@ -709,15 +709,10 @@ class RedisValue(RedisHandle, Generic[T]):
     holds nothing. Retries end after ``timeout`` seconds with
     ``TimeoutError``, the value unchanged by that call.
 
-    Other processes attach with :meth:`connect` (``url`` and ``name``) or get
-    the value as a ``Process`` argument; the creator's ``close()`` deletes
-    its keys. A server that is gone raises
-    :class:`~shmref.lifecycle.OwnerGone`; one that does not answer within
-    ``timeout`` seconds, ``TimeoutError``. Needs a running Redis server and
-    the ``redis`` package (``pip install shmref[redis]``).
-
-    Part of the contract it cannot keep: a creator killed without
-    ``close()`` leaves its keys on the server.
+    Attaching, ``close()``, what it needs and its errors when the server is
+    gone or slow: see :class:`~shmref.keyspace.RedisHandle`. A creator
+    killed without ``close()`` leaves its keys on the server: that part of
+    the contract it cannot keep.
     """
 
     def __init__(
