@@ -1,4 +1,4 @@
-"""A fixed-length typed array shared between processes, three ways.
+"""A fixed-length typed array shared between processes, four ways.
 
 Every class here implements :class:`Array`: item and slice access with
 Python's semantics, ``read()``/``readinto()``/``write()`` of the whole array,
@@ -12,9 +12,11 @@ Python's semantics, ``read()``/``readinto()``/``write()`` of the whole array,
 * message passing: :class:`QueueArray` (an owner process holds the data and
   answers requests sent on a ``multiprocessing.Queue``);
 * a Manager server: :class:`ManagerArray` (the data lives in the server, one
-  round trip per call).
+  round trip per call);
+* a Redis server: :class:`RedisArray` (the items are one Redis string, each
+  call one Lua script; reachable from any host that can reach the server).
 
-Every argument is checked in the caller, by code the three ways share, so
+Every argument is checked in the caller, by code the four ways share, so
 the same bad input raises the same exception in each, before anything is
 written or sent. numpy's integer and float scalars count as ints and
 floats; a size larger than :data:`MAX_BYTES` (this machine's memory) is
@@ -27,7 +29,8 @@ detaches that process's handle. This module is named ``arrays`` so that,
 copied alone into a project, it does not shadow the standard ``array``
 module. ``python -m shmref.standalone arrays`` writes it and the shared
 machinery it uses as one file that imports only the standard library (numpy
-is optional).
+is optional; :class:`RedisArray` imports the ``redis`` package when one is
+made).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from multiprocessing.managers import BaseManager
 from typing import TYPE_CHECKING, Any, Protocol, cast, overload, runtime_checkable
 
 from shmref.holder import Holder, RecordedLock
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script
 from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, context, seconds, size
 from shmref.owner import Owner
 from shmref.segment import attach, create, release
@@ -58,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_BYTES",
+    "REDIS_BYTES",
     "SEGMENT_BYTES",
     "TYPECODES",
     "Array",
@@ -65,6 +70,7 @@ __all__ = [
     "CtypesArray",
     "ManagerArray",
     "QueueArray",
+    "RedisArray",
     "fill",
 ]
 
@@ -907,6 +913,144 @@ class ManagerArray(_Remote, ManagerHandle):
     def _server(self) -> Server:
         """The Manager server's link, by the name every Manager way gives it."""
         return cast(Server, self._link)
+
+
+# ---------------------------------------------------------------- Redis
+
+#: The most bytes a :class:`RedisArray` holds: one Redis string's limit.
+REDIS_BYTES = 512 * 2**20
+
+# KEYS[2] is the string of items, little-endian whatever the host (a
+# server may be shared by hosts of both byte orders).
+_REDIS_READ = Script("return redis.call('GET', KEYS[2])")
+_REDIS_WRITE = Script("return redis.call('SET', KEYS[2], ARGV[1])")
+# Bytes ARGV[1] to ARGV[2] (inclusive): the span of an item or a slice.
+_REDIS_RANGE = Script(
+    """
+if tonumber(ARGV[2]) < tonumber(ARGV[1]) then return '' end
+return redis.call('GETRANGE', KEYS[2], ARGV[1], ARGV[2])
+"""
+)
+# ARGV[4]'s items, ARGV[3] bytes each, stored from byte ARGV[1] on, one every
+# ARGV[2] bytes: one SETRANGE for a contiguous slice, one per item otherwise.
+_REDIS_STORE = Script(
+    """
+local offset, stride, size = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local items = ARGV[4]
+if stride == size then
+  if #items > 0 then redis.call('SETRANGE', KEYS[2], offset, items) end
+  return 1
+end
+for i = 0, #items / size - 1 do
+  local item = string.sub(items, i * size + 1, (i + 1) * size)
+  redis.call('SETRANGE', KEYS[2], offset + i * stride, item)
+end
+return 1
+"""
+)
+
+
+def _little(data: Any, code: str) -> bytes:
+    """Items (a bytes-like object, native order) as the server holds them."""
+    if sys.byteorder == "little":
+        return bytes(data)
+    items = array.array(code, bytes(data))
+    items.byteswap()
+    return items.tobytes()
+
+
+_native = _little  # swapping the bytes is its own inverse
+
+
+class RedisArray(_ArrayBase, RedisHandle):
+    """Items in one Redis string; every call is one Lua script, one round trip.
+
+    A script runs alone on the server, so each call is atomic: ``read()``
+    (one ``GET``) and a slice (one ``GETRANGE``) never show part of a
+    concurrent ``write()`` or slice assignment, and they see every write
+    that returned, in any process on any host. An item is ``GETRANGE`` or
+    ``SETRANGE`` of its bytes; a slice with a step is stored item by item
+    inside one script. Items are checked and packed in the caller, as in
+    the other ways, and held little-endian, so hosts of either byte order
+    read the same values.
+
+    Attaching, ``close()``, what it needs and the errors of a server gone
+    or slow are :class:`~shmref.keyspace.RedisHandle`'s.
+    An array holds at most :data:`REDIS_BYTES` (a Redis string's limit): a
+    larger size raises ``ValueError``, as a size past :data:`MAX_BYTES` does.
+
+    Part of the contract it cannot keep: ``as_numpy()`` (nothing is shared;
+    ``numpy.frombuffer(a.read(), a.typecode)`` makes a copy); and a creator
+    killed without ``close()`` leaves its keys on the server.
+    """
+
+    def __init__(
+        self,
+        typecode: str,
+        size_or_initializer: int | Iterable[Item],
+        *,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        code, length, initial = _spec(typecode, size_or_initializer)
+        nbytes = length * _KINDS[code][1]
+        if nbytes > REDIS_BYTES:
+            raise ValueError(
+                f"a RedisArray holds at most {REDIS_BYTES} bytes (a Redis string), "
+                f"not {length} items of {_KINDS[code][1]} bytes"
+            )
+        items = bytes(nbytes) if initial is None else _little(initial, code)
+        self._create(
+            url,
+            name,
+            timeout,
+            description={"typecode": code, "length": length},
+            initial={"items": items},
+        )
+
+    def _adopt(self, description: dict[str, Any]) -> None:
+        super()._adopt(description)
+        self._typecode = description["typecode"]
+        self._length = description["length"]
+        self._itemsize = _KINDS[self._typecode][1]
+
+    def _get(self, key: int | slice) -> Any:
+        size = self._itemsize
+        if isinstance(key, int):
+            first = key * size
+            data = self._keyspace.run(_REDIS_RANGE, ("items",), (first, first + size - 1))
+            return array.array(self._typecode, _native(data, self._typecode))[0]
+        selected = range(self._length)[key]
+        low, high = (min(selected), max(selected)) if selected else (0, -1)
+        data = self._keyspace.run(_REDIS_RANGE, ("items",), (low * size, (high + 1) * size - 1))
+        span = array.array(self._typecode, _native(data, self._typecode))
+        # The span runs from the lowest selected item to the highest: the
+        # step picks the selection out of it, in its order either way.
+        return span[:: selected.step].tolist()
+
+    def _set(self, key: int | slice, payload: Any) -> None:
+        code, size = self._typecode, self._itemsize
+        if isinstance(key, int):
+            items = _little(array.array(code, (payload,)), code)
+            self._keyspace.run(_REDIS_STORE, ("items",), (key * size, size, size, items))
+            return
+        selected = range(self._length)[key]
+        step = selected.step
+        first = min(selected) if selected else 0
+        if step < 0:  # the same stores, from the lowest item up
+            values = array.array(code)
+            values.frombytes(memoryview(payload).cast("B"))
+            values.reverse()
+            payload, step = values, -step
+        stored = _little(payload, code)
+        self._keyspace.run(_REDIS_STORE, ("items",), (first * size, step * size, size, stored))
+
+    def _read(self) -> Any:
+        return _native(self._keyspace.run(_REDIS_READ, ("items",)), self._typecode)
+
+    def _write(self, payload: memoryview) -> None:
+        self._keyspace.run(_REDIS_WRITE, ("items",), (_little(payload, self._typecode),))
 
 
 def fill(shared: Array, value: Item, start: int = 0, stop: int | None = None) -> None:

@@ -33,7 +33,7 @@ from multiprocessing.managers import BaseManager, SyncManager
 from typing import Any, Protocol, runtime_checkable
 
 from shmref.holder import Holder
-from shmref.keyspace import DEFAULT_URL, RedisHandle, Script
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script, int64_pieces
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
@@ -594,25 +594,6 @@ return 0
 _REDIS_GET = Script("return redis.call('GET', KEYS[2])")
 
 
-def _int64_pieces(n: int) -> list[int] | None:
-    """``n`` as int64 increments of its sign (``INCRBY`` takes no other); None past 2**64.
-
-    The partial sums lie between 0 and ``n``: if the total before and after
-    the add are both in the 64-bit range, so is every total in between, and
-    the pieces give the same answer as one add of ``n`` would. No total
-    can take an ``n`` of 2**64 or more.
-    """
-    if INT64_MIN <= n <= INT64_MAX:
-        return [n]
-    if abs(n) >= 2**64:
-        return None
-    step = INT64_MAX if n > 0 else -INT64_MAX
-    pieces = [step] * (abs(n) // INT64_MAX)
-    if abs(n) % INT64_MAX:
-        pieces.append(n - sum(pieces))
-    return pieces
-
-
 class RedisCounter(RedisHandle):
     """A total in a Redis server; every call is one round trip to it.
 
@@ -648,7 +629,7 @@ class RedisCounter(RedisHandle):
             self._refuse()
         if n.__class__ is not int:
             n = _increment(n)
-        pieces = _int64_pieces(n)
+        pieces = int64_pieces(n)
         if pieces is None:
             raise _overflow(self.get(), n)
         keyspace.run(

@@ -35,7 +35,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from shmref.lifecycle import DEFAULT_TIMEOUT, Closable, OwnerGone, reset_after_fork, seconds
+from shmref.lifecycle import (
+    DEFAULT_TIMEOUT,
+    INT64_MAX,
+    INT64_MIN,
+    Closable,
+    OwnerGone,
+    reset_after_fork,
+    seconds,
+)
 
 #: The server a Redis way uses unless told otherwise: a local one, database 0.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -84,6 +92,25 @@ class Script:
         )
         self.source = (prologue if checked else "") + body
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+def int64_pieces(n: int) -> list[int] | None:
+    """``n`` as int64 increments of its sign (all ``(H)INCRBY`` takes); None past 2**64.
+
+    The partial sums lie between 0 and ``n``: if the total before and after
+    the add are both in the 64-bit range, so is every total in between, and
+    the pieces give the same answer as one add of ``n`` would. No total
+    can take an ``n`` of 2**64 or more.
+    """
+    if INT64_MIN <= n <= INT64_MAX:
+        return [n]
+    if abs(n) >= 2**64:
+        return None
+    step = INT64_MAX if n > 0 else -INT64_MAX
+    pieces = [step] * (abs(n) // INT64_MAX)
+    if abs(n) % INT64_MAX:
+        pieces.append(n - sum(pieces))
+    return pieces
 
 
 # The meta key holds the handle's description (JSON): its class, and what a
@@ -323,7 +350,9 @@ class Keyspace:
             return OwnerGone(f"the Redis server of {self.what} at {where} is gone ({error})")
         return error
 
-    def create(self, description: Mapping[str, Any], initial: Mapping[str, str | int]) -> None:
+    def create(
+        self, description: Mapping[str, Any], initial: Mapping[str, str | bytes | int]
+    ) -> None:
         """Make the state: its meta key (``description``, JSON) and string keys ``initial``.
 
         Atomic: the state exists whole or not at all. A name in use raises
@@ -428,7 +457,7 @@ class RedisHandle(Closable):
         name: object,
         timeout: object,
         description: Mapping[str, Any] | None = None,
-        initial: Mapping[str, str | int] | None = None,
+        initial: Mapping[str, str | bytes | int] | None = None,
     ) -> None:
         """Make this handle's state on the server (see :meth:`Keyspace.create`)."""
         keyspace = Keyspace.open(

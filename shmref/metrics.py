@@ -1,4 +1,4 @@
-"""A metrics board: N workers x named integer fields, three ways.
+"""A metrics board: N workers x named integer fields, four ways.
 
 Every class here implements :class:`MetricsBoard`. Worker ``i`` updates its
 own row with ``add(i, completed=1)`` or ``set(i, throughput=120)`` (several
@@ -11,19 +11,22 @@ fields in one call change together); a monitor reads every row with
   worker; a per-row sequence counter, or a per-row lock, keeps the fields of
   a row consistent);
 * message passing: :class:`QueueMetrics` (an owner process holds the rows);
-* a Manager server: :class:`ManagerMetrics` (the rows live in the server).
+* a Manager server: :class:`ManagerMetrics` (the rows live in the server);
+* a Redis server: :class:`RedisMetrics` (the rows are one Redis hash, each
+  call one Lua script; reachable from any host that can reach the server).
 
 :class:`UnsafeMetrics` is the shared-memory board without the sequence
 counter, kept to show the half-updated rows a monitor then reads.
 
-The three ways raise the same exception types for the same input; numpy's
+The four ways raise the same exception types for the same input; numpy's
 integer scalars count as ints. Objects pass to child processes as
 ``Process`` arguments under every start method. The process that creates a
 board owns it: its ``close()`` stops the owner process or server;
 ``close()`` in another process only detaches that process's handle.
 ``python -m shmref.standalone metrics`` writes this module and the shared
 machinery it uses as one file that imports only the standard library, to
-copy into a project.
+copy into a project (:class:`RedisMetrics` imports the ``redis`` package when
+one is made).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from multiprocessing.managers import BaseManager
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from shmref.holder import Holder, process_gone
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script, int64_pieces
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
@@ -68,6 +72,7 @@ __all__ = [
     "MetricsBoard",
     "MetricsManager",
     "QueueMetrics",
+    "RedisMetrics",
     "UnsafeMetrics",
     "metrics_worker",
     "monitor",
@@ -721,6 +726,125 @@ class ManagerMetrics(_Board, ManagerHandle):
 
     def _release(self) -> None:
         self._server.close()
+
+
+# The Redis way's rows: one hash, KEYS[2], whose field "w:c" is worker w's
+# column c (absent: 0). ARGV[1] is the worker, then (column, number) pairs.
+# An add is HINCRBY's, which refuses a total outside the 64-bit range and
+# changes nothing: then the fields the add changed are put back, so the
+# add happens whole or not at all. A column may come more than once, with
+# the pieces of a number HINCRBY cannot take at once (int64_pieces).
+_REDIS_ADD = Script(
+    """
+local before = {}
+for i = 2, #ARGV, 2 do
+  local field = ARGV[1] .. ':' .. ARGV[i]
+  if before[field] == nil then before[field] = redis.call('HGET', KEYS[2], field) or false end
+  local total = redis.pcall('HINCRBY', KEYS[2], field, ARGV[i + 1])
+  if type(total) == 'table' then
+    for name, value in pairs(before) do
+      if value then redis.call('HSET', KEYS[2], name, value)
+      else redis.call('HDEL', KEYS[2], name) end
+    end
+    if string.find(total.err, 'overflow') then
+      return redis.error_reply('OVERFLOW ' .. ARGV[i] .. ' ' .. (before[field] or '0'))
+    end
+    return total
+  end
+end
+return 1
+"""
+)
+_REDIS_SET = Script(
+    """
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[1] .. ':' .. ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+)
+_REDIS_ROWS = Script("return redis.call('HGETALL', KEYS[2])")
+_REDIS_FIELD = Script("return redis.call('HGET', KEYS[2], ARGV[1])")
+
+
+class RedisMetrics(_Board, RedisHandle):
+    """Rows in one Redis hash; every call is one Lua script, one round trip.
+
+    A script runs alone on the server, so each ``add`` and ``set`` changes
+    its fields together, and ``snapshot`` (one ``HGETALL``) is of the whole
+    board at one moment: rows are always consistent, and a snapshot sees
+    every update that returned, in any process on any host. An ``add``
+    whose field would leave the signed 64-bit range raises
+    ``OverflowError`` (``HINCRBY`` refuses it) and leaves the row as it
+    was. Any process may write any row.
+
+    See :class:`~shmref.keyspace.RedisHandle` for ``url``, ``name``,
+    ``connect()``, ``close()``, what it needs, and the errors of a server
+    gone or slow. It cannot keep one part of the contract: a creator killed
+    without ``close()`` leaves its keys on the server.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        fields: Sequence[str] = DEFAULT_FIELDS,
+        *,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        workers, fields = _shape(workers, fields)
+        self._create(url, name, timeout, description={"workers": workers, "fields": list(fields)})
+
+    def _adopt(self, description: dict[str, Any]) -> None:
+        super()._adopt(description)
+        self.workers = description["workers"]
+        self.fields = tuple(description["fields"])
+        self._columns = {name: column for column, name in enumerate(self.fields)}
+
+    def add(self, worker: int, /, **deltas: int) -> None:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        worker = _row(worker, self.workers)
+        changes = _changes(self._columns, deltas)
+        args: list[int] = [worker]
+        for column, delta in changes:
+            pieces = int64_pieces(delta)
+            if pieces is None:  # no field can take it: say what it would be
+                old = keyspace.run(_REDIS_FIELD, ("rows",), (f"{worker}:{column}",))
+                raise _out_of_range(self.fields[column], int(old or 0) + delta)
+            for piece in pieces:
+                args += (column, piece)
+
+        def overflow(text: str) -> OverflowError:
+            column, old = map(int, text.split())
+            delta = sum(n for c, n in changes if c == column)
+            return _out_of_range(self.fields[column], old + delta)
+
+        keyspace.run(_REDIS_ADD, ("rows",), args, {"OVERFLOW": overflow})
+
+    def set(self, worker: int, /, **values: int) -> None:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        worker = _row(worker, self.workers)
+        changes = _changes(self._columns, values)
+        _check_values(self.fields, changes)
+        args: list[int] = [worker]
+        for column, value in changes:
+            args += (column, value)
+        keyspace.run(_REDIS_SET, ("rows",), args)
+
+    def snapshot(self) -> list[dict[str, int]]:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        flat = keyspace.run(_REDIS_ROWS, ("rows",))
+        rows = [[0] * len(self.fields) for _ in range(self.workers)]
+        for i in range(0, len(flat), 2):
+            worker, column = map(int, flat[i].split(b":"))
+            rows[worker][column] = int(flat[i + 1])
+        fields = self.fields
+        return [dict(zip(fields, row, strict=True)) for row in rows]
 
 
 # The example's process target and monitor loop.

@@ -1,4 +1,4 @@
-"""A typed shared scalar, three ways.
+"""A typed shared scalar, four ways.
 
 Every class here implements :class:`Value`: ``get()``, ``set(x)``,
 ``update(fn, *args)``, ``close()`` and the context-manager protocol, for one
@@ -9,7 +9,10 @@ scalar of a C type from :data:`TYPES` (``c_int``, ``c_long``, ``c_longlong``,
 * message passing: :class:`QueueValue` (an owner process holds the value and
   applies the messages that others put on a ``multiprocessing.Queue``);
 * a Manager server: :class:`ManagerValue` (the value lives in the server,
-  one round trip per call).
+  one round trip per call);
+* a Redis server: :class:`RedisValue` (reachable from any host that can
+  reach the server; ``update`` runs ``fn`` in the caller and stores its
+  result only if nothing changed the value meanwhile).
 
 ``update(fn, *args)`` is an atomic read-modify-write: it stores
 ``fn(current, *args)`` with no other change in between and returns it. The
@@ -27,7 +30,7 @@ result of ``fn``: a value the type cannot hold raises ``TypeError``,
 floats and bools. A ``c_float`` stores the nearest single-precision float,
 so ``get()`` after ``set(0.1)`` returns ``0.10000000149011612``.
 
-The three ways raise the same exception types for the same input. An
+The four ways raise the same exception types for the same input. An
 exception raised by ``fn`` (``SystemExit`` included) is raised in the
 caller, the value unchanged, and the owner or server goes on serving; one
 that cannot be pickled becomes a ``RuntimeError`` naming it, in every way.
@@ -37,7 +40,8 @@ method. The process that creates a value owns it: its ``close()`` stops the
 owner process or server; ``close()`` in another process only detaches that
 process's handle. ``python -m shmref.standalone value`` writes this module
 and the shared machinery it uses as one file that imports only the standard
-library, to copy into a project.
+library, to copy into a project (:class:`RedisValue` imports the ``redis``
+package when one is made).
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ from multiprocessing.managers import BaseManager
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from shmref.holder import Holder
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
+    Deadline,
     acquire,
     context,
     integer,
@@ -74,6 +80,7 @@ __all__ = [
     "CtypesValue",
     "ManagerValue",
     "QueueValue",
+    "RedisValue",
     "Value",
     "ValueManager",
     "check",
@@ -102,7 +109,7 @@ _INTEGERS = (ctypes.c_int, ctypes.c_long, ctypes.c_longlong)
 _FLOATS = (ctypes.c_float, ctypes.c_double)
 
 
-def _name(ctype: type[Any]) -> str:
+def _type_name(ctype: type[Any]) -> str:
     for name, known in TYPES.items():
         if known is ctype:
             return name
@@ -222,7 +229,7 @@ def _checker_for(ctype: object) -> Callable[[object], Any]:
 
 
 def _check_slowly(ctype: type[Any], value: object) -> Any:
-    name = _name(_supported(ctype))
+    name = _type_name(_supported(ctype))
     kind = type(value).__name__
     if ctype in _INTEGERS:
         # integer() refuses bool: storing True as 1 is almost always a bug.
@@ -635,6 +642,137 @@ class ManagerValue(ManagerHandle, Generic[T]):
 
     def _release(self) -> None:
         self._server.close()
+
+
+# The Redis way's keys: KEYS[2] the value as text (:func:`_encoded`),
+# KEYS[3] a version that every store increments, for update's check.
+_REDIS_GET = Script("return redis.call('GET', KEYS[2])")
+_REDIS_READ = Script("return {redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}")
+_REDIS_SET = Script(
+    """
+redis.call('SET', KEYS[2], ARGV[1])
+return redis.call('INCR', KEYS[3])
+"""
+)
+# Stores ARGV[2] only if the version is still ARGV[1], the one update read.
+_REDIS_SWAP = Script(
+    """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('INCR', KEYS[3])
+return 1
+"""
+)
+
+
+def _encoded(ctype: type[Any], value: Any) -> bytes:
+    """A checked value as the Redis way stores it: text that gives it back exactly.
+
+    ``repr`` of a float round-trips every double (``inf`` and ``nan``
+    included); a ``c_float`` is already the double nearest its single.
+    """
+    if ctype is ctypes.c_char:
+        return value  # type: ignore[no-any-return]
+    if ctype is ctypes.c_bool:
+        return b"1" if value else b"0"
+    return repr(value).encode()
+
+
+def _decoder(ctype: type[Any]) -> Callable[[bytes], Any]:
+    """What turns the stored text back into the value ``get()`` returns, as ctypes gives it."""
+    if ctype is ctypes.c_char:
+        return bytes
+    if ctype is ctypes.c_bool:
+        return lambda stored: stored == b"1"
+    if ctype in _FLOATS:
+        return float
+    return int
+
+
+class RedisValue(RedisHandle, Generic[T]):
+    """A value in a Redis server; ``get`` and ``set`` are one round trip each.
+
+    ``set`` checks the value in the caller and stores it with a Lua script,
+    atomically; ``get`` sees every ``set`` and ``update`` that has returned,
+    in any process on any host. Values come back as :class:`CtypesValue`
+    gives them: the server holds ints and floats as text that converts back
+    exactly (``repr``), a ``c_bool`` as ``1``/``0``, a ``c_char`` as its
+    byte.
+
+    ``update(fn, *args)`` is optimistic: it reads the value and its version
+    (one script), runs ``fn`` in the caller (any callable, as in
+    :class:`CtypesValue`), and stores the result with a script that first
+    checks the version is unchanged. If another call stored in between, it
+    reads again and runs ``fn`` again, so ``fn`` may run more than once and
+    must not have side effects that matter; it never waits on a lock, so a
+    slow ``fn`` delays nobody else, and a process killed inside ``fn``
+    holds nothing. Retries end after ``timeout`` seconds with
+    ``TimeoutError``, the value unchanged by that call.
+
+    Attaching, ``close()``, what it needs and its errors when the server is
+    gone or slow: see :class:`~shmref.keyspace.RedisHandle`. A creator
+    killed without ``close()`` leaves its keys on the server: that part of
+    the contract it cannot keep.
+    """
+
+    def __init__(
+        self,
+        ctype: type[ctypes._SimpleCData[T]],
+        value: T | None = None,
+        *,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        initial = _initial(ctype, value)
+        self._create(
+            url,
+            name,
+            timeout,
+            description={"ctype": _type_name(ctype)},
+            initial={"value": _encoded(ctype, initial), "version": 0},
+        )
+
+    def _adopt(self, description: dict[str, Any]) -> None:
+        super()._adopt(description)
+        self.ctype = TYPES[description["ctype"]]
+        self._check = _checker_for(self.ctype)
+        self._decode = _decoder(self.ctype)
+
+    def get(self) -> T:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        return self._decode(keyspace.run(_REDIS_GET, ("value",)))  # type: ignore[no-any-return]
+
+    def set(self, value: T) -> None:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        stored = _encoded(self.ctype, self._check(value))
+        keyspace.run(_REDIS_SET, ("value", "version"), (stored,))
+
+    def update(self, fn: Callable[..., T], *args: Any) -> T:
+        keyspace = self._keyspace
+        if self._closed:
+            self._refuse()
+        deadline = Deadline(keyspace.timeout)
+        while True:
+            current, version = keyspace.run(_REDIS_READ, ("value", "version"))
+            try:
+                new = fn(self._decode(current), *args)
+            except BaseException as error:
+                # As the other ways raise it: one that cannot be pickled is wrapped.
+                raise portable(error)  # noqa: B904 (portable() sets the cause)
+            new = self._check(new)
+            stored = _encoded(self.ctype, new)
+            if keyspace.run(_REDIS_SWAP, ("value", "version"), (version, stored)):
+                return new
+            if deadline.expired:
+                raise TimeoutError(
+                    f"RedisValue.update: the value changed under fn at every try for "
+                    f"{keyspace.timeout} s; it is unchanged by this call"
+                )
 
 
 def update_worker(value: Value[Any], n: int, barrier: Any = None, timeout: float = 60.0) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
-from shmref.arrays import CtypesArray, ManagerArray, QueueArray
+from shmref.arrays import CtypesArray, ManagerArray, QueueArray, RedisArray
 from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel
 from shmref.counter import (
     CtypesCounter,
@@ -25,11 +25,11 @@ from shmref.counter import (
     RedisCounter,
     SlotCounter,
 )
-from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
+from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics, RedisMetrics
 from shmref.owner import Owner
 from shmref.server import Server
 from shmref.table import CtypesDict, ManagerDict, QueueDict
-from shmref.value import CtypesValue, ManagerValue, QueueValue
+from shmref.value import CtypesValue, ManagerValue, QueueValue, RedisValue
 from tests import redis_server
 
 #: The timeout of every handle made here.
@@ -294,6 +294,30 @@ LOOPS: dict[str, Loop] = {
         lambda counter: {counter.get()},
         lambda counter, n: counter.add(n - counter.get()),
         locks=lambda counter: [],
+        cut=None,
+    ),
+    # As the counter: each call is one script, applied whole or not at all.
+    "value-redis": Loop(
+        lambda ctx: RedisValue(ctypes.c_int64, 0, url=redis_server.url(), timeout=TIMEOUT),
+        lambda value: {value.get()},
+        lambda value, n: value.set(n),
+        locks=lambda value: [],
+        cut=None,
+    ),
+    "arrays-redis": Loop(
+        lambda ctx: RedisArray("q", REMOTE_ITEMS, url=redis_server.url(), timeout=TIMEOUT),
+        lambda shared: set(shared.read()),
+        lambda shared, n: shared.write(array.array("q", [n]) * REMOTE_ITEMS),
+        locks=lambda shared: [],
+        cut=None,
+    ),
+    "metrics-redis": Loop(
+        lambda ctx: RedisMetrics(
+            1, ("completed", "errors"), url=redis_server.url(), timeout=TIMEOUT
+        ),
+        lambda board: set(board.snapshot()[0].values()),
+        lambda board, n: board.set(0, completed=n, errors=n),
+        locks=lambda board: [],
         cut=None,
     ),
     **_remote_loops("queue"),

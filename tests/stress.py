@@ -37,7 +37,7 @@ from tests import (
     ways_table,
     ways_value,
 )
-from tests.redis_server import Unavailable
+from tests.redis_server import Unavailable, home
 
 TIMEOUT = 60.0
 JOIN = 120.0
@@ -155,9 +155,9 @@ CELLS: dict[str, Cell] = {
 def _make(name: str, way: str, ctx: BaseContext, processes: int) -> Any:
     ways = CELLS[name].ways
     if name == "metrics":
-        return ways.WAYS[way](processes, ctx=ctx, timeout=TIMEOUT)
+        return ways.WAYS[way](processes, **home(way, ctx), timeout=TIMEOUT)
     if name == "arrays":
-        return ways.WAYS[way]("q", ITEMS, ctx=ctx, timeout=TIMEOUT)
+        return ways.WAYS[way]("q", ITEMS, **home(way, ctx), timeout=TIMEOUT)
     if name == "table":
         return ways.WAYS[way](capacity=8, ctx=ctx, timeout=TIMEOUT)
     if name == "channel":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import multiprocessing
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -30,6 +31,7 @@ import pytest
 
 from shmref.arrays import (
     MAX_BYTES,
+    REDIS_BYTES,
     SEGMENT_BYTES,
     TYPECODES,
     Array,
@@ -37,9 +39,11 @@ from shmref.arrays import (
     CtypesArray,
     ManagerArray,
     QueueArray,
+    RedisArray,
     fill,
 )
 from shmref.segment import SEGMENT_PREFIX
+from tests import redis_server
 from tests.conftest import JOIN, contract, run_children
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,10 +57,12 @@ FACTORIES: dict[str, Callable[..., Array]] = {
     "segment": lambda ctx, *a, **kw: CtypesArray(*a, segment=True, ctx=ctx, **kw),
     "queue": lambda ctx, *a, **kw: QueueArray(*a, ctx=ctx, **kw),
     "manager": lambda ctx, *a, **kw: ManagerArray(*a, ctx=ctx, **kw),
+    "redis": lambda ctx, *a, **kw: RedisArray(*a, url=redis_server.url(), **kw),
 }
 SHARED_WAYS = ("ctypes", "segment")  # the ways whose items are in shared memory
 OWNED_WAYS = ("queue", "manager")  # the ways with an owner process or server
 NO_VIEW = "nothing is shared: the items live in another process"
+NO_VIEW_REDIS = "nothing is shared: the items live in a Redis server"
 
 
 def ways(
@@ -510,7 +516,7 @@ def test_initializer_and_arguments(make: Callable[..., Any]) -> None:
 # numpy views: only shared memory has them; close() refuses while one lives.
 
 
-@ways(cannot=dict.fromkeys(OWNED_WAYS, NO_VIEW))
+@ways(cannot={**dict.fromkeys(OWNED_WAYS, NO_VIEW), "redis": NO_VIEW_REDIS})
 def test_numpy_view_sees_other_processes_writes(way: Array, ctx: BaseContext) -> None:
     numpy_or_skip()
     view = way.as_numpy()
@@ -718,3 +724,20 @@ def test_queue_owner_outlives_an_idle_second(ctx: BaseContext) -> None:
         owner.join(1.5)  # idle for longer than one check
         assert owner.is_alive()
         assert shared[0] == 0
+
+
+# RedisArray: what the server holds, and what it cannot hold.
+
+
+def test_redis_items_are_little_endian_on_the_server(redis_url: str) -> None:
+    with RedisArray("i", [1, -2, 3], url=redis_url) as shared:
+        shared[::2] = [7, 9]
+        stored = shared._keyspace.command("GET", shared._keyspace.key("items"))
+        assert stored == struct.pack("<3i", 7, -2, 9)  # a host of either byte order reads it
+        with RedisArray.connect(shared.url, shared.name) as other:
+            assert (other.typecode, len(other), other[:]) == ("i", 3, [7, -2, 9])
+
+
+def test_redis_refuses_more_than_a_redis_string_holds(redis_url: str) -> None:
+    with pytest.raises(ValueError, match="Redis string"):
+        RedisArray("B", REDIS_BYTES + 1, url=redis_url)

@@ -36,10 +36,12 @@ from shmref.metrics import (
     MetricsBoard,
     MetricsManager,
     QueueMetrics,
+    RedisMetrics,
     UnsafeMetrics,
     metrics_worker,
     monitor,
 )
+from tests import redis_server
 from tests.apparatus_metrics import equal_fields_writer
 from tests.conftest import JOIN, START_METHODS, contract
 
@@ -50,9 +52,10 @@ FACTORIES: dict[str, Callable[..., MetricsBoard]] = {
     "ctypes-lock": lambda ctx, *a, **kw: CtypesMetrics(*a, sync="lock", ctx=ctx, **kw),
     "queue": lambda ctx, *a, **kw: QueueMetrics(*a, ctx=ctx, **kw),
     "manager": lambda ctx, *a, **kw: ManagerMetrics(*a, ctx=ctx, **kw),
+    "redis": lambda ctx, *a, **kw: RedisMetrics(*a, url=redis_server.url(), **kw),
     "unsafe": lambda ctx, *a, **kw: UnsafeMetrics(*a, ctx=ctx, **kw),
 }
-CONTRACT = ("ctypes", "ctypes-lock", "queue", "manager")  # "unsafe" only where named
+CONTRACT = ("ctypes", "ctypes-lock", "queue", "manager", "redis")  # "unsafe" only where named
 SHARED = ("ctypes", "ctypes-lock")
 
 NOT_REPORTED_BY_ADD = "QueueMetrics.add does not wait: the next snapshot() reports the overflow"
@@ -375,6 +378,23 @@ def test_add_that_overflows_raises_and_leaves_row(way: MetricsBoard) -> None:
     with pytest.raises(OverflowError):
         way.add(1, completed=1, throughput=1)  # refused whole: completed stays 7
     assert way.snapshot()[1] == {"completed": 7, "errors": 0, "throughput": INT64_MAX}
+
+
+@ways()
+def test_add_past_int64_that_lands_in_range_is_applied(way: MetricsBoard) -> None:
+    # RedisMetrics's HINCRBY takes int64 increments only: it sends pieces.
+    way.set(0, completed=-1, errors=INT64_MAX)
+    way.add(0, completed=2**63, errors=-(2**64) + 1)
+    assert way.snapshot()[0] == {"completed": INT64_MAX, "errors": -INT64_MAX - 1, "throughput": 0}
+
+
+@ways(cannot={"queue": NOT_REPORTED_BY_ADD})
+def test_add_no_field_can_take_raises_and_leaves_row(way: MetricsBoard) -> None:
+    way.set(0, completed=3, errors=-(2**63))
+    for delta in (2**64, -(2**64), 10**30):
+        with pytest.raises(OverflowError, match=f"completed would be {3 + delta}"):
+            way.add(0, errors=1, completed=delta)
+    assert way.snapshot()[0] == {"completed": 3, "errors": -(2**63), "throughput": 0}
 
 
 @ways("queue")

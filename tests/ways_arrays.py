@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shmref import arrays
+from tests.redis_server import home
 
 #: Every way, by the name the contract suites give it (as in tests/test_arrays.py).
 WAYS: dict[str, Callable[..., Any]] = {
@@ -16,6 +17,7 @@ WAYS: dict[str, Callable[..., Any]] = {
     "segment": functools.partial(arrays.CtypesArray, segment=True),
     "queue": arrays.QueueArray,
     "manager": arrays.ManagerArray,
+    "redis": arrays.RedisArray,
 }
 
 #: Items of every handle made here.
@@ -24,7 +26,7 @@ N = 4
 
 def make(way: str, ctx: Any, timeout: float | None) -> Any:
     """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
-    return WAYS[way]("q", N, ctx=ctx, timeout=timeout)
+    return WAYS[way]("q", N, **home(way, ctx), timeout=timeout)
 
 
 def _as_numpy(shared: Any) -> object:
@@ -87,7 +89,8 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     other than the one that called ``stall``.
 
     None for ``ManagerArray``: the server holds its lock only for a copy, so
-    no call of it waits on anything a test can hold.
+    no call of it waits on anything a test can hold; nor for ``RedisArray``,
+    whose calls wait on nothing but their server.
     """
     read: Callable[[], object] = handle.read
     if way in ("ctypes", "segment"):

@@ -9,6 +9,7 @@ from typing import Any
 
 from shmref import metrics
 from shmref.holder import RecordedLock
+from tests.redis_server import home
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
@@ -16,12 +17,13 @@ WAYS: dict[str, Callable[..., Any]] = {
     "ctypes-lock": functools.partial(metrics.CtypesMetrics, sync="lock"),
     "queue": metrics.QueueMetrics,
     "manager": metrics.ManagerMetrics,
+    "redis": metrics.RedisMetrics,
 }
 
 
 def make(way: str, ctx: Any, timeout: float | None) -> Any:
     """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
-    return WAYS[way](2, ctx=ctx, timeout=timeout)
+    return WAYS[way](2, **home(way, ctx), timeout=timeout)
 
 
 #: Every public call, with valid arguments.
@@ -55,7 +57,8 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     other than the one that called ``stall``.
 
     None for the Manager way: its server holds its lock for one row's update
-    or copy, and nothing else waits.
+    or copy, and nothing else waits; nor for the Redis way, whose calls wait
+    on nothing but their server.
     """
     if way == "ctypes":
         if hold:

@@ -10,18 +10,20 @@ from typing import Any
 
 from shmref import value
 from tests.apparatus_value import sleep_for_ever
+from tests.redis_server import home
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
     "ctypes": value.CtypesValue,
     "queue": value.QueueValue,
     "manager": value.ManagerValue,
+    "redis": value.RedisValue,
 }
 
 
 def make(way: str, ctx: Any, timeout: float | None) -> Any:
     """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
-    return WAYS[way](ctypes.c_longlong, ctx=ctx, timeout=timeout)
+    return WAYS[way](ctypes.c_longlong, **home(way, ctx), timeout=timeout)
 
 
 #: Every public call, with valid arguments.
@@ -44,7 +46,11 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     """Make a call of ``handle`` block (until the handle is closed); return that call.
 
     ``hold=False`` returns the call without making it block: for a process
-    other than the one that called ``stall``."""
+    other than the one that called ``stall``.
+
+    None for ``RedisValue``: it waits on nothing but its server (``update``
+    runs ``fn`` in the caller, holding nothing).
+    """
     if way == "ctypes":
         if hold:
             handle._lock.acquire()  # as if another, live, process held it
@@ -53,6 +59,8 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     if way == "queue":
         handle._owner._connection().lock.acquire()  # as if another thread waited for a reply
         return handle.get
+    if way == "redis":
+        return None
     # The server runs fn in the thread serving this connection: the call
     # returns when close() stops the server.
     return lambda: handle.update(sleep_for_ever)
