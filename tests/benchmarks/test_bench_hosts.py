@@ -4,8 +4,10 @@
 suite runs each benchmark once, small (see timing.py). The report is
 docs/_ext/report_hosts.py; it reads the ``extra_info`` keys set here:
 ``way``, ``primitive``, ``call``, ``ops`` (calls of the primitive per round),
-``processes``, ``reach`` (``"one host"`` or ``"hosts"``) and ``trips``, the
-network round trips of one call (see TRIPS).
+``processes``, ``reach`` (``"one host"`` or ``"hosts"``), ``trips``, the
+network round trips of one call (see :func:`trips`), and ``load``, the
+machine's load average when the benchmark started (the machine may be
+shared: the page says how loaded it was).
 
 The ways that reach other hosts are the Manager ways over TCP (here on
 loopback) and the Redis ways (a private redis-server on loopback,
@@ -23,6 +25,7 @@ import ctypes
 import importlib
 import multiprocessing
 import multiprocessing.connection
+import os
 import secrets
 import socket
 from collections.abc import Callable, Iterator
@@ -267,11 +270,17 @@ def time_calls(
     )
 
 
+def load() -> float:
+    """The 1-minute load average: how many processes wanted the cores, other work included."""
+    return round(os.getloadavg()[0], 2)
+
+
 def _record(
     benchmark: Any, primitive: str, call: str, way: str, ops: int, reach: str, **extra: Any
 ) -> None:
     benchmark.group = f"hosts-{primitive}-{call}"
     benchmark.extra_info.update(
+        load=load(),
         way=way,
         primitive=primitive,
         call=call,
@@ -455,6 +464,7 @@ def test_throughput(
     calls = ops // per_call
     benchmark.group = f"hosts-throughput-{primitive}-{call}-{processes}"
     benchmark.extra_info.update(
+        load=load(),
         way=way,
         primitive=primitive,
         call=call,
@@ -561,6 +571,7 @@ def test_nagle(benchmark: Any, request: pytest.FixtureRequest, way: str, nbytes:
     ops = size(benchmark, 20, 2)
     benchmark.group = "hosts-nagle"
     benchmark.extra_info.update(
+        load=load(),
         way=way,
         primitive="arrays",
         call="write",
