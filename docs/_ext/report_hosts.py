@@ -36,7 +36,7 @@ SUFFIX = {
     "channel": "Channel",
 }
 #: Where each way's state is reached, after its class name.
-WHERE = {"manager": "Unix socket", "manager-tcp": "TCP loopback", "redis": "TCP loopback"}
+WHERE = {"manager": "Unix socket", "manager-tcp": "TCP"}
 #: The counter's extra ways: what batching (or no script) gives.
 BATCHED = {
     "queue-batched": "`QueueCounter(batch=64)`",
@@ -197,8 +197,8 @@ def winner_sentence(run: Run, primitive: str, call: str) -> str:
         same = "the same round trips, so" if other.trips == best.trips else "and"
         return (
             f"{name}: {label(primitive, best.way)} at every round-trip time; {same} the "
-            f"{fmt_time(gap)} it saves per call is {share:.0%} of "
-            f"{label(primitive, other.way)}'s call at {fmt_ms(RTTS[-1])}."
+            f"{fmt_time(gap)} it saves per call is {share:.0%} of a "
+            f"{label(primitive, other.way)} call at {fmt_ms(RTTS[-1])}."
         )
     parts = []
     for span in spans:
