@@ -5,7 +5,8 @@ suite runs each benchmark once, small (see timing.py). The report is
 docs/_ext/report_hosts.py; it reads the ``extra_info`` keys set here:
 ``way``, ``primitive``, ``call``, ``ops`` (calls of the primitive per round),
 ``processes``, ``reach`` (``"one host"`` or ``"hosts"``), ``trips``, the
-network round trips of one call (see :func:`trips`), and ``load``, the
+network round trips of one call (see :func:`trips`), ``nodelay``, whether the
+connection to the server has TCP_NODELAY set (None: not TCP), and ``load``, the
 machine's load average when the benchmark started (the machine may be
 shared: the page says how loaded it was).
 
@@ -304,7 +305,10 @@ def test_call(
     declared = trips(way, call)
     check_trips(op, 1, declared)
     ops = size(benchmark, OPS[way], 20)
-    _record(benchmark, primitive, call, way, ops, WAYS[way].reach, trips=declared)
+    # Read off the connection the call has just used: None for a Unix socket
+    # or a way with no connection to a server.
+    nodelay = None if declared is None else _client_nodelay(handle)
+    _record(benchmark, primitive, call, way, ops, WAYS[way].reach, trips=declared, nodelay=nodelay)
     time_calls(benchmark, op, _settle(primitive, handle), ops)
 
 
