@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from benchreport import Run, fmt_rate, fmt_ratio, fmt_time, table
+from benchreport import Run, fmt_rate, fmt_ratio, fmt_share, fmt_time, table
 from reportparts import processes, shared_cores
 
 #: The ways' class names, by the primitive's suffix: ``Ctypes`` + ``Counter``.
@@ -197,7 +197,7 @@ def winner_sentence(run: Run, primitive: str, call: str) -> str:
         same = "the same round trips, so" if other.trips == best.trips else "and"
         return (
             f"{name}: {label(primitive, best.way)} at every round-trip time; {same} the "
-            f"{fmt_time(gap)} it saves per call is {share:.0%} of a "
+            f"{fmt_time(gap)} it saves per call is {fmt_share(share)} of a "
             f"{label(primitive, other.way)} call at {fmt_ms(RTTS[-1])}."
         )
     parts = []

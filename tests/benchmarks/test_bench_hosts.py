@@ -277,18 +277,30 @@ def load() -> float:
 
 
 def _record(
+    benchmark: Any, group: str, primitive: str, call: str, way: str, reach: str, **extra: Any
+) -> None:
+    """Name the benchmark's group and the extra_info keys the report reads."""
+    benchmark.group = group
+    benchmark.extra_info.update(
+        load=load(), way=way, primitive=primitive, call=call, reach=reach, **extra
+    )
+
+
+def _record_call(
     benchmark: Any, primitive: str, call: str, way: str, ops: int, reach: str, **extra: Any
 ) -> None:
-    benchmark.group = f"hosts-{primitive}-{call}"
-    benchmark.extra_info.update(
-        load=load(),
-        way=way,
-        primitive=primitive,
-        call=call,
+    """The extra_info of one call at a time in one process."""
+    group, payload = f"hosts-{primitive}-{call}", CALLS[primitive, call].payload
+    _record(
+        benchmark,
+        group,
+        primitive,
+        call,
+        way,
+        reach,
         ops=ops,
         processes=1,
-        reach=reach,
-        payload=CALLS[primitive, call].payload,
+        payload=payload,
         **extra,
     )
 
@@ -308,7 +320,9 @@ def test_call(
     # Read off the connection the call has just used: None for a Unix socket
     # or a way with no connection to a server.
     nodelay = None if declared is None else _client_nodelay(handle)
-    _record(benchmark, primitive, call, way, ops, WAYS[way].reach, trips=declared, nodelay=nodelay)
+    _record_call(
+        benchmark, primitive, call, way, ops, WAYS[way].reach, trips=declared, nodelay=nodelay
+    )
     time_calls(benchmark, op, _settle(primitive, handle), ops)
 
 
@@ -412,7 +426,7 @@ def test_batched_add(benchmark: Any, request: pytest.FixtureRequest, way: str) -
     op = spec.bind(handle)
     check_trips(op, spec.per_call, spec.trips)
     ops = size(benchmark, OPS[way], spec.per_call * 2)
-    _record(benchmark, "counter", "add", way, ops, spec.reach, trips=spec.trips, batch=BATCH)
+    _record_call(benchmark, "counter", "add", way, ops, spec.reach, trips=spec.trips, batch=BATCH)
     time_calls(benchmark, op, handle.get, ops, spec.per_call)
 
 
@@ -466,15 +480,9 @@ def test_throughput(
     request.addfinalizer(close)
     ops = size(benchmark, THROUGHPUT_OPS[way], 2 * per_call)
     calls = ops // per_call
-    benchmark.group = f"hosts-throughput-{primitive}-{call}-{processes}"
-    benchmark.extra_info.update(
-        load=load(),
-        way=way,
-        primitive=primitive,
-        call=call,
-        ops=ops * processes,
-        processes=processes,
-        reach=reach,
+    group = f"hosts-throughput-{primitive}-{call}-{processes}"
+    _record(
+        benchmark, group, primitive, call, way, reach, ops=ops * processes, processes=processes
     )
     rounds = size(benchmark, 5, 1)
     time_groups(
@@ -573,16 +581,19 @@ def test_nagle(benchmark: Any, request: pytest.FixtureRequest, way: str, nbytes:
         data = array.array("d", range(items))
         shared.write(data)  # this thread's connection opened (under the patch)
     ops = size(benchmark, 20, 2)
-    benchmark.group = "hosts-nagle"
-    benchmark.extra_info.update(
-        load=load(),
-        way=way,
-        primitive="arrays",
-        call="write",
+    nodelay_set = _client_nodelay(shared)
+    reach = WAYS[base].reach
+    _record(
+        benchmark,
+        "hosts-nagle",
+        "arrays",
+        "write",
+        way,
+        reach,
         ops=ops,
         processes=1,
         bytes=nbytes,
-        nodelay=_client_nodelay(shared),
+        nodelay=nodelay_set,
     )
     write = shared.write
     benchmark.pedantic(
