@@ -131,9 +131,11 @@ def bench(session: nox.Session) -> None:
     """Measure every way on this machine and regenerate the docs' tables and plots.
 
     ``nox -s bench -- counter`` runs one primitive. Results go to
-    docs/bench/<primitive>.json with the machine they ran on.
+    docs/bench/<primitive>.json with the machine they ran on. The Redis
+    ways run on a redis-server of the benchmarks' own (tests/redis_server.py),
+    and are skipped, saying what to install, without one.
     """
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,redis]")
     names = session.posargs or sorted(
         p.stem.removeprefix("test_bench_")
         for p in (ROOT / "tests" / "benchmarks").glob("test_bench_*.py")

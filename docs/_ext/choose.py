@@ -19,8 +19,13 @@ UltraDict, Redis, a Manager over TCP) is in :data:`LATER`: a row "not
 measured yet" and a dashed box in the flowchart; once its run is stored it
 becomes a :class:`Choice` like the others.
 
+Processes on several hosts are a branch of their own (:func:`hosts`): for each
+call of ``docs/bench/hosts.json``, the way across hosts that costs least at
+each network round-trip time of report_hosts.RTTS, by that page's model
+(report_hosts.cheapest).
+
 Written at each build into ``docs/_generated``: ``choose-<primitive>.md``
-(one table a primitive, after its chart), ``choose-later.md``, and the charts
+(one table a primitive, after its chart), ``choose-hosts.md``, ``choose-later.md``, and the charts
 that sphinx.ext.graphviz draws, small enough to read on a phone: ``choose.dot``
 (several hosts? what is shared? -> the primitive), drawn by
 ``choose-flowchart.md`` with a link to each primitive's section, and
@@ -39,6 +44,7 @@ from typing import Any, NamedTuple
 import report_arrays
 import report_channel
 import report_counter
+import report_hosts
 import report_locks
 import report_metrics
 import report_table
@@ -395,13 +401,6 @@ class Later(NamedTuple):
 
 LATER = [
     Later(
-        "",
-        "a Manager over TCP",
-        "processes on several hosts",
-        "the Manager ways with their server on a TCP address (`manager=`), timed across two hosts",
-    ),
-    Later("", "Redis", "processes on several hosts", "a Redis way of every primitive"),
-    Later(
         "channel", "faster-fifo", "a peer's queue", "faster-fifo's `Queue` in `channel-throughput`"
     ),
     Later(
@@ -536,6 +535,31 @@ def tables(runs: Runs, rows: Sequence[Row | None]) -> dict[str, str]:
     return parts
 
 
+def hosts(runs: Runs) -> str:
+    """The several-hosts branch: each call's cheapest way across hosts at each RTT."""
+    try:
+        run = runs["hosts"]
+    except NotStored:
+        return "No stored run of `hosts` (`nox -s bench -- hosts`).\n"
+    rows = []
+    for primitive, call in report_hosts.CALLS:
+        found = report_hosts.costs(run, primitive, call)
+        if not found:
+            continue
+        cells = []
+        for rtt in report_hosts.RTTS:
+            best = report_hosts.cheapest(found, rtt)
+            cells.append(f"{report_hosts.label(primitive, best.way)}: {fmt_time(best.at(rtt))}")
+        compared = ", ".join(report_hosts.label(primitive, c.way) for c in found)
+        rows.append([report_hosts.call_label(primitive, call), *cells, compared])
+    header = [
+        "call",
+        *(f"use at {report_hosts.fmt_ms(r)} RTT: one call" for r in report_hosts.RTTS),
+        "ways in the run",
+    ]
+    return table(header, rows)
+
+
 # ---------------------------------------------------------------- the flowcharts
 #
 # Small charts, each read at a phone's width. The one big chart there was
@@ -590,6 +614,9 @@ def flowchart() -> str:
         f"  hosts [label={_quoted('Processes on several hosts?', width=16)}, fillcolor=white];",
         f"  share [label={_quoted('What do they share?', width=12)}, fillcolor=white];",
         '  hosts -> share [label="no"];',
+        f"  across [label={_quoted('Manager over TCP or Redis', width=14)}];",
+        # An xlabel: a label of the edge would sit on the box below it.
+        '  hosts -> across [xlabel="yes"];',
     ]
     for i, way in enumerate(w for w in LATER if not w.primitive):
         lines.append(
@@ -644,10 +671,14 @@ def top() -> str:
     """
     links = ", ".join(f"[{title}](#{section(p)})" for p, title in PAGES.items())
     alt = (
-        "A flowchart: processes on several hosts, then what they share, leading to a"
-        " primitive, whose section has a chart from the workload to the way"
+        "A flowchart: processes on several hosts lead to a Manager over TCP or Redis;"
+        " on one host, what they share leads to a primitive, whose section has a chart"
+        " from the workload to the way"
     )
-    return _chart("choose", alt) + f"Each primitive's section: {links}.\n"
+    return (
+        _chart("choose", alt)
+        + f"Several hosts: [Several hosts](#several-hosts). Each primitive's section: {links}.\n"
+    )
 
 
 # ---------------------------------------------------------------- writing
@@ -656,7 +687,7 @@ def top() -> str:
 def render(out: Path, runs: Runs) -> dict[str, str]:
     """Write the tables and the flowchart into ``out``; returns them by file name."""
     rows = evaluate(runs)
-    parts = tables(runs, rows) | {"choose-flowchart": top()}
+    parts = tables(runs, rows) | {"choose-flowchart": top(), "choose-hosts": hosts(runs)}
     written = {f"{stem}.md": HEADER + text for stem, text in parts.items()}
     charts = {"choose": flowchart()} | {
         f"choose-{primitive}": primitive_chart(runs, rows, primitive)
