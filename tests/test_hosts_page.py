@@ -94,16 +94,16 @@ def test_the_run_counts_the_round_trips_the_model_uses(
 
 def test_nagle_holds_only_the_large_managers_messages(run: Any) -> None:
     says(
-        "redis-py sets it; the standard library's `multiprocessing.connection`, which the "
-        "Manager ways use, does not."
+        "redis-py sets it, and so does shmref on its Manager ways' TCP connections; the "
+        "standard library's `multiprocessing.connection` does not."
     )
     # As each call's connection had it, in every benchmark that recorded it.
     nodelay: dict[str, set[bool | None]] = {}
     for b in run.data["benchmarks"]:
         if "nodelay" in b["extra"]:
             nodelay.setdefault(b["extra"]["way"], set()).add(b["extra"]["nodelay"])
-    assert nodelay["manager-tcp"] == {False}, "the standard library sets no TCP_NODELAY"
-    assert nodelay["manager-tcp-nodelay"] == {True}
+    assert nodelay["manager-tcp"] == {True}, "shmref sets TCP_NODELAY"
+    assert nodelay["manager-tcp-stdlib"] == {False}, "the standard library sets none"
     assert nodelay["manager"] == {None}  # a Unix socket
     assert nodelay["ctypes"] == nodelay["queue"] == {None}
     if "redis" in nodelay:  # with redis-server and redis-py
@@ -112,8 +112,8 @@ def test_nagle_holds_only_the_large_managers_messages(run: Any) -> None:
     says("the payload then waits for the header's acknowledgement, which the receiver may delay")
 
     def ratio(nbytes: int) -> float:
-        return run.per_op("hosts-nagle", way="manager-tcp", bytes=nbytes) / run.per_op(
-            "hosts-nagle", way="manager-tcp-nodelay", bytes=nbytes
+        return run.per_op("hosts-nagle", way="manager-tcp-stdlib", bytes=nbytes) / run.per_op(
+            "hosts-nagle", way="manager-tcp", bytes=nbytes
         )
 
     # One send: TCP_NODELAY changes little. Header and payload apart, under

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 import shmref
+from shmref import server as server_module
 from shmref.arrays import ManagerArray
 from shmref.channel import ManagerChannel
 from shmref.counter import CounterManager, ManagerCounter
@@ -300,6 +301,25 @@ def test_connect_to_a_shared_manager_is_refused(ctx: BaseContext) -> None:
             assert counter.get() == 1
     finally:
         manager.shutdown()
+
+
+def _sends_at_once(fd: int) -> bool:
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+def test_tcp_connections_send_at_once(ctx: BaseContext) -> None:
+    # Without TCP_NODELAY a message over 16 KiB (header and body sent apart)
+    # waits for a delayed acknowledgement: about 45 ms per 32 KiB call.
+    with ManagerCounter(ctx=ctx, address=LOOPBACK) as counter:
+        counter.add(1)  # this thread's connection is open
+        assert _sends_at_once(counter._server.proxy._tls.connection.fileno())
+    # The server's end: accepted from a listening socket that has it.
+    server = server_module._Server({}, LOOPBACK, b"key", "pickle")
+    try:
+        assert _sends_at_once(server.listener._listener._socket.fileno())
+    finally:
+        server.listener.close()
 
 
 def test_connect_gives_up_at_its_timeout_where_nothing_takes_the_connection() -> None:

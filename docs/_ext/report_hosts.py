@@ -351,11 +351,11 @@ def _throughput_table(run: Run) -> str:
 
 
 def _nagle(run: Run) -> tuple[str, str]:
-    """The array writes by size over TCP, with and without TCP_NODELAY, and their sentence."""
+    """The array writes by size over TCP, with TCP_NODELAY and without, and their sentence."""
     ways = {
         "manager": "`ManagerArray`, Unix socket",
-        "manager-tcp": "`ManagerArray`, TCP",
-        "manager-tcp-nodelay": "`ManagerArray`, TCP with TCP_NODELAY on both ends",
+        "manager-tcp": "`ManagerArray`, TCP (shmref sets TCP_NODELAY)",
+        "manager-tcp-stdlib": "`ManagerArray`, TCP as the standard library leaves it",
         "redis": "`RedisArray`, TCP",
     }
     sizes = sorted(
@@ -384,8 +384,8 @@ def _nagle(run: Run) -> tuple[str, str]:
     for n in sizes:
         tcp, unix = t("manager-tcp", n), t("manager", n)
         line = f"at {n // 1024} KiB, TCP takes {fmt_ratio(tcp / unix)} the Unix socket's time"
-        if run.find("hosts-nagle", way="manager-tcp-nodelay", bytes=n):
-            line += f" ({fmt_ratio(t('manager-tcp-nodelay', n) / unix)} with TCP_NODELAY)"
+        if run.find("hosts-nagle", way="manager-tcp-stdlib", bytes=n):
+            line += f" ({fmt_ratio(t('manager-tcp-stdlib', n) / unix)} without TCP_NODELAY)"
         said.append(line)
     sentence = "For a `ManagerArray` write, " + "; ".join(said) + ".\n"
     return text, sentence

@@ -26,6 +26,7 @@ import ctypes
 import importlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.managers
 import os
 import secrets
 import socket
@@ -34,6 +35,8 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from shmref import server as server_module
+from shmref.arrays import ArrayManager
 from tests import redis_server
 
 from .timing import WorkerGroup, size, time_groups
@@ -499,43 +502,17 @@ def test_throughput(
 # ---------------------------------------------------------------- Nagle's algorithm
 
 
-def _no_delay(conn: Any) -> None:
-    """Set TCP_NODELAY on a ``multiprocessing.connection`` connection's socket."""
-    with socket.socket(fileno=conn.fileno()) as sock:
-        try:
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        finally:
-            sock.detach()  # the connection keeps its descriptor
-
-
 @contextlib.contextmanager
-def manager_nodelay() -> Iterator[None]:
-    """TCP_NODELAY on both ends of every Manager connection made here, and in forked servers.
+def stdlib_delay() -> Iterator[None]:
+    """Manager connections as the standard library leaves them: no TCP_NODELAY on either end.
 
-    The standard library sets none (multiprocessing.connection): a message
-    over 16 KiB goes as two writes, header then payload, and Nagle's
-    algorithm holds the payload until the header is acknowledged, which the
-    receiver may delay. A server forked while this is on accepts with it.
+    shmref sets it (shmref/server.py, ``_send_at_once`` and ``_Server``); a
+    ``BaseManager`` written by hand over TCP does not. A server forked while
+    this is on serves without it.
     """
-    client, accept = (
-        multiprocessing.connection.SocketClient,
-        multiprocessing.connection.SocketListener.accept,
-    )
-
-    def nodelay_client(address: Any) -> Any:
-        conn = client(address)
-        _no_delay(conn)
-        return conn
-
-    def nodelay_accept(self: Any) -> Any:
-        conn = accept(self)
-        _no_delay(conn)
-        return conn
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(multiprocessing.connection, "SocketClient", nodelay_client)
-        patch.setattr(multiprocessing.connection.SocketListener, "accept", nodelay_accept)
+        patch.setattr(server_module, "_send_at_once", lambda connection: None)
+        patch.setattr(ArrayManager, "_Server", multiprocessing.managers.Server)
         yield
 
 
@@ -562,20 +539,20 @@ KiB = 1024
 #: Array writes of 4 KiB (one send), 32 KiB (header and payload sent apart,
 #: both under loopback's segment size) and 256 KiB (several segments).
 NAGLE_SIZES = [4 * KiB, 32 * KiB, 256 * KiB]
-NAGLE_WAYS = ["manager", "manager-tcp", "manager-tcp-nodelay", "redis"]
+NAGLE_WAYS = ["manager", "manager-tcp", "manager-tcp-stdlib", "redis"]
 
 
 @pytest.mark.parametrize("nbytes", NAGLE_SIZES)
 @pytest.mark.parametrize("way", NAGLE_WAYS)
 def test_nagle(benchmark: Any, request: pytest.FixtureRequest, way: str, nbytes: int) -> None:
     """Array writes of growing size over TCP loopback, with and without TCP_NODELAY."""
-    nodelay = way == "manager-tcp-nodelay"
-    base = "manager-tcp" if nodelay else way
-    if nodelay and CTX.get_start_method() != "fork":
-        pytest.skip("the server gets TCP_NODELAY by inheriting a patch: needs fork")
+    stdlib = way == "manager-tcp-stdlib"
+    base = "manager-tcp" if stdlib else way
+    if stdlib and CTX.get_start_method() != "fork":
+        pytest.skip("the server goes without TCP_NODELAY by inheriting a patch: needs fork")
     cls = handle_class("arrays", base)
     items = nbytes // 8
-    with manager_nodelay() if nodelay else contextlib.nullcontext():
+    with stdlib_delay() if stdlib else contextlib.nullcontext():
         shared = cls("d", items, **WAYS[base].home())
         request.addfinalizer(shared.close)
         data = array.array("d", range(items))
