@@ -297,6 +297,14 @@ class _Inconsistent(Exception):
     """A lock-free read saw a slot in the middle of a write."""
 
 
+# In a process's read cache: a key looked up and found absent, and (from
+# dict.get) a key not looked up since the generation the cache is of.
+_ABSENT: Any = _Missing()
+_UNCACHED: Any = _Missing()
+#: The generation of an empty cache: none, since the generation is unsigned.
+_NO_GENERATION = -1
+
+
 def _encode_key(key: object, key_size: int) -> tuple[int, bytes]:
     tag, data = _lookup_key(key)
     if len(data) > key_size:
@@ -388,10 +396,12 @@ class CtypesDict(Closable):
         value_size: int = DEFAULT_VALUE_SIZE,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        cache: int | None = None,
     ) -> None:
         self._timeout = seconds(timeout)
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         self._capacity, self._key_size, self._value_size = capacity, key_size, value_size
+        self._cache_limit = 2 * capacity if cache is None else size(cache, "cache", low=0)
         slots = _slots_for(capacity)
         # The lock with a record of its holder, taken over (after _repair)
         # if the holder dies mid-write: see shmref.holder.
@@ -416,6 +426,7 @@ class CtypesDict(Closable):
         self._image_at = journal_at + _JOURNAL_WORDS
         self._value_at = _SLOT_HEADER + key_size
         self._lock_free = _ORDERED_LOADS
+        self._forget()
         self._finalizer = weakref.finalize(
             self, release, segment, [self._words, self._journal], creator
         )
@@ -428,12 +439,14 @@ class CtypesDict(Closable):
             "holder": self._holder,
             "limits": (self._capacity, self._key_size, self._value_size),
             "timeout": self._timeout,
+            "cache": self._cache_limit,  # the entries stay here: a new process starts empty
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._capacity, self._key_size, self._value_size = state["limits"]
         self._holder = state["holder"]
         self._timeout = state["timeout"]
+        self._cache_limit = state["cache"]
         self._setup(attach(state["name"]), None)
 
     # -- reading
@@ -471,8 +484,11 @@ class CtypesDict(Closable):
             return bytes(self._buf[at : at + length])
         raise _Inconsistent
 
-    def _read(self, tag: int, data: bytes) -> tuple[bool, Value | None]:
-        """(found, value) of a key, at one moment, without a lock if possible."""
+    def _read(self, tag: int, data: bytes) -> tuple[bool, Value | None, int]:
+        """(found, value, generation) of a key, at one moment, without a lock if possible.
+
+        ``generation`` is the one the table had all through the read (even).
+        """
         crc = zlib.crc32(data, tag)
         if self._lock_free:
             words = self._words
@@ -486,17 +502,42 @@ class CtypesDict(Closable):
                 except (_Inconsistent, UnicodeDecodeError):
                     continue  # a torn read; the generation has moved
                 if words[_GENERATION] == generation:
-                    return at >= 0, value
+                    return at >= 0, value, generation
         holder = self._holder
         try:
             holder.enter(self._timeout, "table lock", self, self._repair)
             at, value_tag, length, _ = self._find(tag, data, crc)
-            found = at >= 0, (self._decode(at, value_tag, length) if at >= 0 else None)
+            value = self._decode(at, value_tag, length) if at >= 0 else None
+            # Even: writes change it only under the lock, and enter()
+            # repaired a write cut short before it let this process in.
+            generation = self._words[_GENERATION]
             holder.leave()
         except BaseException:
             holder.abandon(self._repair)
             raise
-        return found
+        return at >= 0, value, generation
+
+    # -- the read cache: this process's copy of what it read, valid while the
+    # generation stays the one the copy was read at
+
+    def _forget(self) -> None:
+        # (generation, str keys, bytes keys): one tuple, swapped whole, so
+        # that a thread never files an entry under another thread's
+        # generation. Two dicts: "a" and b"a" hash alike, and comparing them
+        # warns under python -b.
+        self._cache: tuple[int, dict[Key, Any], dict[Key, Any]] = (_NO_GENERATION, {}, {})
+
+    def _remember(self, key: Key, value: Any, generation: int) -> None:
+        """File ``value`` (or :data:`_ABSENT`) of ``key``, read all through ``generation``."""
+        seen, texts, blobs = self._cache
+        entries = texts if key.__class__ is str else blobs
+        if generation == seen and len(texts) + len(blobs) < self._cache_limit:
+            entries[key] = value
+        elif self._cache_limit:
+            # A newer generation, or the cache full: start again from this entry.
+            self._cache = (generation, {key: value}, {}) if entries is texts else (
+                generation, {}, {key: value}
+            )
 
     def _scan(self) -> list[tuple[Key, Value]]:
         if self._lock_free:
@@ -540,10 +581,23 @@ class CtypesDict(Closable):
     def get(self, key: Key, default: Any = None) -> Any:
         if self._closed:
             self._refuse()
-        if key.__class__ is str:
-            tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")
+        kind = key.__class__
+        if kind is str or kind is bytes:
+            # The read cache: an entry read at the generation the table
+            # still has is the key's value now, since every write makes the
+            # generation odd before it changes anything. A hit is one 8-byte
+            # load from the segment and a dict lookup.
+            seen, texts, blobs = self._cache
+            if self._words[_GENERATION] == seen:
+                value = (texts if kind is str else blobs).get(key, _UNCACHED)
+                if value is not _UNCACHED:
+                    return default if value is _ABSENT else value
+            if kind is str:
+                tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+            else:
+                tag, data = _BYTES_KEY, key  # type: ignore[assignment]
         else:
-            tag, data = _lookup_key(key)
+            tag, data = _lookup_key(key)  # a subclass, not cached: its == may differ
         # The common case inline (calls are most of the cost of a get): the
         # key or an empty slot at the key's home slot, and no writer about.
         if self._lock_free:
@@ -553,7 +607,7 @@ class CtypesDict(Closable):
             at = _HEADER_SIZE + (crc & self._mask) * self._slot_size
             hashed, key_tag, value_tag, length, value_length = _SLOT.unpack_from(buf, at)
             if key_tag == 0:
-                value = default
+                value = _ABSENT
             elif (
                 hashed == crc
                 and key_tag == tag
@@ -574,9 +628,15 @@ class CtypesDict(Closable):
                     value = bytes(buf[at : at + value_length])
             else:
                 generation = 1  # probe further, below
+            # Read all through one even generation (a seqlock): only then
+            # is the value the table's, and fit to be cached.
             if not generation & 1 and words[_GENERATION] == generation:
-                return value
-        found, value = self._read(tag, data)
+                if kind is str or kind is bytes:
+                    self._remember(key, value, generation)
+                return default if value is _ABSENT else value
+        found, value, generation = self._read(tag, data)
+        if kind is str or kind is bytes:
+            self._remember(key, value if found else _ABSENT, generation)
         return value if found else default
 
     def __getitem__(self, key: Key) -> Value:
@@ -797,6 +857,7 @@ class CtypesDict(Closable):
         self._buf = None  # the segment cannot close while a view of it lives
         self._finalizer()
         self._holder = None
+        self._forget()
 
 
 # ---------------------------------------------------------------- the dict a QueueDict's owner
