@@ -297,12 +297,8 @@ class _Inconsistent(Exception):
     """A lock-free read saw a slot in the middle of a write."""
 
 
-# In a process's read cache: a key looked up and found absent, and (from
-# dict.get) a key not looked up since the generation the cache is of.
+#: In a process's read cache: a key looked up and found absent.
 _ABSENT: Any = _Missing()
-_UNCACHED: Any = _Missing()
-#: The generation of an empty cache: none, since the generation is unsigned.
-_NO_GENERATION = -1
 
 
 def _encode_key(key: object, key_size: int) -> tuple[int, bytes]:
@@ -366,6 +362,27 @@ class CtypesDict(Closable):
     a mix of both, and readers never slow writers. (A per-slot counter
     would not do: a deletion moves entries between slots.) This relies on
     x86's ordering of loads; on other CPUs readers take the lock too.
+
+    Each handle keeps a read cache of its own. A lookup (``get``, ``[]``,
+    ``in``) of a ``str`` or ``bytes`` key files what it read, the value or
+    its absence, with the generation the table had all through that read;
+    the next lookup of the key returns it while the generation is still
+    that one: one 8-byte load from the segment and a dict lookup. Every
+    write makes the generation odd before it changes anything, and the
+    repair after a writer killed or interrupted mid-write moves it on too, so
+    a lookup that starts after a write returned, in any process, reads the
+    table again: the cache never answers with a value a write has since
+    replaced. A lookup the cache cannot answer (the first of a key, the
+    first after any write to the table) costs a little more than it would
+    without the cache: the failed lookup and the filing. A forked child
+    inherits its parent's entries, still valid for the same reason; a
+    handle pickled to a spawned child starts empty. Values are ``int``,
+    ``float``, ``str`` or ``bytes``, which cannot be changed in place, so
+    the filed object serves as a new copy would (only ``is`` tells them
+    apart). The cache holds at most ``cache`` entries for ``str`` keys and
+    as many for ``bytes`` keys (by default twice ``capacity``: every key the
+    table can hold and as many absent ones), each a key, its value and a
+    pair; a full one starts again. ``cache=0`` turns it off.
 
     The creating process owns the segment: its ``close()`` unlinks it (and
     so does dropping its last reference); ``close()`` elsewhere only
@@ -517,27 +534,29 @@ class CtypesDict(Closable):
             raise
         return at >= 0, value, generation
 
-    # -- the read cache: this process's copy of what it read, valid while the
-    # generation stays the one the copy was read at
+    # -- the read cache: what this process read, each entry with the
+    # generation it was read at, valid while the table still has it
 
     def _forget(self) -> None:
-        # (generation, str keys, bytes keys): one tuple, swapped whole, so
-        # that a thread never files an entry under another thread's
-        # generation. Two dicts: "a" and b"a" hash alike, and comparing them
-        # warns under python -b.
-        self._cache: tuple[int, dict[Key, Any], dict[Key, Any]] = (_NO_GENERATION, {}, {})
+        # Two dicts: "a" and b"a" hash alike, and comparing them warns under
+        # python -b. Entries are (generation, value or _ABSENT).
+        self._texts: dict[Key, tuple[int, Any]] = {}
+        self._blobs: dict[Key, tuple[int, Any]] = {}
 
-    def _remember(self, key: Key, value: Any, generation: int) -> None:
-        """File ``value`` (or :data:`_ABSENT`) of ``key``, read all through ``generation``."""
-        seen, texts, blobs = self._cache
-        entries = texts if key.__class__ is str else blobs
-        if generation == seen and len(texts) + len(blobs) < self._cache_limit:
-            entries[key] = value
-        elif self._cache_limit:
-            # A newer generation, or the cache full: start again from this entry.
-            self._cache = (generation, {key: value}, {}) if entries is texts else (
-                generation, {}, {key: value}
-            )
+    def _remember(
+        self, entries: dict[Key, tuple[int, Any]], key: Key, value: Any, generation: int
+    ) -> None:
+        """File ``value`` (or :data:`_ABSENT`) of ``key``, read all through ``generation``.
+
+        ``entries`` is the cache of the key's type; ``get`` inlines the common case.
+        """
+        if len(entries) >= self._cache_limit:
+            if not self._cache_limit:
+                return
+            # Full: start again. Each entry carries its generation, so a
+            # thread filing one meanwhile files it rightly anyway.
+            entries.clear()
+        entries[key] = (generation, value)
 
     def _scan(self) -> list[tuple[Key, Value]]:
         if self._lock_free:
@@ -581,23 +600,29 @@ class CtypesDict(Closable):
     def get(self, key: Key, default: Any = None) -> Any:
         if self._closed:
             self._refuse()
+        # The read cache first: an entry read at the generation the table
+        # still has is the key's value now, since every write makes the
+        # generation odd before it changes anything. A hit is a dict lookup
+        # and one 8-byte load from the segment.
         kind = key.__class__
-        if kind is str or kind is bytes:
-            # The read cache: an entry read at the generation the table
-            # still has is the key's value now, since every write makes the
-            # generation odd before it changes anything. A hit is one 8-byte
-            # load from the segment and a dict lookup.
-            seen, texts, blobs = self._cache
-            if self._words[_GENERATION] == seen:
-                value = (texts if kind is str else blobs).get(key, _UNCACHED)
-                if value is not _UNCACHED:
-                    return default if value is _ABSENT else value
-            if kind is str:
-                tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
-            else:
-                tag, data = _BYTES_KEY, key  # type: ignore[assignment]
+        entries: dict[Key, tuple[int, Any]] | None
+        if kind is str:
+            entries = self._texts
+            entry = entries.get(key)
+            if entry is not None and entry[0] == self._words[_GENERATION]:
+                value = entry[1]
+                return default if value is _ABSENT else value
+            tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+        elif kind is bytes:
+            entries = self._blobs
+            entry = entries.get(key)
+            if entry is not None and entry[0] == self._words[_GENERATION]:
+                value = entry[1]
+                return default if value is _ABSENT else value
+            tag, data = _BYTES_KEY, key
         else:
-            tag, data = _lookup_key(key)  # a subclass, not cached: its == may differ
+            entries = None  # a subclass: not cached, its == may not be str's
+            tag, data = _lookup_key(key)
         # The common case inline (calls are most of the cost of a get): the
         # key or an empty slot at the key's home slot, and no writer about.
         if self._lock_free:
@@ -631,12 +656,15 @@ class CtypesDict(Closable):
             # Read all through one even generation (a seqlock): only then
             # is the value the table's, and fit to be cached.
             if not generation & 1 and words[_GENERATION] == generation:
-                if kind is str or kind is bytes:
-                    self._remember(key, value, generation)
+                if entries is not None:
+                    if len(entries) < self._cache_limit:  # _remember, inlined
+                        entries[key] = (generation, value)
+                    else:
+                        self._remember(entries, key, value, generation)
                 return default if value is _ABSENT else value
         found, value, generation = self._read(tag, data)
-        if kind is str or kind is bytes:
-            self._remember(key, value if found else _ABSENT, generation)
+        if entries is not None:
+            self._remember(entries, key, value if found else _ABSENT, generation)
         return value if found else default
 
     def __getitem__(self, key: Key) -> Value:

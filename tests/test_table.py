@@ -684,32 +684,33 @@ def test_a_child_reads_what_its_parent_wrote(way: SharedDict, ctx: BaseContext) 
     reader.close()
 
 
-def cached(table: CtypesDict) -> int:
-    """Entries in ``table``'s read cache."""
-    _, texts, blobs = table._cache
-    return len(texts) + len(blobs)
+def cached(table: CtypesDict) -> tuple[int, int]:
+    """Entries in ``table``'s read cache: for str keys, for bytes keys."""
+    return len(table._texts), len(table._blobs)
 
 
 def test_ctypes_read_cache_holds_at_most_its_limit() -> None:
-    # By default twice the capacity: every key the table can hold, and as
-    # many absent ones; past the limit the cache starts again.
+    # By default twice the capacity for each key type: every key the table
+    # can hold and as many absent ones; past the limit it starts again.
+    capacity = LIMITS["capacity"]
+    keys = [f"k{n}" for n in range(capacity)]
     with CtypesDict(**LIMITS) as table:
-        keys = [f"k{n}" for n in range(LIMITS["capacity"])]
         for n, key in enumerate(keys):
             table[key] = n
-        looked_up = [*keys, *(key.encode() for key in keys)]  # bytes keys: absent
-        assert [table.get(key) for key in looked_up] == [*range(len(keys)), *[None] * len(keys)]
-        assert cached(table) == 2 * LIMITS["capacity"]
-        assert table.get("x") is None and cached(table) == 1
+        looked_up = [*keys, *(f"x{n}" for n in range(capacity))]  # x...: absent
+        assert [table.get(key) for key in looked_up] == [*range(capacity), *[None] * capacity]
+        assert [table.get(key.encode()) for key in keys] == [None] * capacity
+        assert cached(table) == (2 * capacity, capacity)
+        assert table.get("y") is None and cached(table) == (1, capacity)
     with CtypesDict(**LIMITS, cache=3) as table:
         for n, key in enumerate(keys):
             table[key] = n
         for _ in range(2):
-            assert [table.get(key) for key in keys] == list(range(len(keys)))
-            assert cached(table) <= 3
+            assert [table.get(key) for key in keys] == list(range(capacity))
+            assert 0 < cached(table)[0] <= 3
     with CtypesDict(**LIMITS, cache=0) as table:  # no cache
         table["a"] = 1
-        assert (table.get("a"), table.get("a"), cached(table)) == (1, 1, 0)
+        assert (table.get("a"), table.get("a"), cached(table)) == (1, 1, (0, 0))
     for bad in (-1, 1.5, True, "8"):
         with pytest.raises(ValueError, match="cache must be an int from 0"):
             CtypesDict(**LIMITS, cache=bad)
