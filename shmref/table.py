@@ -604,19 +604,21 @@ class CtypesDict(Closable):
         # still has is the key's value now, since every write makes the
         # generation odd before it changes anything. A hit is a dict lookup
         # and one 8-byte load from the segment.
+        # The generation is read first: it also opens the read below.
+        generation = self._words[_GENERATION]
         kind = key.__class__
         entries: dict[Key, tuple[int, Any]] | None
         if kind is str:
             entries = self._texts
             entry = entries.get(key)
-            if entry is not None and entry[0] == self._words[_GENERATION]:
+            if entry is not None and entry[0] == generation:
                 value = entry[1]
                 return default if value is _ABSENT else value
             tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
         elif kind is bytes:
             entries = self._blobs
             entry = entries.get(key)
-            if entry is not None and entry[0] == self._words[_GENERATION]:
+            if entry is not None and entry[0] == generation:
                 value = entry[1]
                 return default if value is _ABSENT else value
             tag, data = _BYTES_KEY, key
@@ -628,7 +630,6 @@ class CtypesDict(Closable):
         if self._lock_free:
             buf, words = self._buf, self._words
             crc = zlib.crc32(data, tag)
-            generation = words[_GENERATION]
             at = _HEADER_SIZE + (crc & self._mask) * self._slot_size
             hashed, key_tag, value_tag, length, value_length = _SLOT.unpack_from(buf, at)
             if key_tag == 0:
