@@ -372,9 +372,11 @@ class CtypesDict(Closable):
     repair after a writer killed or interrupted mid-write moves it on too, so
     a lookup that starts after a write returned, in any process, reads the
     table again: the cache never answers with a value a write has since
-    replaced. A lookup the cache cannot answer (the first of a key, the
-    first after any write to the table) costs a little more than it would
-    without the cache: the failed lookup and the filing. A forked child
+    replaced. A lookup that follows a write to the table (by any process)
+    since this process's last lookup neither looks in the cache nor files
+    anything, so a table written between lookups costs little cache work;
+    other lookups the cache cannot answer cost a little more than without
+    it: the failed dict lookup and the filing. A forked child
     inherits its parent's entries, still valid for the same reason; a
     handle pickled to a spawned child starts empty. Values are ``int``,
     ``float``, ``str`` or ``bytes``, which cannot be changed in place, so
@@ -542,6 +544,9 @@ class CtypesDict(Closable):
         # python -b. Entries are (generation, value or _ABSENT).
         self._texts: dict[Key, tuple[int, Any]] = {}
         self._blobs: dict[Key, tuple[int, Any]] = {}
+        #: The generation this process's last lookup saw: a lookup that
+        #: sees another one comes after a write, when no entry can be valid.
+        self._seen = -1
 
     def _remember(
         self, entries: dict[Key, tuple[int, Any]], key: Key, value: Any, generation: int
@@ -604,27 +609,36 @@ class CtypesDict(Closable):
         # still has is the key's value now, since every write makes the
         # generation odd before it changes anything. A hit is a dict lookup
         # and one 8-byte load from the segment.
-        # The generation is read first: it also opens the read below.
+        # The generation is read first: it also opens the read below. Only
+        # if the table was quiet since this process's last lookup (no
+        # write) can the cache hold a valid entry, and is a new one worth
+        # filing: a table written between lookups costs no cache work.
         generation = self._words[_GENERATION]
+        quiet = generation == self._seen
         kind = key.__class__
         entries: dict[Key, tuple[int, Any]] | None
         if kind is str:
             entries = self._texts
-            entry = entries.get(key)
-            if entry is not None and entry[0] == generation:
-                value = entry[1]
-                return default if value is _ABSENT else value
+            if quiet:
+                entry = entries.get(key)
+                if entry is not None and entry[0] == generation:
+                    value = entry[1]
+                    return default if value is _ABSENT else value
             tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
         elif kind is bytes:
             entries = self._blobs
-            entry = entries.get(key)
-            if entry is not None and entry[0] == generation:
-                value = entry[1]
-                return default if value is _ABSENT else value
+            if quiet:
+                entry = entries.get(key)
+                if entry is not None and entry[0] == generation:
+                    value = entry[1]
+                    return default if value is _ABSENT else value
             tag, data = _BYTES_KEY, key
         else:
             entries = None  # a subclass: not cached, its == may not be str's
             tag, data = _lookup_key(key)
+        if not quiet:
+            self._seen = generation
+            entries = None
         # The common case inline (calls are most of the cost of a get): the
         # key or an empty slot at the key's home slot, and no writer about.
         if self._lock_free:
