@@ -617,22 +617,17 @@ class CtypesDict(Closable):
         quiet = generation == self._seen
         kind = key.__class__
         entries: dict[Key, tuple[int, Any]] | None
-        if kind is str:
-            entries = self._texts
+        if kind is str or kind is bytes:
+            entries = self._texts if kind is str else self._blobs
             if quiet:
                 entry = entries.get(key)
                 if entry is not None and entry[0] == generation:
                     value = entry[1]
                     return default if value is _ABSENT else value
-            tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
-        elif kind is bytes:
-            entries = self._blobs
-            if quiet:
-                entry = entries.get(key)
-                if entry is not None and entry[0] == generation:
-                    value = entry[1]
-                    return default if value is _ABSENT else value
-            tag, data = _BYTES_KEY, key
+            if kind is str:
+                tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+            else:
+                tag, data = _BYTES_KEY, key
         else:
             entries = None  # a subclass: not cached, its == may not be str's
             tag, data = _lookup_key(key)
