@@ -297,6 +297,10 @@ class _Inconsistent(Exception):
     """A lock-free read saw a slot in the middle of a write."""
 
 
+#: In a process's read cache: a key looked up and found absent.
+_ABSENT: Any = _Missing()
+
+
 def _encode_key(key: object, key_size: int) -> tuple[int, bytes]:
     tag, data = _lookup_key(key)
     if len(data) > key_size:
@@ -359,6 +363,29 @@ class CtypesDict(Closable):
     would not do: a deletion moves entries between slots.) This relies on
     x86's ordering of loads; on other CPUs readers take the lock too.
 
+    Each handle keeps a read cache of its own. A lookup (``get``, ``[]``,
+    ``in``) of a ``str`` or ``bytes`` key files what it read, the value or
+    its absence, with the generation the table had all through that read;
+    the next lookup of the key returns it while the generation is still
+    that one: one 8-byte load from the segment and a dict lookup. Every
+    write makes the generation odd before it changes anything, and the
+    repair after a writer killed or interrupted mid-write moves it on too, so
+    a lookup that starts after a write returned, in any process, reads the
+    table again: the cache never answers with a value a write has since
+    replaced. A lookup that follows a write to the table (by any process)
+    since this process's last lookup neither looks in the cache nor files
+    anything, so a table written between lookups costs little cache work;
+    other lookups the cache cannot answer cost a little more than without
+    it: the failed dict lookup and the filing. A forked child
+    inherits its parent's entries, still valid for the same reason; a
+    handle pickled to a spawned child starts empty. Values are ``int``,
+    ``float``, ``str`` or ``bytes``, which cannot be changed in place, so
+    the filed object serves as a new copy would (only ``is`` tells them
+    apart). The cache holds at most ``cache`` entries for ``str`` keys and
+    as many for ``bytes`` keys (by default twice ``capacity``: every key the
+    table can hold and as many absent ones), each a key, its value and a
+    pair; a full one starts again. ``cache=0`` turns it off.
+
     The creating process owns the segment: its ``close()`` unlinks it (and
     so does dropping its last reference); ``close()`` elsewhere only
     detaches. ``timeout`` bounds every wait for the lock. A writer killed
@@ -388,10 +415,12 @@ class CtypesDict(Closable):
         value_size: int = DEFAULT_VALUE_SIZE,
         ctx: BaseContext | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        cache: int | None = None,
     ) -> None:
         self._timeout = seconds(timeout)
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         self._capacity, self._key_size, self._value_size = capacity, key_size, value_size
+        self._cache_limit = 2 * capacity if cache is None else size(cache, "cache", low=0)
         slots = _slots_for(capacity)
         # The lock with a record of its holder, taken over (after _repair)
         # if the holder dies mid-write: see shmref.holder.
@@ -416,6 +445,7 @@ class CtypesDict(Closable):
         self._image_at = journal_at + _JOURNAL_WORDS
         self._value_at = _SLOT_HEADER + key_size
         self._lock_free = _ORDERED_LOADS
+        self._forget()
         self._finalizer = weakref.finalize(
             self, release, segment, [self._words, self._journal], creator
         )
@@ -428,12 +458,14 @@ class CtypesDict(Closable):
             "holder": self._holder,
             "limits": (self._capacity, self._key_size, self._value_size),
             "timeout": self._timeout,
+            "cache": self._cache_limit,  # the entries stay here: a new process starts empty
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._capacity, self._key_size, self._value_size = state["limits"]
         self._holder = state["holder"]
         self._timeout = state["timeout"]
+        self._cache_limit = state["cache"]
         self._setup(attach(state["name"]), None)
 
     # -- reading
@@ -471,8 +503,11 @@ class CtypesDict(Closable):
             return bytes(self._buf[at : at + length])
         raise _Inconsistent
 
-    def _read(self, tag: int, data: bytes) -> tuple[bool, Value | None]:
-        """(found, value) of a key, at one moment, without a lock if possible."""
+    def _read(self, tag: int, data: bytes) -> tuple[bool, Value | None, int]:
+        """(found, value, generation) of a key, at one moment, without a lock if possible.
+
+        ``generation`` is the one the table had all through the read (even).
+        """
         crc = zlib.crc32(data, tag)
         if self._lock_free:
             words = self._words
@@ -486,17 +521,47 @@ class CtypesDict(Closable):
                 except (_Inconsistent, UnicodeDecodeError):
                     continue  # a torn read; the generation has moved
                 if words[_GENERATION] == generation:
-                    return at >= 0, value
+                    return at >= 0, value, generation
         holder = self._holder
         try:
             holder.enter(self._timeout, "table lock", self, self._repair)
             at, value_tag, length, _ = self._find(tag, data, crc)
-            found = at >= 0, (self._decode(at, value_tag, length) if at >= 0 else None)
+            value = self._decode(at, value_tag, length) if at >= 0 else None
+            # Even: writes change it only under the lock, and enter()
+            # repaired a write cut short before it let this process in.
+            generation = self._words[_GENERATION]
             holder.leave()
         except BaseException:
             holder.abandon(self._repair)
             raise
-        return found
+        return at >= 0, value, generation
+
+    # -- the read cache: what this process read, each entry with the
+    # generation it was read at, valid while the table still has it
+
+    def _forget(self) -> None:
+        # Two dicts: "a" and b"a" hash alike, and comparing them warns under
+        # python -b. Entries are (generation, value or _ABSENT).
+        self._texts: dict[Key, tuple[int, Any]] = {}
+        self._blobs: dict[Key, tuple[int, Any]] = {}
+        #: The generation this process's last lookup saw: a lookup that
+        #: sees another one comes after a write, when no entry can be valid.
+        self._seen = -1
+
+    def _remember(
+        self, entries: dict[Key, tuple[int, Any]], key: Key, value: Any, generation: int
+    ) -> None:
+        """File ``value`` (or :data:`_ABSENT`) of ``key``, read all through ``generation``.
+
+        ``entries`` is the cache of the key's type; ``get`` inlines the common case.
+        """
+        if len(entries) >= self._cache_limit:
+            if not self._cache_limit:
+                return
+            # Full: start again. Each entry carries its generation, so a
+            # thread filing one meanwhile files it rightly anyway.
+            entries.clear()
+        entries[key] = (generation, value)
 
     def _scan(self) -> list[tuple[Key, Value]]:
         if self._lock_free:
@@ -540,20 +605,44 @@ class CtypesDict(Closable):
     def get(self, key: Key, default: Any = None) -> Any:
         if self._closed:
             self._refuse()
-        if key.__class__ is str:
-            tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")
+        # The read cache first: an entry read at the generation the table
+        # still has is the key's value now, since every write makes the
+        # generation odd before it changes anything. A hit is a dict lookup
+        # and one 8-byte load from the segment.
+        # The generation is read first: it also opens the read below. Only
+        # if the table was quiet since this process's last lookup (no
+        # write) can the cache hold a valid entry, and is a new one worth
+        # filing: a table written between lookups costs no cache work.
+        generation = self._words[_GENERATION]
+        quiet = generation == self._seen
+        kind = key.__class__
+        entries: dict[Key, tuple[int, Any]] | None
+        if kind is str or kind is bytes:
+            entries = self._texts if kind is str else self._blobs
+            if quiet:
+                entry = entries.get(key)
+                if entry is not None and entry[0] == generation:
+                    value = entry[1]
+                    return default if value is _ABSENT else value
+            if kind is str:
+                tag, data = _STR_KEY, key.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+            else:
+                tag, data = _BYTES_KEY, key
         else:
+            entries = None  # a subclass: not cached, its == may not be str's
             tag, data = _lookup_key(key)
+        if not quiet:
+            self._seen = generation
+            entries = None
         # The common case inline (calls are most of the cost of a get): the
         # key or an empty slot at the key's home slot, and no writer about.
         if self._lock_free:
             buf, words = self._buf, self._words
             crc = zlib.crc32(data, tag)
-            generation = words[_GENERATION]
             at = _HEADER_SIZE + (crc & self._mask) * self._slot_size
             hashed, key_tag, value_tag, length, value_length = _SLOT.unpack_from(buf, at)
             if key_tag == 0:
-                value = default
+                value = _ABSENT
             elif (
                 hashed == crc
                 and key_tag == tag
@@ -574,9 +663,18 @@ class CtypesDict(Closable):
                     value = bytes(buf[at : at + value_length])
             else:
                 generation = 1  # probe further, below
+            # Read all through one even generation (a seqlock): only then
+            # is the value the table's, and fit to be cached.
             if not generation & 1 and words[_GENERATION] == generation:
-                return value
-        found, value = self._read(tag, data)
+                if entries is not None:
+                    if len(entries) < self._cache_limit:  # _remember, inlined
+                        entries[key] = (generation, value)
+                    else:
+                        self._remember(entries, key, value, generation)
+                return default if value is _ABSENT else value
+        found, value, generation = self._read(tag, data)
+        if entries is not None:
+            self._remember(entries, key, value if found else _ABSENT, generation)
         return value if found else default
 
     def __getitem__(self, key: Key) -> Value:
@@ -797,6 +895,7 @@ class CtypesDict(Closable):
         self._buf = None  # the segment cannot close while a view of it lives
         self._finalizer()
         self._holder = None
+        self._forget()
 
 
 # ---------------------------------------------------------------- the dict a QueueDict's owner

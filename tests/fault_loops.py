@@ -82,6 +82,10 @@ def _board(ctx: BaseContext, sync: str) -> CtypesMetrics:
 def _table_values(table: Any) -> set[int]:
     entries = table.snapshot()
     assert set(entries) <= {"k", "tmp"}, entries
+    # Lookups agree: CtypesDict answers them from this process's read cache,
+    # in which a take-over's repair must leave nothing stale.
+    looked_up = {key: table.get(key) for key in ("k", "tmp")}
+    assert looked_up == {key: entries.get(key) for key in ("k", "tmp")}, (looked_up, entries)
     if isinstance(table, CtypesDict):
         # The table's own bookkeeping must agree with what it holds. (A
         # Manager server may still be running a killed client's last

@@ -563,6 +563,162 @@ def test_len_is_always_a_count_the_table_had(
     read_while_writing(way, way_name, ctx, add_and_remove, way.__len__, allowed)
 
 
+# A read after another process's write returned sees it, every time, though
+# CtypesDict answers repeated reads from a cache in each process.
+
+#: What the table holds before the writes below.
+BEFORE: dict[Any, Any] = {"a": 1, "n": 0, b"a": b"x"}
+#: Writes, as (call, key, value): each kind of change, to each kind of entry.
+WRITES_SEEN: list[tuple[str, Any, Any]] = [
+    ("set", "a", 2),  # a store over an entry
+    ("set", "new", "x" * 16),  # a new entry, where a lookup found none
+    ("del", "a", None),  # a removal
+    ("set", "a", 3.5),  # back, with another type
+    ("update", "n", None),
+    ("update", "n", None),
+    ("pop", "new", None),
+    ("set", b"a", b"y"),  # a bytes key, beside the str key "a"
+]
+#: Every key the writes touch, and one they never do.
+LOOKED_UP = [*BEFORE, "new", "never"]
+
+
+def write(table: SharedDict, call: str, key: Any, value: Any) -> None:
+    if call == "set":
+        table[key] = value
+    elif call == "del":
+        del table[key]
+    elif call == "update":
+        table.update(key, increment, 0)
+    else:
+        table.pop(key)
+
+
+def after(model: dict[Any, Any], call: str, key: Any, value: Any) -> None:
+    """Make the same change to ``model``, a plain dict."""
+    if call == "set":
+        model[key] = value
+    elif call == "update":
+        model[key] = model.get(key, 0) + 1
+    else:
+        del model[key]
+
+
+def seen(table: SharedDict) -> dict[Any, Any]:
+    """Each key of LOOKED_UP as get, in and [] see it, all typed."""
+    view = {}
+    for key in LOOKED_UP:
+        value = table.get(key)  # first: a lookup that may fill the cache
+        view[key] = (type(value), value, key in table, value is not None and table[key] == value)
+    return view
+
+
+def expected(model: dict[Any, Any]) -> dict[Any, Any]:
+    return {
+        key: (type(model.get(key)), model.get(key), key in model, key in model)
+        for key in LOOKED_UP
+    }
+
+
+def write_on_request(table: SharedDict, requests: Any) -> None:
+    """Process target: make each write received on ``requests``, then say it returned."""
+    while requests.poll(JOIN) and (request := requests.recv()) is not None:
+        write(table, *request)
+        requests.send(request)
+    table.close()
+
+
+@ways()
+def test_a_read_after_another_process_wrote_sees_it(way: SharedDict, ctx: BaseContext) -> None:
+    model = dict(BEFORE)
+    for key, value in model.items():
+        way[key] = value
+    ours, theirs = ctx.Pipe()
+    writer = ctx.Process(target=write_on_request, args=(way, theirs))
+    writer.start()
+    try:
+        for request in WRITES_SEEN:
+            # Twice: the second time, CtypesDict answers from its cache.
+            assert seen(way) == seen(way) == expected(model)
+            ours.send(request)
+            assert ours.poll(JOIN) and ours.recv() == request  # the write returned
+            after(model, *request)
+            assert seen(way) == expected(model), request
+    finally:
+        ours.send(None)
+        writer.join(JOIN)
+    assert writer.exitcode == 0
+    writer.close()
+
+
+def read_after_each_write(table: SharedDict, requests: Any) -> None:
+    """Process target: read every key, ask for a write, read again: as the parent does."""
+    model = dict(BEFORE)
+    try:
+        for request in WRITES_SEEN:
+            assert seen(table) == seen(table) == expected(model)
+            requests.send(request)
+            assert requests.poll(JOIN) and requests.recv() == request
+            after(model, *request)
+            assert seen(table) == expected(model), request
+    finally:
+        requests.send(None)
+        table.close()
+
+
+@ways()
+def test_a_child_reads_what_its_parent_wrote(way: SharedDict, ctx: BaseContext) -> None:
+    # The child starts with the parent's cache under fork, an empty one
+    # under spawn and forkserver: either way it must follow the writes.
+    for key, value in BEFORE.items():
+        way[key] = value
+    assert seen(way) == seen(way) == expected(BEFORE)  # a warm cache, to inherit
+    ours, theirs = ctx.Pipe()
+    reader = ctx.Process(target=read_after_each_write, args=(way, theirs))
+    reader.start()
+    while ours.poll(JOIN) and (request := ours.recv()) is not None:
+        write(way, *request)
+        ours.send(request)
+    reader.join(JOIN)
+    assert reader.exitcode == 0
+    reader.close()
+
+
+def cached(table: CtypesDict) -> tuple[int, int]:
+    """Entries in ``table``'s read cache: for str keys, for bytes keys."""
+    return len(table._texts), len(table._blobs)
+
+
+def test_ctypes_read_cache_holds_at_most_its_limit() -> None:
+    # By default twice the capacity for each key type: every key the table
+    # can hold and as many absent ones; past the limit it starts again.
+    capacity = LIMITS["capacity"]
+    keys = [f"k{n}" for n in range(capacity)]
+    with CtypesDict(**LIMITS) as table:
+        for n, key in enumerate(keys):
+            table[key] = n
+        # The first lookup after a write files nothing (a table written
+        # between lookups costs no cache work); the next ones do.
+        assert table.get("y") is None and cached(table) == (0, 0)
+        looked_up = [*keys, *(f"x{n}" for n in range(capacity))]  # x...: absent
+        assert [table.get(key) for key in looked_up] == [*range(capacity), *[None] * capacity]
+        assert [table.get(key.encode()) for key in keys] == [None] * capacity
+        assert cached(table) == (2 * capacity, capacity)
+        assert table.get("y") is None and cached(table) == (1, capacity)
+    with CtypesDict(**LIMITS, cache=3) as table:
+        for n, key in enumerate(keys):
+            table[key] = n
+        for _ in range(2):
+            assert [table.get(key) for key in keys] == list(range(capacity))
+            assert 0 < cached(table)[0] <= 3
+    with CtypesDict(**LIMITS, cache=0) as table:  # no cache
+        table["a"] = 1
+        assert (table.get("a"), table.get("a"), cached(table)) == (1, 1, (0, 0))
+    for bad in (-1, 1.5, True, "8"):
+        with pytest.raises(ValueError, match="cache must be an int from 0"):
+            CtypesDict(**LIMITS, cache=bad)
+
+
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="segments are listed in /dev/shm")
 def test_ctypes_segment_goes_with_the_creator_handle() -> None:
     table = CtypesDict(**LIMITS)
@@ -682,10 +838,15 @@ def test_a_write_cut_at_any_line_leaves_the_table_old_or_new(write: str) -> None
         table, keys = filled()
         with table:
             before = table.snapshot()
+            # Read every key, absent "new" too, so that CtypesDict's cache
+            # holds them: the repair must leave it no entry to answer from.
+            looked_up = [*keys, "new"]
+            assert [table.get(key) for key in looked_up] == [before.get(k) for k in looked_up]
             if not _cut_at(step, functools.partial(WRITES[write], table, keys)):
                 break
             cuts += 1
             after = table.snapshot()
+            assert [table.get(key) for key in looked_up] == [after.get(k) for k in looked_up]
             assert table._holder.lock.acquire(False), "the cut write left the lock taken"
             table._holder.lock.release()
             assert not table._words[0] & 1, "the generation stayed odd"

@@ -101,6 +101,13 @@ def calls(package: str, way: str) -> list[tuple[str, Any, Callable[[], object]]]
     d = make("table", "Dict", capacity=1024)
     d["k"] = 1
     out += [("dict.get", d, lambda: d["k"]), ("dict.set", d, lambda: d.__setitem__("k", 2))]
+    # A get right after a write (which CtypesDict's read cache cannot answer),
+    # a new key and its removal, the atomic update, a whole-table read.
+    increment = importlib.import_module(f"{package}.table").increment
+    out += [("dict.set+get", d, lambda: (d.__setitem__("k", 2), d["k"]))]
+    out += [("dict.set+pop", d, lambda: (d.__setitem__("j", 2), d.pop("j")))]
+    out += [("dict.update", d, lambda: d.update("k", increment, 0))]
+    out += [("dict.items", d, d.items), ("dict.len", d, lambda: len(d))]
     ch = make("channel", "Channel")
     msg = b"x" * 64
     out += [("channel.put+get", ch, lambda: (ch.put(msg), ch.get()))]
