@@ -71,7 +71,9 @@ ASKED, LATE = 0.5, 2.0
 
 
 def percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.2g}%" if whole else "0%"
+    """A share in 2 significant digits below 10% (6.9%), whole above (27%, 100%)."""
+    share = 100 * part / whole if whole else 0.0
+    return f"{share:.0f}%" if share >= 10 else f"{share:.2g}%"
 
 
 def raised(error: BaseException) -> str:
@@ -259,12 +261,13 @@ def exercised(written: Written, holds: str) -> Outcome:
 
 def check_totals(peer: Any, ctx: BaseContext, deadline: float) -> Outcome:
     ref = peer.create(ctx)
-    counter = peer.open(ref)
     try:
         written = two_writers(ctx, deadline, count_up, peer, ref)
+        # Opened after the fork: a forked child would inherit its views.
+        counter = peer.open(ref)
         total = peer.total(counter)
-    finally:
         peer.close(counter)
+    finally:
         peer.destroy(ref)
     want = sum(written.done)
     if total != want:
