@@ -95,11 +95,24 @@ class AtomicsCounter:
 # ---------------------------------------------------------------- Dict
 
 
+class MappingTable:
+    """A peer dict's calls are the mapping protocol's."""
+
+    def get(self, handle: Any, key: str) -> Any:
+        return handle[key]
+
+    def set(self, handle: Any, key: str, value: Any) -> None:
+        handle[key] = value
+
+    def increment(self, handle: Any, key: str) -> None:
+        handle[key] = handle[key] + 1  # for a key with one writer
+
+
 #: id() of each UltraDict this process created -> its pid (a forked child inherits both).
 _CREATORS: dict[int, int] = {}
 
 
-class UltraDictTable:
+class UltraDictTable(MappingTable):
     """``UltraDict``: a process-local dict replayed from a stream in shared memory.
 
     The creator's object is the handle everywhere: it pickles by name into a
@@ -122,15 +135,6 @@ class UltraDictTable:
     def open(self, ref: Any) -> Any:
         return ref
 
-    def get(self, handle: Any, key: str) -> Any:
-        return handle[key]
-
-    def set(self, handle: Any, key: str, value: Any) -> None:
-        handle[key] = value
-
-    def increment(self, handle: Any, key: str) -> None:
-        handle[key] = handle[key] + 1  # for a key with one writer
-
     def increment_locked(self, handle: Any, key: str) -> None:
         with handle.lock:
             handle[key] = handle[key] + 1
@@ -149,7 +153,7 @@ class UltraDictSharedLockTable(UltraDictTable):
     shared_lock = True
 
 
-class SharedMemoryDictTable:
+class SharedMemoryDictTable(MappingTable):
     """``shared-memory-dict``: the whole dict pickled into one SharedMemory block.
 
     Every process opens it by name, as its README does; it has no public
@@ -168,15 +172,6 @@ class SharedMemoryDictTable:
         from shared_memory_dict import SharedMemoryDict
 
         return SharedMemoryDict(name=ref, size=self.SIZE)
-
-    def get(self, handle: Any, key: str) -> Any:
-        return handle[key]
-
-    def set(self, handle: Any, key: str, value: Any) -> None:
-        handle[key] = value
-
-    def increment(self, handle: Any, key: str) -> None:
-        handle[key] = handle[key] + 1  # for a key with one writer
 
     def close(self, handle: Any) -> None:
         handle.shm.close()
@@ -298,7 +293,7 @@ PEERS: tuple[Peer, ...] = (
         "atomics",
         "atomics",
         "AtomicsCounter",
-        cannot={"leaves": "it owns no memory: the segment is the caller's"},
+        cannot={"leaves": "it owns no memory; the segment is the caller's"},
     ),
     Peer("ultradict", "UltraDict", "table", "ultradict", "UltraDict", "UltraDictTable"),
     Peer(

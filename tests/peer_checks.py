@@ -42,10 +42,12 @@ CLAUSES: dict[str, Clause] = {
     "torn-dict": Clause("table", "a read while another process writes: a value that was written"),
     "torn-array": Clause("arrays", "a read while another process writes: one write, not half"),
     "order-small": Clause(
-        "channel", "2 producers x 2 consumers, 64 B: each message once, in producer order"
+        "channel",
+        "2 producers x 2 consumers in get(timeout), 64 B: each message once, in producer order",
     ),
     "order-large": Clause(
-        "channel", "the same with 16 KiB messages (over its initial receive buffer)"
+        "channel",
+        "the same with 16 KiB messages, more than a consumer's first receive buffer holds",
     ),
     "timeout-channel": Clause(
         "channel", "get(timeout) on an empty queue, put(timeout) on a full one: wait, then raise"

@@ -184,7 +184,11 @@ REPORT: dict[str, Any] = {
             "results": {
                 "totals": {
                     "spawn": {"state": "skipped", "evidence": "not installed: pip install other"},
-                    "fork": {"state": "error", "evidence": "no result in 90 s: killed"},
+                    "fork": {
+                        "state": "fails",
+                        "evidence": "lost 1 of 10 increments; a writer raised OverflowError: "
+                        "FRAME length exceeds system's maximum of 9223372036854775807 bytes",
+                    },
                 },
             },
         },
@@ -210,10 +214,17 @@ def test_table_says_what_held_and_what_failed(peers_ext: Any) -> None:
     )
     assert rows[2] == (
         "| Other | 2 writers' increments all counted | not run: not installed: pip install other "
-        "| undecided: no result in 90 s: killed |"
+        "| **no**: lost 1 of 10 increments; "
+        "a writer raised OverflowError: FRAME length exceeds system's … |"
     )
-    assert "Peer 1.2, fast=True, nothing left in /dev/shm (it owns no memory)" in counter
+    assert "*nothing left in /dev/shm* for Peer 1.2, fast=True: it owns no memory" in counter
     assert "on Some CPU (2 cores)" in counter and "commit `abc123`" in counter
+
+
+def test_a_check_that_could_not_tell_is_undecided(peers_ext: Any) -> None:
+    assert peers_ext.cell({"state": "error", "evidence": "no result in 90 s: killed"}) == (
+        "undecided: no result in 90 s: killed"
+    )
 
 
 def test_pages_without_peers_or_without_a_run_say_so(peers_ext: Any) -> None:

@@ -31,10 +31,24 @@ def cell(result: dict[str, Any] | None) -> str:
     if state == "holds":
         return "yes"
     if state == "fails":
-        return f"**no**: {evidence}"
+        return f"**no**: {short(evidence)}"
     if state == "skipped":
         return f"not run: {evidence}"
-    return f"undecided: {evidence}"  # an error: the check could not tell
+    return f"undecided: {short(evidence)}"  # an error: the check could not tell
+
+
+#: The longest phrase of a cell; docs/bench/peers.json keeps the whole evidence.
+PHRASE = 64
+
+
+def short(evidence: str) -> str:
+    """Each phrase of ``evidence`` ("; " between them) cut to PHRASE characters at a word."""
+    phrases = []
+    for phrase in evidence.split("; "):
+        if len(phrase) > PHRASE:
+            phrase = phrase[:PHRASE].rsplit(" ", 1)[0].rstrip(",:") + " …"
+        phrases.append(phrase)
+    return "; ".join(phrases)
 
 
 def peer_name(peer: dict[str, Any]) -> str:
@@ -60,7 +74,7 @@ def table(report: dict[str, Any], primitive: str) -> str:
         for clause, by_method in peer["results"].items():
             text = clauses[clause]["text"]
             if "any" in by_method:  # not in the peer's API
-                cannot.append(f"{peer_name(peer)}, {text} ({by_method['any']['evidence']})")
+                cannot.append(f"*{text}* for {peer_name(peer)}: {by_method['any']['evidence']}")
                 continue
             name = peer_name(peer) if first else ""
             first = False
@@ -68,7 +82,7 @@ def table(report: dict[str, Any], primitive: str) -> str:
             lines.append(f"| {name} | {text} | " + " | ".join(cells) + " |")
     out = "\n".join(lines) + "\n"
     if cannot:
-        out += "\nNot checked, as the peer's API cannot express them: " + "; ".join(cannot) + ".\n"
+        out += "\nNot checked, as the API cannot express it: " + "; ".join(cannot) + ".\n"
     return out + "\n" + provenance(report)
 
 
