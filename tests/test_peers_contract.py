@@ -9,12 +9,15 @@ held or failed, so that an adapter that no longer fits its peer's API
 from __future__ import annotations
 
 import json
+import os
 import queue
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.leaks import SHM
 from tests.peer_adapters import PEERS, Peer
 from tests.peer_checks import ASKED, Outcome
 from tests.peers_contract import installed, run_isolated, run_one
@@ -87,6 +90,38 @@ class ImpatientChannel:
         pass
 
 
+class LeakyLock:
+    """Broken: a lock that leaves a file in /dev/shm behind, or a segment unlinked by nobody."""
+
+    leaks_to = "dev-shm"
+
+    def create(self, ctx: Any) -> Any:
+        if self.leaks_to == "dev-shm":
+            Path(SHM, f"shmref-test-leak-{os.getpid()}").touch()
+        else:
+            SharedMemory(create=True, size=16).close()  # the resource tracker unlinks it
+        return ctx.Lock()
+
+    def open(self, ref: Any) -> Any:
+        return ref
+
+    def acquire(self, handle: Any, timeout: float) -> bool:
+        return bool(handle.acquire(timeout=timeout))
+
+    def release(self, handle: Any) -> None:
+        handle.release()
+
+    def close(self, handle: Any) -> None:
+        pass
+
+    def destroy(self, ref: Any) -> None:
+        pass
+
+
+class TrackedLeakyLock(LeakyLock):
+    leaks_to = "tracker"
+
+
 def fake(adapter: str, primitive: str) -> Peer:
     return Peer(adapter, adapter, primitive, "none", "none", f"{__name__}:{adapter}")
 
@@ -113,6 +148,24 @@ def test_timeouts_not_waited_are_caught(start_method: str) -> None:
     assert outcome.state == "fails"
     assert "get raised Empty after 0.0" in outcome.evidence, outcome
     assert f"of timeout={ASKED}" in outcome.evidence
+
+
+def test_what_a_peer_leaves_in_dev_shm_is_found() -> None:
+    before = set(os.listdir(SHM))
+    try:
+        outcome = run_isolated(fake("LeakyLock", "locks"), "leaves", "fork", private=False)
+    finally:
+        for name in set(os.listdir(SHM)) - before:
+            if name.startswith("shmref-test-leak-"):
+                Path(SHM, name).unlink()
+    assert outcome.state == "fails"
+    assert outcome.evidence.startswith("left 1 in /dev/shm (shmref-test-leak-"), outcome
+
+
+def test_what_the_resource_tracker_cleans_up_is_found() -> None:
+    outcome = run_isolated(fake("TrackedLeakyLock", "locks"), "leaves", "fork", private=False)
+    assert outcome.state == "fails"
+    assert outcome.evidence == "the resource tracker cleaned up 1 leaked shared_memory object"
 
 
 # The real peers' adapters still fit their APIs: one cheap check each, in an
