@@ -202,6 +202,7 @@ REPORT: dict[str, Any] = {
     "datetime": "2026-12-07T06:00:00+00:00",
     "commit": "abc123",
     "deadline_seconds": 60.0,
+    "runs": 3,
     "machine": {
         "cpu": "Some CPU",
         "cores": 2,
@@ -272,6 +273,7 @@ def test_table_says_what_held_and_what_failed(peers_ext: Any) -> None:
     )
     assert "*nothing left in /dev/shm* for Peer 1.2, fast=True: it owns no memory" in counter
     assert "on Some CPU (2 cores)" in counter and "commit `abc123`" in counter
+    assert "kept in each of 3 runs" in counter
 
 
 def test_a_check_that_could_not_tell_is_undecided(peers_ext: Any) -> None:

@@ -98,9 +98,10 @@ def provenance(report: dict[str, Any]) -> str:
         f"{m['os']}, {m['python']}, at {report['datetime']} (commit `{report['commit']}`). "
         f"Each check ran in an interpreter of its own, {where}, with a deadline of "
         f"{report['deadline_seconds']:.0f} s, and waited for its processes to have "
-        "interleaved before judging a race: *yes* says the check saw the clause kept "
-        "(a race can still hide), **no** what it saw instead; *undecided* is a check "
-        "that could not tell. The checks are in `tests/peer_checks.py`.\n"
+        "interleaved before judging a race. *yes* says the clause was kept in each of "
+        f"{report.get('runs', 1)} runs (a race can still hide), **no** what a run saw "
+        "instead; *undecided* is a check that could not tell. The checks are in "
+        "`tests/peer_checks.py`.\n"
     )
 
 
