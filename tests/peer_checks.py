@@ -304,16 +304,24 @@ def _table_race(
 def check_distinct_keys(peer: Any, ctx: BaseContext, deadline: float) -> Outcome:
     values, written = _table_race(peer, ctx, deadline, increment_own_key, ["w0", "w1"])
     want = sum(written.done)
-    if None not in values and values != written.done:
-        written.problems.insert(0, lost(sum(values), want, "writes"))
+    # Per key: a write whose call raised may still have landed, on its own key.
+    missing = (
+        sum(max(0, done - value) for done, value in zip(written.done, values, strict=True))
+        if None not in values
+        else 0
+    )
+    if missing:
+        written.problems.insert(0, lost(want - missing, want, "writes"))
     return exercised(written, f"{want:,} of {want:,} writes")
 
 
 def check_same_key(peer: Any, ctx: BaseContext, deadline: float) -> Outcome:
     (total,), written = _table_race(peer, ctx, deadline, increment_shared_key, ["k"])
     want = sum(written.done)
-    if total is not None and total != want:
+    if total is not None and total < want:
         written.problems.insert(0, lost(total, want, "increments"))
+    elif total is not None and total > want + 2:  # each writer's last call may raise, landed
+        written.problems.insert(0, f"{total - want:,} more increments than were made ({want:,})")
     return exercised(written, f"{want:,} of {want:,} increments")
 
 
