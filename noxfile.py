@@ -163,6 +163,19 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PINNED)
+def peers(session: nox.Session) -> None:
+    """Hold the peer libraries (faster-fifo, UltraDict, ...) to shmref's contract, spawn and fork.
+
+    A report, not a test: a peer failing a clause is a finding, stored in
+    docs/bench/peers.json with the machine and each peer's version and shown
+    on the primitive pages; only a broken harness fails the session.
+    ``nox -s peers -- --peer ultradict --method spawn`` narrows it.
+    """
+    session.install("-e", ".[test,numpy,peers]")
+    session.run("python", "-m", "tests.peers_contract", *session.posargs)
+
+
+@nox.session(python=PINNED)
 def stress(session: nox.Session) -> None:
     """P = 8 and 16 processes on one handle of every way, 2 s each: exact totals, throughput.
 

@@ -25,6 +25,7 @@ extensions = [
     "guarantees",
     "choose",
     "apisections",
+    "peers",
 ]
 source_suffix = {".md": "markdown"}
 exclude_patterns = ["_build", "_generated", "bench", "README.md"]
