@@ -28,7 +28,7 @@ from shmref.counter import (
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics
 from shmref.owner import Owner
 from shmref.server import Server
-from shmref.table import CtypesDict, ManagerDict, QueueDict
+from shmref.table import CtypesDict, ManagerDict, QueueDict, RedisDict
 from shmref.value import CtypesValue, ManagerValue, QueueValue
 from tests import redis_server
 
@@ -294,6 +294,13 @@ LOOPS: dict[str, Loop] = {
         lambda counter: {counter.get()},
         lambda counter, n: counter.add(n - counter.get()),
         locks=lambda counter: [],
+        cut=None,
+    ),
+    "table-redis": Loop(
+        lambda ctx: RedisDict(capacity=8, url=redis_server.url(), timeout=TIMEOUT),
+        _table_values,
+        _table_call,
+        locks=lambda table: [],
         cut=None,
     ),
     **_remote_loops("queue"),
