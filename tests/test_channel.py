@@ -35,11 +35,13 @@ from shmref.channel import (
     ManagerChannel,
     PickleChannel,
     QueueChannel,
+    RedisChannel,
     numbered,
     receive_worker,
     send_worker,
 )
 from shmref.lifecycle import OwnerGone
+from tests import redis_server
 from tests.conftest import JOIN, contract
 
 #: Seconds to wait for a child to finish or report; pytest-timeout is the backstop.
@@ -53,9 +55,11 @@ FACTORIES: dict[str, Callable[..., Channel]] = {
     "ctypes": lambda ctx, **kw: CtypesChannel(ctx=ctx, **kw),
     "queue": lambda ctx, **kw: QueueChannel(ctx=ctx, **kw),
     "manager": lambda ctx, **kw: ManagerChannel(ctx=ctx, **kw),
+    "redis": lambda ctx, **kw: RedisChannel(url=redis_server.url(), **kw),
 }
 
 NO_DRAIN = "the messages live in the owner or server process, which the creator's close() stops"
+REDIS_NO_DRAIN = "the messages are keys on the server, which the creator's close() deletes"
 
 
 def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
@@ -470,7 +474,7 @@ def test_close_wakes_waiting_putters(way: Any, ctx: BaseContext) -> None:
     join(putter)
 
 
-@ways(cannot={"queue": NO_DRAIN, "manager": NO_DRAIN})
+@ways(cannot={"queue": NO_DRAIN, "manager": NO_DRAIN, "redis": REDIS_NO_DRAIN})
 def test_getters_drain_a_closed_channel(way: Any, ctx: BaseContext) -> None:
     here, there = ctx.Pipe()  # type: ignore[attr-defined]
     getter = start(ctx, drain_after_go, way, there)
@@ -494,7 +498,7 @@ def test_getters_drain_a_closed_channel(way: Any, ctx: BaseContext) -> None:
 #: Seconds within which a waiting thread must have noticed that its handle closed.
 THREAD_WAKE = 3.0
 #: Tries of a race that the old code lost in some tries only; a manager is slow to start.
-ATTEMPTS = {"ctypes": 10, "queue": 10, "manager": 3}
+ATTEMPTS = {"ctypes": 10, "queue": 10, "manager": 3, "redis": 10}
 
 
 def wait_and_close(channel: Channel, method: str, timeout: float | None) -> Waiter:
