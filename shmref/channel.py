@@ -10,31 +10,37 @@ context-manager protocol.
 * message passing: :class:`QueueChannel`, a queue in an owner process,
   which each client process reaches through a connection of its own;
 * a Manager server: :class:`ManagerChannel`, a queue living in a manager's
-  server process, like ``manager.Queue()``, whose batch methods run there.
+  server process, like ``manager.Queue()``, whose batch methods run there;
+* a Redis server: :class:`RedisChannel`, a list on a Redis server, reachable
+  from any host that can reach the server.
 
 :class:`PickleChannel` wraps any of them to carry picklable objects.
 
 The process that creates a channel owns it. Its ``close()`` closes the channel
 for every process: puts raise :class:`ChannelClosed` everywhere, and getters,
 waiting or not, receive what the channel still holds and then
-:class:`ChannelClosed` (a :class:`QueueChannel` or :class:`ManagerChannel`
-cannot drain: its owner or server stops). ``close()`` in another process
+:class:`ChannelClosed` (a :class:`QueueChannel`, :class:`ManagerChannel` or
+:class:`RedisChannel` cannot drain: its owner or server stops, or its keys
+are deleted). ``close()`` in another process
 only detaches that process's handle; a thread of that process waiting in a
 call wakes with :class:`ChannelClosed`.
 Channels pass to child processes as ``Process`` arguments under every start
 method. ``python -m shmref.standalone channel`` writes this module as one file
-that imports only the standard library.
+that imports only the standard library (:class:`RedisChannel` imports the
+``redis`` package when one is made).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import pickle
 import platform
 import queue
 import struct
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from multiprocessing.context import BaseContext
@@ -42,6 +48,7 @@ from multiprocessing.managers import BaseManager
 from typing import Any, Protocol, runtime_checkable
 
 from shmref.holder import Holder
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     LONGEST_WAIT,
@@ -69,6 +76,7 @@ __all__ = [
     "ManagerChannel",
     "PickleChannel",
     "QueueChannel",
+    "RedisChannel",
     "append_worker",
     "drain_worker",
     "numbered",
@@ -1208,6 +1216,215 @@ class ManagerChannel(_Handle, ManagerHandle):
 
     def _release(self) -> None:
         self._server.close()
+
+
+# RedisChannel's keys: "messages", a list (put at the right, got from the
+# left); "room", tokens that wake putters waiting for room (a getter pushes
+# one per message it took, while "putters" says that one waits); "putters",
+# set by a put that found no room, for a few seconds (a putter killed while
+# it waits leaves no flag for long). A getter that finds no message waits on
+# the messages list itself (BLMPOP); a putter that finds no room, on "room".
+
+#: What a getter's script runs after it took `taken` messages: a token per
+#: message for the putters, if one waits, and never more than ARGV[2]
+#: (capacity) tokens in all.
+_WAKE_PUTTERS = """
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  for i = 1, math.min(taken, tonumber(ARGV[2])) do
+    redis.call('RPUSH', KEYS[3], 1)
+  end
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+end
+"""
+
+# ARGV[1] the capacity, then the messages: all put, or none (0) if they do
+# not fit. A put that finds the list full drops the tokens left in "room":
+# each was for room that another put has taken since.
+_REDIS_PUT = Script(
+    """
+local free = tonumber(ARGV[1]) - redis.call('LLEN', KEYS[2])
+if free < #ARGV - 1 then
+  if free <= 0 then redis.call('DEL', KEYS[3]) end
+  redis.call('SET', KEYS[4], 1, 'PX', 5000)
+  return 0
+end
+for i = 2, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return 1
+"""
+)
+# Up to ARGV[1] messages, oldest first; none: an empty list.
+_REDIS_GET = Script(
+    """
+local got = redis.call('LPOP', KEYS[2], ARGV[1])
+if not got then return {} end
+local taken = #got
+"""
+    + _WAKE_PUTTERS
+    + "return got\n"
+)
+# After a BLMPOP took ARGV[1] messages (no script can wait): the same wake.
+# Unchecked, but it does nothing once the creator has closed: a token pushed
+# then would be a key nobody deletes.
+_REDIS_TAKEN = Script(
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "local taken = tonumber(ARGV[1])\n" + _WAKE_PUTTERS + "return 1\n",
+    checked=False,
+)
+_REDIS_PARTS = ("messages", "room", "putters")
+
+#: The longest wait of a RedisChannel call on the server at a time: between
+#: two, it looks whether its creator has closed the channel (issue 10: a
+#: waiter wakes within about a second).
+_REDIS_SLICE = 0.5
+
+
+class RedisChannel(_Handle, RedisHandle):
+    """A list on a Redis server; a call that finds its message or room is one round trip.
+
+    ``put`` and ``put_many`` are one script each: they append at the list's
+    end if the messages fit in ``capacity`` (checked there, so the bound
+    holds for every putter on every host), or append nothing. ``get`` and
+    ``get_many`` take from its head in one script. So each message is
+    received by exactly one getter, and one producer's messages come out in
+    the order its puts returned. The messages are stored as they are: no
+    pickle.
+
+    A ``get`` that finds no message waits on the server (``BLMPOP``, which
+    hands a message to the longest-waiting getter the moment one is put),
+    for at most half a second at a time, then looks again whether the
+    channel is still open; a ``put`` that finds no room waits likewise, for
+    a token that each getter pushes when a putter waits. So a call waiting
+    with ``timeout=None`` wakes with :class:`ChannelClosed` within about
+    half a second once the creator has closed the channel, and at once when
+    another thread closes the handle or the server goes (then the error is
+    also an :class:`~shmref.lifecycle.OwnerGone`). A wake-up a putter misses
+    costs it at most that half second, never a message. ``timeout`` is the
+    longest wait for the server's answer to one request, beyond that.
+
+    Other processes attach with :meth:`connect` (``url`` and ``name``) or get
+    the channel as a ``Process`` argument. Needs a running Redis server
+    (``url``, default a local one) and the ``redis`` package
+    (``pip install shmref[redis]``).
+
+    Part of the contract it cannot keep: the creator's ``close()`` deletes
+    the keys, so messages still in the channel are lost (getters do not
+    drain it); a creator killed without ``close()`` leaves its keys on the
+    server, and the channel open, so a waiter there waits on. A message that
+    a getter killed (or interrupted) during its request had taken is lost
+    with it.
+    """
+
+    _peer = "Redis server"
+
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        max_size: int = DEFAULT_MAX_SIZE,
+        *,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        capacity, max_size = _sizes(capacity, max_size)
+        sizes = {"capacity": capacity, "max_size": max_size}
+        self._create(url, name, timeout, description=sizes)
+
+    def _adopt(self, description: dict[str, Any]) -> None:
+        super()._adopt(description)
+        self._capacity = int(description["capacity"])
+        self._max_size = int(description["max_size"])
+        self._messages = self._keyspace.key("messages")
+        self._room = self._keyspace.key("room")
+        closed = self._closed_by_creator()
+        self._refusals = {"GONE": lambda _: _ServerGone(f"{closed} (its keys are gone)")}
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _run(self, script: Script, *args: bytes | int) -> Any:
+        if self._closed:
+            self._refuse()
+        try:
+            return self._keyspace.run(script, _REDIS_PARTS, args, self._refusals)
+        except ChannelClosed:
+            raise
+        except OwnerGone:  # the server is gone
+            raise self._gone() from None
+
+    @staticmethod
+    def _slice(deadline: Deadline) -> str | None:
+        """The next wait on the server, in seconds as Redis reads them; None if time is up."""
+        if deadline.end is None:
+            return f"{_REDIS_SLICE:.3f}"
+        wait = min(_REDIS_SLICE, deadline.end - time.monotonic())
+        return f"{wait:.3f}" if wait >= 0.001 else None  # Redis reads 0 as "for ever"
+
+    def _blocking(self, wait: str, *command: bytes | str | int) -> Any:
+        try:
+            return self._keyspace.blocking(float(wait), *command)
+        except ChannelClosed:
+            raise
+        except OwnerGone:  # the server is gone
+            raise self._gone() from None
+
+    def put(self, msg: Message, timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
+        if msg.__class__ is not bytes:
+            msg = _payload(msg)
+        if len(msg) > self._max_size:
+            raise _too_big(len(msg), self._max_size)
+        self._send([msg], seconds(timeout))
+
+    def put_many(self, msgs: Iterable[Message], timeout: float | None = None) -> None:
+        if self._closed:
+            self._refuse()
+        batch = _batch(msgs, self._capacity, self._max_size)
+        timeout = seconds(timeout)
+        if batch:
+            self._send(batch, timeout)
+
+    def _send(self, batch: list[bytes], timeout: float | None) -> None:
+        deadline = Deadline(timeout)
+        while not self._run(_REDIS_PUT, self._capacity, *batch):
+            wait = None if deadline.expired else self._slice(deadline)
+            if wait is None:
+                raise _full(batch, timeout)
+            self._blocking(wait, "BLPOP", self._room, wait)
+
+    def get(self, timeout: float | None = None) -> bytes:
+        if self._closed:
+            self._refuse()
+        return self._receive(1, seconds(timeout))[0]
+
+    def get_many(self, max_messages: int, timeout: float | None = None) -> list[bytes]:
+        if self._closed:
+            self._refuse()
+        max_messages = size(max_messages, "max_messages", _LIMIT)
+        return self._receive(max_messages, seconds(timeout))
+
+    def _receive(self, most: int, timeout: float | None) -> list[bytes]:
+        deadline = Deadline(timeout)
+        while True:
+            got: list[bytes] = self._run(_REDIS_GET, most, self._capacity)
+            if got:
+                return got
+            wait = None if deadline.expired else self._slice(deadline)
+            if wait is None:
+                raise queue.Empty(f"no message within {timeout} s")
+            popped = self._blocking(wait, "BLMPOP", wait, 1, self._messages, "LEFT", "COUNT", most)
+            if popped is not None:
+                got = popped[1]
+                self._taken(len(got))
+                return got
+
+    def _taken(self, count: int) -> None:
+        """Wake putters for ``count`` messages a ``BLMPOP`` took; a lost wake costs a slice."""
+        # Whatever happens to this request, the messages are this caller's.
+        with contextlib.suppress(ChannelClosed, OwnerGone, TimeoutError):
+            self._keyspace.run(_REDIS_TAKEN, _REDIS_PARTS, (count, self._capacity))
 
 
 class PickleChannel:

@@ -24,6 +24,7 @@ library and must work without it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -68,6 +69,8 @@ def _redis() -> Any:
         raise ImportError(
             "the Redis ways need the redis package (redis-py): pip install shmref[redis]"
         ) from error
+    with contextlib.suppress(ImportError):
+        import redis.driver_info  # redis-py 7.1 and later: see Keyspace
     return redis
 
 
@@ -199,7 +202,18 @@ class Keyspace:
             # it again would apply an add twice. A lost request is the
             # caller's to see (TimeoutError, OwnerGone), as in the other ways.
             "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            # RESP2: redis-py's RESP3 parser holds a bound method of itself,
+            # so a dropped connection waits for the garbage collector, whose
+            # finalizers then run at a random moment of some later call (an
+            # interrupt there is lost). The scripts' replies are the same.
+            "protocol": 2,
         }
+        driver_info = getattr(redis, "driver_info", None)  # redis-py 7.1 and later
+        if driver_info is not None:
+            # Given, so that a new connection does not look the version up
+            # with importlib.metadata, which scans sys.path (zip files
+            # included) and leaves garbage with finalizers, as above.
+            self._options["driver_info"] = driver_info.DriverInfo(lib_version=redis.__version__)
         self._local = threading.local()
         self._open: set[Any] = set()  # every thread's, for close() to shut down
         reset_after_fork(self)
@@ -230,9 +244,11 @@ class Keyspace:
         self._local = threading.local()
         self._open = set()
 
-    def command(self, *command: str | bytes | int | float) -> Any:
+    def command(self, *command: str | bytes | int | float, block: float = 0.0) -> Any:
         """One command on this thread's connection, and its reply, in redis-py's terms.
 
+        ``block``: seconds the server may hold a blocking command (``BLPOP``...)
+        before it answers, which the wait for the reply adds to ``timeout``.
         Raises redis-py's exceptions (:meth:`run` says what they mean).
         """
         connection = getattr(self._local, "connection", None)
@@ -242,6 +258,8 @@ class Keyspace:
             self._open.add(connection)
         try:
             connection.send_command(*command)
+            if block and self.timeout is not None:
+                return connection.read_response(timeout=self.timeout + block)
             return connection.read_response()
         except _redis().exceptions.ResponseError:
             raise  # the server answered: the connection is in step
@@ -328,6 +346,29 @@ class Keyspace:
             # close() in another thread took the connection from under this
             # call: redis-py then fails in its own ways (AttributeError).
             if not self.closed:
+                raise
+            failure = self.closed_error(f"{self.what} is closed")
+        raise failure
+
+    def blocking(self, block: float, *command: str | bytes | int | float) -> Any:
+        """A blocking command that the server may hold ``block`` seconds, and its reply.
+
+        For a wait on a list (``BLPOP``, ``BLMPOP``), which no script can do.
+        Errors as :meth:`run`'s, but nothing checks the meta key: a caller
+        runs a checked script after a wait that found nothing.
+        """
+        if self.closed:
+            raise self.closed_error(f"{self.what} is closed")
+        redis = _redis()
+        failure: BaseException
+        try:
+            return self.command(*command, block=block)
+        except redis.exceptions.ResponseError:
+            raise
+        except redis.exceptions.RedisError as error:
+            failure = self._translated(error)
+        except Exception:
+            if not self.closed:  # as in run(): close() in another thread
                 raise
             failure = self.closed_error(f"{self.what} is closed")
         raise failure

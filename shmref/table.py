@@ -10,14 +10,17 @@ atomic ``update(key, fn, default)``, with the same limits and errors:
 * message passing: :class:`QueueDict` (an owner process holds a ``dict`` and
   answers requests sent on a ``multiprocessing.Queue``);
 * a Manager server: :class:`ManagerDict` (a ``dict`` in the server of a
-  :class:`DictManager`, one round trip per call, ``update`` included).
+  :class:`DictManager`, one round trip per call, ``update`` included);
+* a Redis server: :class:`RedisDict` (a Redis hash, reachable from any host
+  that can reach the server; ``update`` is a compare-and-set retried).
 
 Keys are ``str`` or ``bytes`` of at most ``key_size`` bytes (UTF-8); values
 are 64-bit ``int``, ``float``, or ``str``/``bytes`` of at most ``value_size``
 bytes; the table holds at most ``capacity`` keys. The module is named
 ``table`` so that it does not shadow the builtin ``dict``. The file that
 ``python -m shmref.standalone table`` writes imports only the standard
-library: copy that one file into a project and it works.
+library: copy that one file into a project and it works (:class:`RedisDict`
+imports the ``redis`` package when one is made).
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from __future__ import annotations
 import numbers
 import os
 import platform
+import random
 import struct
 import sys
 import threading
+import time
 import weakref
 import zlib
 from collections.abc import Callable, Iterable
@@ -37,6 +42,7 @@ from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
 from shmref.holder import Holder
+from shmref.keyspace import DEFAULT_URL, RedisHandle, Script
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     INT64_MAX,
@@ -66,6 +72,7 @@ __all__ = [
     "Key",
     "ManagerDict",
     "QueueDict",
+    "RedisDict",
     "SharedDict",
     "TableFull",
     "Value",
@@ -1183,6 +1190,226 @@ class ManagerDict(_Remote, ManagerHandle):
     def _server(self) -> Server:
         """The Manager server's link, by the name every Manager way gives it."""
         return cast(Server, self._link)
+
+
+# ---------------------------------------------------------------- Redis way
+
+# The hash's fields and values are tagged bytes, so that a value comes back
+# with its type: s (str, UTF-8) or b (bytes) for a key; i (int, decimal), f
+# (float, its repr, which float() reads back exactly), s or b for a value.
+# Not pickle: whoever can write the server's keys could then run code in
+# every process that reads them. No encoded value is empty: b"" in a swap
+# stands for "absent".
+
+
+def _field(key: Key) -> bytes:
+    return b"s" + _utf8(key) if isinstance(key, str) else b"b" + key
+
+
+def _unfield(field: bytes) -> Key:
+    return str(field[1:], "utf-8", "surrogatepass") if field[:1] == b"s" else field[1:]
+
+
+def _encoded(value: Value) -> bytes:
+    """A plain value (:func:`_plain_value`'s) as the hash holds it."""
+    if isinstance(value, int):
+        return b"i%d" % value
+    if isinstance(value, float):
+        return b"f" + repr(value).encode()
+    if isinstance(value, str):
+        return b"s" + _utf8(value)
+    return b"b" + value
+
+
+def _decoded(data: bytes) -> Value:
+    tag, body = data[:1], data[1:]
+    if tag == b"i":
+        return int(body)
+    if tag == b"f":
+        return float(body)
+    if tag == b"s":
+        return str(body, "utf-8", "surrogatepass")
+    return body
+
+
+# KEYS[2] is the hash. A new field in a hash of `capacity` fields is refused.
+_REDIS_STORE = Script(
+    """
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0
+    and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[3]) then
+  return redis.error_reply('FULL')
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"""
+)
+# update's write: only if the field still holds what fn was given (ARGV[2],
+# empty for absent); 0 if another write came between.
+_REDIS_SWAP = Script(
+    """
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if (current or '') ~= ARGV[2] then return 0 end
+if not current and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+  return redis.error_reply('FULL')
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+)
+_REDIS_FIELD = Script("return redis.call('HGET', KEYS[2], ARGV[1])")
+_REDIS_HAS = Script("return redis.call('HEXISTS', KEYS[2], ARGV[1])")
+_REDIS_POP = Script(
+    """
+local value = redis.call('HGET', KEYS[2], ARGV[1])
+if value then redis.call('HDEL', KEYS[2], ARGV[1]) end
+return value
+"""
+)
+_REDIS_COUNT = Script("return redis.call('HLEN', KEYS[2])")
+_REDIS_ALL = Script("return redis.call('HGETALL', KEYS[2])")
+
+#: update's pause after a lost compare-and-set: random, up to this many
+#: seconds, doubled after each loss up to :data:`_LONGEST_PAUSE`, so that
+#: updaters that keep colliding spread out.
+_FIRST_PAUSE = 0.0005
+_LONGEST_PAUSE = 0.02
+
+
+class RedisDict(RedisHandle):
+    """A Redis hash; every call is one round trip to the server (``update``, two or more).
+
+    Each call but ``update`` is one Lua script, atomic on the server; a new
+    key in a hash of ``capacity`` keys is refused there
+    (:class:`TableFull`), the other limits are checked in the caller.
+    ``update`` runs ``fn`` in the caller, so any callable will do (a lambda
+    too) and ``default`` never leaves the process. It reads the value, runs
+    ``fn``, and writes the result only if the key still holds what ``fn``
+    was given (a compare-and-set, one script); if another write came
+    between, it pauses a random moment and runs ``fn`` again on the new
+    value. So the result is ``fn`` of the value the key held when it was
+    written, as with a lock, but ``fn`` may run more than once: it must
+    have no other effect. Updaters that keep colliding on one key take
+    turns at random, with no order among them; an ``update`` that has not
+    written within ``timeout`` seconds raises ``TimeoutError`` with the
+    table unchanged.
+
+    Other processes attach with :meth:`connect` (``url`` and ``name``) or get
+    the table as a ``Process`` argument; the creator's ``close()`` deletes
+    its keys, and calls elsewhere then raise
+    :class:`~shmref.lifecycle.OwnerGone`, as they do when the server is
+    gone. A server that does not answer within ``timeout`` seconds raises
+    ``TimeoutError``. Needs a running Redis server (``url``, default a
+    local one) and the ``redis`` package (``pip install shmref[redis]``).
+
+    Part of the contract it cannot keep: a creator killed without
+    ``close()`` leaves its keys on the server.
+    """
+
+    def __init__(
+        self,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        key_size: int = DEFAULT_KEY_SIZE,
+        value_size: int = DEFAULT_VALUE_SIZE,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        capacity, key_size, value_size = _limits(capacity, key_size, value_size)
+        limits = {"capacity": capacity, "key_size": key_size, "value_size": value_size}
+        self._create(url, name, timeout, description=limits)
+
+    def _adopt(self, description: dict[str, Any]) -> None:
+        super()._adopt(description)
+        self._capacity = int(description["capacity"])
+        self._key_size = int(description["key_size"])
+        self._value_size = int(description["value_size"])
+
+    def _run(self, script: Script, *args: str | bytes | int, key: Key = b"") -> Any:
+        if self._closed:
+            self._refuse()
+        capacity = self._capacity
+        full = {"FULL": lambda _: _full(key, capacity)}
+        return self._keyspace.run(script, ("table",), args, full)
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        if self._closed:
+            self._refuse()
+        stored = self._run(_REDIS_FIELD, _field(_key_type(key)))
+        return default if stored is None else _decoded(stored)
+
+    def __getitem__(self, key: Key) -> Value:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: Key, value: Value) -> None:
+        if self._closed:
+            self._refuse()
+        key = _plain_key(key, self._key_size)  # the key first, as every way checks
+        data = _encoded(_plain_value(value, self._value_size))
+        self._run(_REDIS_STORE, _field(key), data, self._capacity, key=key)
+
+    def __delitem__(self, key: Key) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: object) -> bool:
+        if self._closed:
+            self._refuse()
+        return bool(self._run(_REDIS_HAS, _field(_key_type(key))))
+
+    def __len__(self) -> int:
+        return int(self._run(_REDIS_COUNT))
+
+    def items(self) -> list[tuple[Key, Value]]:
+        flat = self._run(_REDIS_ALL)
+        return [(_unfield(flat[i]), _decoded(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def keys(self) -> list[Key]:
+        return [key for key, _ in self.items()]
+
+    def snapshot(self) -> dict[Key, Value]:
+        return dict(self.items())
+
+    def pop(self, key: Key, default: Any = _MISSING) -> Any:
+        if self._closed:
+            self._refuse()
+        stored = self._run(_REDIS_POP, _field(_key_type(key)))
+        if stored is not None:
+            return _decoded(stored)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def update(self, key: Key, fn: Callable[[Any], Value], default: Any) -> Value:
+        if self._closed:
+            self._refuse()
+        key = _plain_key(key, self._key_size)
+        field = _field(key)
+        timeout = self._keyspace.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _FIRST_PAUSE
+        while True:
+            stored = self._run(_REDIS_FIELD, field)
+            try:
+                new = fn(default if stored is None else _decoded(stored))
+            except BaseException as error:
+                sent = portable(error)  # as the other ways give it (see CtypesDict)
+                if sent is error:
+                    raise
+                raise sent from error
+            plain = _plain_value(new, self._value_size)
+            expected = b"" if stored is None else stored
+            if self._run(_REDIS_SWAP, field, expected, _encoded(plain), self._capacity, key=key):
+                return plain
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"update of {key!r}: another write came before each of its own "
+                    f"for {timeout} s; the table is unchanged by it"
+                )
+            time.sleep(random.uniform(0, pause))
+            pause = min(2 * pause, _LONGEST_PAUSE)
 
 
 # ---------------------------------------------------------------- for update and processes

@@ -17,7 +17,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
 from shmref.arrays import CtypesArray, ManagerArray, QueueArray, RedisArray
-from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel
+from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel, RedisChannel
 from shmref.counter import (
     CtypesCounter,
     ManagerCounter,
@@ -28,7 +28,7 @@ from shmref.counter import (
 from shmref.metrics import CtypesMetrics, ManagerMetrics, QueueMetrics, RedisMetrics
 from shmref.owner import Owner
 from shmref.server import Server
-from shmref.table import CtypesDict, ManagerDict, QueueDict
+from shmref.table import CtypesDict, ManagerDict, QueueDict, RedisDict
 from shmref.value import CtypesValue, ManagerValue, QueueValue, RedisValue
 from tests import redis_server
 
@@ -224,6 +224,15 @@ def _channel_loops() -> dict[str, Loop]:
             )
             for way, kind in (("queue", QueueChannel), ("manager", ManagerChannel))
         },
+        # A message a killed getter's request had taken is gone with it: the
+        # channel then holds none, which the invariant allows.
+        "channel-redis": Loop(
+            lambda ctx: RedisChannel(4, 64, url=redis_server.url(), timeout=TIMEOUT),
+            _channel_values,
+            _channel_call,
+            locks=lambda channel: [],
+            cut=None,
+        ),
         "channel-ctypes": Loop(
             functools.partial(_channel, CtypesChannel),
             _channel_values,
@@ -322,6 +331,13 @@ LOOPS: dict[str, Loop] = {
         lambda board: set(board.snapshot()[0].values()),
         lambda board, n: board.set(0, completed=n, errors=n),
         locks=lambda board: [],
+        cut=None,
+    ),
+    "table-redis": Loop(
+        lambda ctx: RedisDict(capacity=8, url=redis_server.url(), timeout=TIMEOUT),
+        _table_values,
+        _table_call,
+        locks=lambda table: [],
         cut=None,
     ),
     **_remote_loops("queue"),

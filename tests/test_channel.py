@@ -35,11 +35,13 @@ from shmref.channel import (
     ManagerChannel,
     PickleChannel,
     QueueChannel,
+    RedisChannel,
     numbered,
     receive_worker,
     send_worker,
 )
 from shmref.lifecycle import OwnerGone
+from tests import redis_server
 from tests.conftest import JOIN, contract
 
 #: Seconds to wait for a child to finish or report; pytest-timeout is the backstop.
@@ -53,9 +55,11 @@ FACTORIES: dict[str, Callable[..., Channel]] = {
     "ctypes": lambda ctx, **kw: CtypesChannel(ctx=ctx, **kw),
     "queue": lambda ctx, **kw: QueueChannel(ctx=ctx, **kw),
     "manager": lambda ctx, **kw: ManagerChannel(ctx=ctx, **kw),
+    "redis": lambda ctx, **kw: RedisChannel(url=redis_server.url(), **kw),
 }
 
 NO_DRAIN = "the messages live in the owner or server process, which the creator's close() stops"
+REDIS_NO_DRAIN = "the messages are keys on the server, which the creator's close() deletes"
 
 
 def ways(*names: str, cannot: dict[str, str] | None = None) -> pytest.MarkDecorator:
@@ -470,7 +474,7 @@ def test_close_wakes_waiting_putters(way: Any, ctx: BaseContext) -> None:
     join(putter)
 
 
-@ways(cannot={"queue": NO_DRAIN, "manager": NO_DRAIN})
+@ways(cannot={"queue": NO_DRAIN, "manager": NO_DRAIN, "redis": REDIS_NO_DRAIN})
 def test_getters_drain_a_closed_channel(way: Any, ctx: BaseContext) -> None:
     here, there = ctx.Pipe()  # type: ignore[attr-defined]
     getter = start(ctx, drain_after_go, way, there)
@@ -494,7 +498,7 @@ def test_getters_drain_a_closed_channel(way: Any, ctx: BaseContext) -> None:
 #: Seconds within which a waiting thread must have noticed that its handle closed.
 THREAD_WAKE = 3.0
 #: Tries of a race that the old code lost in some tries only; a manager is slow to start.
-ATTEMPTS = {"ctypes": 10, "queue": 10, "manager": 3}
+ATTEMPTS = {"ctypes": 10, "queue": 10, "manager": 3, "redis": 10}
 
 
 def wait_and_close(channel: Channel, method: str, timeout: float | None) -> Waiter:
@@ -689,3 +693,68 @@ def test_pickle_channel_refuses_in_the_caller(make: Callable[..., Any]) -> None:
         channel.put("fits")
         assert channel.get(JOIN) == "fits"
         assert (channel.capacity, channel.max_size) == (4, 64)
+
+
+# RedisChannel: its server.
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_redis_server_gone_wakes_a_waiting_call(method: str) -> None:
+    # Issue 10's rule: with timeout=None, a call waiting on a server that
+    # goes wakes with the closed error, which is also OwnerGone.
+    with redis_server.RedisServer() as server:
+        channel = RedisChannel(capacity=2, max_size=8, url=server.url, timeout=WAKE)
+        if method == "put":
+            channel.put_many([b"1", b"2"])
+            waiter = Waiter(lambda: channel.put(b"3", None), "_blocking")
+        else:
+            waiter = Waiter(lambda: channel.get(None), "_blocking")
+        waiter.wait_inside()  # it found no room (no message): it waits on the server
+        server.kill()
+        with pytest.raises(ChannelClosed, match="has stopped") as caught:
+            waiter.result(THREAD_WAKE)
+        assert isinstance(caught.value, OwnerGone)
+        with pytest.raises(ChannelClosed, match="has stopped"):
+            channel.put(b"x", timeout=0)
+        channel.close()
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_redis_waiters_are_woken_not_polled(
+    redis_url: str, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With slices of an hour, only a wake-up can end these waits: a put
+    # wakes a waiting get (BLMPOP), a get a waiting put (a token).
+    monkeypatch.setattr("shmref.channel._REDIS_SLICE", LONG)
+    with RedisChannel(capacity=1, max_size=8, url=redis_url) as channel:
+        if method == "put":
+            channel.put(b"1")
+            waiter = Waiter(lambda: channel.put(b"2", None), "_blocking")
+            waiter.wait_inside()  # it found no room: it waits on the server
+            assert channel.get(JOIN) == b"1"
+            waiter.result(WAKE)
+            assert channel.get(JOIN) == b"2"
+        else:
+            waiter = Waiter(lambda: channel.get(None), "_blocking")
+            waiter.wait_inside()  # it found no message: it waits on the server
+            channel.put(b"1")
+            assert waiter.result(WAKE) == b"1"
+
+
+@pytest.mark.parametrize("method", ["get", "put"])
+def test_redis_creator_close_wakes_a_waiter_within_a_slice(redis_url: str, method: str) -> None:
+    # A connect()ed handle's call already waiting on the server: only its
+    # sliced wait (it looks again between slices) can see the creator's
+    # close, which deletes the keys and wakes nobody.
+    creator = RedisChannel(capacity=1, max_size=8, url=redis_url)
+    other = RedisChannel.connect(creator.url, creator.name)
+    if method == "put":
+        creator.put(b"1")
+        waiter = Waiter(lambda: other.put(b"2", None), "_blocking")
+    else:
+        waiter = Waiter(lambda: other.get(None), "_blocking")
+    waiter.wait_inside()
+    creator.close()
+    with pytest.raises(ChannelClosed, match="closed by its creator"):
+        waiter.result(THREAD_WAKE)
+    other.close()

@@ -324,7 +324,7 @@ def _die_in_put(way: str, handle: Any, ready: Any) -> None:
             else [],
             id=f"{way}-{method}",
         )
-        for way in ("ctypes", "queue", "manager")
+        for way in ("ctypes", "queue", "manager", "redis")
         for method in ("fork", "spawn")
     ],
 )
@@ -336,10 +336,10 @@ def test_a_producer_killed_inside_put_leaves_the_channel_usable(
     # resource tracker of that interpreter, not of the suite, reports them.
     script = f"""
 import multiprocessing, os, signal, sys
-from tests.ways_channel import WAYS
+from tests.ways_channel import make
 from tests.test_faults import _die_in_put
 ctx = multiprocessing.get_context({start_method!r})
-handle = WAYS[{way!r}](capacity=4, max_size=64, ctx=ctx, timeout={TIMEOUT})
+handle = make({way!r}, ctx, {TIMEOUT})
 ready = ctx.Event()
 child = ctx.Process(target=_die_in_put, args=({way!r}, handle, ready))
 child.start()

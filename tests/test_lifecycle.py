@@ -49,6 +49,7 @@ from shmref.server import Server
 from tests.clauses import PRIMITIVES, applies, cannot
 from tests.conftest import START_METHODS, run_children
 from tests.fault_loops import link
+from tests.redis_server import home
 
 #: The timeout every handle here gets: short, so a dead peer shows quickly.
 TIMEOUT = 3.0
@@ -356,6 +357,9 @@ def kill_creator(primitive: str, way: str, method: str, waiter: bool) -> tuple[l
     if not Path("/proc/self/task").exists():
         pytest.skip("needs Linux's /proc to find the creator's children")
     script = CREATOR.format(primitive=primitive, way=way, method=method, waiter=waiter)
+    # A Redis way's server is this process's (started here if need be), not
+    # one the creator would start and take with it when it is killed.
+    home(way, None)
     root = str(Path(__file__).parent.parent)
     creator = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -386,7 +390,16 @@ def outlived(started: list[int], grace: float) -> list[int]:
     while any(map(running, started)) and time.monotonic() < deadline:
         time.sleep(0.05)  # polled: these processes are not ours to wait for
     left = [pid for pid in started if running(pid)]
-    for pid in left:  # do not let them outlive the test
+    # Do not let them outlive the test. SIGTERM first: a waiter that never
+    # woke (a clause a way cannot keep) ends, and the creator's resource
+    # tracker, which ignores it, then unlinks what the creator left.
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + SLACK
+    while any(map(running, left)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return left

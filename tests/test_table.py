@@ -16,11 +16,13 @@ import gc
 import multiprocessing
 import os
 import random
+import subprocess
 import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,11 +43,13 @@ from shmref.table import (
     DictManager,
     ManagerDict,
     QueueDict,
+    RedisDict,
     SharedDict,
     TableFull,
     increment,
     update_worker,
 )
+from tests import redis_server
 from tests.conftest import JOIN, contract, run_children
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -59,6 +63,7 @@ FACTORIES: dict[str, Callable[..., SharedDict]] = {
     "ctypes": lambda ctx, **kw: CtypesDict(ctx=ctx, **{**LIMITS, **kw}),
     "queue": lambda ctx, **kw: QueueDict(ctx=ctx, **{**LIMITS, **kw}),
     "manager": lambda ctx, **kw: ManagerDict(ctx=ctx, **{**LIMITS, **kw}),
+    "redis": lambda ctx, **kw: RedisDict(url=redis_server.url(), **{**LIMITS, **kw}),
 }
 
 
@@ -455,7 +460,7 @@ def test_key_lands_in_same_slot_in_every_process(way: SharedDict, ctx: BaseConte
 
 
 #: update()s per process and key in the totals test, per way (round trips cost).
-UPDATES = {"ctypes": 3000, "queue": 300, "manager": 300}
+UPDATES = {"ctypes": 3000, "queue": 300, "manager": 300, "redis": 300}
 
 
 @ways()
@@ -507,7 +512,7 @@ def test_update_is_atomic_while_fn_runs(way: SharedDict, ctx: BaseContext) -> No
 #: mixing two writes (a tag of one with the bytes of the other) shows.
 FLIPS = ["a" * 16, 7, b"bb", -1.5, "c"]
 #: Reads per test at least, per way.
-READS = {"ctypes": 100_000, "queue": 2_000, "manager": 2_000}
+READS = {"ctypes": 100_000, "queue": 2_000, "manager": 2_000, "redis": 2_000}
 
 
 def read_while_writing(
@@ -1062,7 +1067,7 @@ class TableMachine(RuleBasedStateMachine):
 
 
 #: Examples per way; each runs up to STEPS operations.
-EXAMPLES = {"ctypes": 100, "queue": 50, "manager": 50}
+EXAMPLES = {"ctypes": 100, "queue": 50, "manager": 50, "redis": 50}
 STEPS = 40
 
 
@@ -1084,3 +1089,68 @@ def test_behaves_like_a_dict(way: SharedDict, way_name: str) -> None:
         )
     finally:
         del TableMachine.table
+
+
+# RedisDict: update is a compare-and-set, retried; from anywhere.
+
+#: ``argv[1]`` updates of "a" in the RedisDict named by SHMREF_TABLE (url, name).
+CONNECTED_UPDATES = """
+import os, sys
+from shmref.table import RedisDict, increment
+url, name = os.environ["SHMREF_TABLE"].split(" ")
+with RedisDict.connect(url, name, timeout=60) as table:
+    for _ in range(int(sys.argv[1])):
+        table.update("a", increment, 0)
+"""
+
+
+def test_redis_updates_exact_from_spawned_children_and_a_connected_interpreter(
+    redis_url: str,
+) -> None:
+    n = 500
+    ctx = multiprocessing.get_context("spawn")
+    with RedisDict(url=redis_url, **LIMITS) as table:
+        # The URL holds the password: in the environment, not on a command line.
+        other = subprocess.Popen(
+            [sys.executable, "-c", CONNECTED_UPDATES, str(n)],
+            cwd=Path(__file__).parent.parent,
+            env={**os.environ, "SHMREF_TABLE": f"{table.url} {table.name}"},
+        )
+        try:
+            run_children(ctx, update_worker, table, ["a"], n, count=2)
+        finally:
+            assert other.wait(JOIN) == 0
+        assert table.snapshot() == {"a": 3 * n}
+
+
+def test_redis_update_runs_fn_again_after_another_write(redis_url: str) -> None:
+    with RedisDict(url=redis_url, timeout=0.3, **LIMITS) as table:
+        other = RedisDict.connect(table.url, table.name)
+        given: list[int] = []
+
+        def interfere_once(value: int) -> int:
+            given.append(value)
+            if len(given) == 1:
+                other["n"] = 10  # written between update's read and its write
+            return value + 1
+
+        assert table.update("n", interfere_once, 0) == 11
+        assert given == [0, 10]  # fn saw the value the write left, and ran again
+
+        def always_interfere(value: int) -> int:
+            other["n"] = value + 100
+            return value + 1
+
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            table.update("n", always_interfere, 0)
+        assert time.monotonic() - start < 5
+        assert table["n"] % 100 == 11  # the other handle's writes only
+        other.close()
+
+
+def test_redis_any_callable_and_default_stay_in_the_caller(redis_url: str) -> None:
+    with RedisDict(url=redis_url, **LIMITS) as table:
+        # As in the ctypes way: fn runs here, and default is never sent.
+        assert table.update("n", lambda n: n + 1, 0) == 1
+        assert table.update("n", increment, multiprocessing.Lock()) == 2

@@ -8,18 +8,20 @@ from typing import Any
 
 from shmref import table
 from shmref.holder import RecordedLock
+from tests.redis_server import home
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
     "ctypes": table.CtypesDict,
     "queue": table.QueueDict,
     "manager": table.ManagerDict,
+    "redis": table.RedisDict,
 }
 
 
 def make(way: str, ctx: Any, timeout: float | None) -> Any:
     """A new handle of ``way`` under ``ctx``, whose blocking calls wait ``timeout``."""
-    return WAYS[way](capacity=8, key_size=8, value_size=16, ctx=ctx, timeout=timeout)
+    return WAYS[way](capacity=8, key_size=8, value_size=16, **home(way, ctx), timeout=timeout)
 
 
 def _lookup(t: Any) -> object:
@@ -76,7 +78,8 @@ def stall(way: str, handle: Any, hold: bool = True) -> Callable[[], object] | No
     other than the one that called ``stall``.
 
     None for the Manager way: its one wait is in the server (for the table's
-    lock, behind a long ``fn``), which only another caller's thread can hold.
+    lock, behind a long ``fn``), which only another caller's thread can hold;
+    and for the Redis way, which waits on nothing but its server.
     """
     if way == "ctypes":
         if hold:

@@ -363,7 +363,7 @@ CHOICES = [
         Cheapest(
             ("queue", "manager"),
             (Measure("one `update`", _seconds_per("table-update")),),
-            "the ways that pickle values ([Dict](table.md#the-same-contract-three-ways))",
+            "the ways that pickle values ([Dict](table.md#the-same-contract-four-ways))",
         ),
     ),
     Choice(
