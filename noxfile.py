@@ -167,7 +167,7 @@ def peers(session: nox.Session) -> None:
     """Hold the peer libraries (faster-fifo, UltraDict, ...) to shmref's contract, spawn and fork.
 
     A report, not a test: a peer failing a clause is a finding, stored in
-    docs/bench/peers.json with the machine and each peer's version and shown
+    docs/bench/contract/peers.json with the machine and each peer's version and shown
     on the primitive pages; only a broken harness fails the session.
     ``nox -s peers -- --peer ultradict --method spawn`` narrows it.
     """

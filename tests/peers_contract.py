@@ -15,7 +15,7 @@ A race can hide in one run, so a check that holds runs again (3 runs in
 all by default, ``--runs``): a clause holds if it held in every run, and a
 failure is the first run's that failed. A peer failing a clause is the
 report's finding: the run fails only if
-the harness itself breaks. The result goes to ``docs/bench/peers.json``,
+the harness itself breaks. The result goes to ``docs/bench/contract/peers.json``,
 which ``docs/_ext/peers.py`` renders on the primitive pages.
 
     python -m tests.peers_contract [--peer KEY ...] [--method spawn ...] [--out FILE]
@@ -46,7 +46,7 @@ from tests.peer_adapters import PEERS, Peer, adapter
 from tests.peer_checks import CLAUSES, DEADLINE, Outcome, check, clauses_of
 
 ROOT = Path(__file__).resolve().parent.parent
-STORED = ROOT / "docs" / "bench" / "peers.json"
+STORED = ROOT / "docs" / "bench" / "contract" / "peers.json"
 METHODS = ("spawn", "fork")
 #: Seconds past its deadline before a check is killed.
 GRACE = 30.0

@@ -159,9 +159,9 @@ def _make(name: str, way: str, ctx: BaseContext, processes: int) -> Any:
     if name == "arrays":
         return ways.WAYS[way]("q", ITEMS, **home(way, ctx), timeout=TIMEOUT)
     if name == "table":
-        return ways.WAYS[way](capacity=8, ctx=ctx, timeout=TIMEOUT)
+        return ways.WAYS[way](capacity=8, **home(way, ctx), timeout=TIMEOUT)
     if name == "channel":
-        return ways.WAYS[way](capacity=64, max_size=64, ctx=ctx, timeout=TIMEOUT)
+        return ways.WAYS[way](capacity=64, max_size=64, **home(way, ctx), timeout=TIMEOUT)
     return ways.make(way, ctx, TIMEOUT)
 
 
