@@ -4,9 +4,15 @@ Each test is one clause of the :class:`~shmref.locks.SyncPrimitive` contract.
 It runs for every kind in :data:`KINDS` (or the kinds :func:`kinds` names)
 under every start method; a kind that cannot keep a clause is marked at its
 parameter with the reason. A kind is a primitive (lock, rlock, semaphore)
-made one way (ctypes, queue, manager; robust is the ctypes lock that
+made one way (ctypes, queue, manager, redis; robust is the ctypes lock that
 survives its holder). Targets of child processes are module-level so that
 spawn and forkserver children can import them.
+
+The Redis kinds hold tokens with a lease (:data:`tests.ways_locks.LEASE`):
+they are owned (only the holder may release, :data:`OWNED`), and a dead
+holder's lock is taken over once its lease ends (:data:`TAKE_OVER`), where
+the clause for the others says it stays taken. Their own clauses (the lease,
+its renewal, a holder paused past it, a server gone) are at the end.
 """
 
 from __future__ import annotations
@@ -35,12 +41,17 @@ from shmref.locks import (
     QueueLock,
     QueueRLock,
     QueueSemaphore,
+    RedisLock,
+    RedisRLock,
+    RedisSemaphore,
     ReleaseError,
     RobustLock,
     SyncPrimitive,
 )
+from tests import redis_server
 from tests.apparatus_locks import Occupancy, occupy, outer_inner
 from tests.conftest import JOIN, contract
+from tests.ways_locks import LEASE
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
 #: The timeout of an acquire that is expected to fail.
@@ -53,7 +64,7 @@ SLOW = 2.0
 class Kind(NamedTuple):
     cls: type[Any]
     family: str  # lock, rlock or semaphore
-    way: str  # ctypes, queue, manager or robust
+    way: str  # ctypes, queue, manager, robust or redis
 
 
 KINDS = {
@@ -67,16 +78,20 @@ KINDS = {
     "ctypes-sem": Kind(CtypesSemaphore, "semaphore", "ctypes"),
     "queue-sem": Kind(QueueSemaphore, "semaphore", "queue"),
     "manager-sem": Kind(ManagerSemaphore, "semaphore", "manager"),
+    "redis-lock": Kind(RedisLock, "lock", "redis"),
+    "redis-rlock": Kind(RedisRLock, "rlock", "redis"),
+    "redis-sem": Kind(RedisSemaphore, "semaphore", "redis"),
 }
+REDIS = [name for name, kind in KINDS.items() if kind.way == "redis"]
 LOCKS = [name for name, kind in KINDS.items() if kind.family == "lock"]
 RLOCKS = [name for name, kind in KINDS.items() if kind.family == "rlock"]
 SEMAPHORES = [name for name, kind in KINDS.items() if kind.family == "semaphore"]
 #: Kinds only their holder may release (the others: any process).
-OWNED = [*RLOCKS, "robust-lock"]
+OWNED = [*RLOCKS, "robust-lock", *REDIS]
 #: Kinds whose next acquire takes the lock over when its holder dies
 #: (``holder_died``): a robust mutex, and an owner that sees the holder's
 #: process exit.
-TAKE_OVER = ["robust-lock", "queue-lock", "queue-rlock", "queue-sem"]
+TAKE_OVER = ["robust-lock", "queue-lock", "queue-rlock", "queue-sem", *REDIS]
 #: Kinds a dead holder leaves taken for good.
 STAY_TAKEN = [name for name in KINDS if name not in TAKE_OVER]
 
@@ -91,6 +106,13 @@ def kinds(
 @pytest.fixture
 def kind(kind_name: str) -> Kind:
     return KINDS[kind_name]
+
+
+def where(cls: type[Any], ctx: BaseContext | None = None) -> dict[str, Any]:
+    """Where a primitive of ``cls`` lives: the test Redis server, with the suites' lease; ctx."""
+    if cls.__name__.startswith("Redis"):
+        return {"url": redis_server.url(), "lease": LEASE}
+    return {} if ctx is None else {"ctx": ctx}
 
 
 @pytest.fixture
@@ -108,7 +130,7 @@ def make(kind: Kind, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
                 managers.append(LockManager(ctx=ctx))
                 managers[0].start()
             kwargs["manager"] = managers[0]
-        primitive = kind.cls(ctx=ctx, **kwargs)
+        primitive = kind.cls(**where(kind.cls, ctx), **kwargs)
         made.append(primitive)
         return primitive
 
@@ -639,7 +661,7 @@ def test_bad_constructor_arguments(cls: type[Any]) -> None:
         cls(timeout=-1)
     with pytest.raises(ValueError, match="timeout must be"):
         cls(timeout=math.nan)
-    if not issubclass(cls, (CtypesSemaphore, QueueSemaphore, ManagerSemaphore)):
+    if not issubclass(cls, (CtypesSemaphore, QueueSemaphore, ManagerSemaphore, RedisSemaphore)):
         with pytest.raises(TypeError):
             cls(1)  # only a semaphore takes a positional argument, its value
 
@@ -670,7 +692,7 @@ def test_bad_semaphore_values(cls: type[Any]) -> None:
 
 @pytest.mark.parametrize("cls", SEMAPHORE_WAYS, ids=SEMAPHORES)
 def test_numpy_semaphore_value(cls: type[Any]) -> None:
-    semaphore = cls(np.int64(2))
+    semaphore = cls(np.int64(2), **where(cls))
     assert [semaphore.acquire(timeout=JOIN) for _ in range(2)] == [True, True]
     assert semaphore.acquire(timeout=SHORT) is False
     semaphore.release()
