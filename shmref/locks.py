@@ -1054,7 +1054,8 @@ class _RedisPrimitive(_Primitive, RedisHandle):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._timeout = state["timeout"]
+        if "timeout" in state:  # not from connect(), which sets it itself
+            self._timeout = state["timeout"]
 
     @classmethod
     def connect(

@@ -20,9 +20,13 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
@@ -50,7 +54,7 @@ from shmref.locks import (
 )
 from tests import redis_server
 from tests.apparatus_locks import Occupancy, occupy, outer_inner
-from tests.conftest import JOIN, contract
+from tests.conftest import JOIN, START_METHODS, contract
 from tests.ways_locks import LEASE
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
@@ -718,3 +722,204 @@ def test_manager_primitives_share_a_manager(ctx: BaseContext) -> None:
         rlock.close()
     finally:
         manager.shutdown()
+
+
+# The Redis kinds: a lease, renewed while held.
+
+
+def die_when_told(lock: Any, held: Any) -> None:
+    """Process target: acquire ``lock``, say so, and die by SIGKILL holding it."""
+    assert lock.acquire(timeout=JOIN)
+    held.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_redis_holder_killed_is_replaced_within_its_lease(
+    redis_url: str, ctx: BaseContext
+) -> None:
+    # Issue 13's clause: a holder SIGKILLed is replaced within its lease plus
+    # a second, counted from when this process sees it hold the lock.
+    lease = 1.0
+    with closing(RedisLock(url=redis_url, lease=lease, timeout=SHORT)) as lock:
+        held = ctx.Event()
+        holder = ctx.Process(target=die_when_told, args=(lock, held))
+        holder.start()
+        assert held.wait(JOIN), "the holder did not acquire the lock"
+        acquired = time.monotonic()  # the lease began before this, and was never renewed
+        holder.join(JOIN)
+        assert holder.exitcode == -signal.SIGKILL
+        holder.close()
+        assert lock.acquire(blocking=False) is False  # the dead holder's lease runs on
+        assert lock.acquire(timeout=lease + 5) is True
+        took = elapsed(acquired)
+        assert lock.holder_died is True
+        assert took < lease + 1.0, f"replaced {took:.2f} s after the holder acquired it"
+        lock.release()
+
+
+def count_under_lock(url: str, name: str, n: int) -> None:
+    """Process target: ``n`` times, under the lock, read the count key and write it plus one."""
+    import redis
+
+    with closing(RedisLock.connect(url, name, timeout=JOIN)) as lock:
+        client = redis.Redis.from_url(url)
+        key = f"{{{name}}}:count"  # under the lock's prefix: its creator's close() deletes it
+        for _ in range(n):
+            with lock:
+                count = int(client.get(key) or 0)  # two round trips: not atomic
+                client.set(key, count + 1)
+        client.close()
+
+
+def test_redis_lock_excludes_two_spawned_processes(redis_url: str) -> None:
+    import redis
+
+    n = 300
+    with closing(RedisLock(url=redis_url, timeout=JOIN)) as lock:
+        ctx = multiprocessing.get_context("spawn")
+        assert run_all(
+            [ctx.Process(target=count_under_lock, args=(lock.url, lock.name, n)) for _ in range(2)]
+        ) == [0, 0]
+        with redis.Redis.from_url(redis_url) as client:
+            assert int(client.get(f"{{{lock.name}}}:count") or 0) == 2 * n
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_release_by_a_non_holder_is_refused(redis_url: str, cls: type[Any]) -> None:
+    with closing(cls(url=redis_url, timeout=SHORT)) as lock:
+        other = cls.connect(lock.url, lock.name, timeout=SHORT)  # another handle, this process
+        assert lock.acquire(timeout=JOIN) is True
+        with pytest.raises(ReleaseError, match="not held by this"):
+            other.release()
+        assert other.acquire(blocking=False) is False  # still the first handle's
+        lock.release()
+        assert other.acquire(blocking=False) is True
+        with pytest.raises(ReleaseError):
+            lock.release()
+        other.release()
+        other.close()
+
+
+def test_redis_renewal_keeps_the_lock_past_several_leases(redis_url: str) -> None:
+    lease = 0.5
+    ctx = multiprocessing.get_context("spawn")
+    with (
+        closing(RedisLock(url=redis_url, lease=lease, timeout=SHORT)) as lock,
+        Probe(ctx, lock) as other,
+    ):
+        assert lock.acquire(timeout=JOIN) is True
+        # The other process waits 5 leases and never gets it: renewed all along.
+        assert other.acquire(5 * lease) is False
+        assert lock.held is True
+        lock.release()
+        assert lock.held is False
+        assert other.acquire() is True
+        assert other.release() == "released"
+
+
+def test_redis_holder_paused_past_its_lease_loses_the_lock(redis_url: str) -> None:
+    # SIGSTOP, as a GC pause or a partition would: the holder cannot renew,
+    # another takes the lock, and the holder finds out only when it runs again.
+    lease = 0.5
+    ctx = multiprocessing.get_context("spawn")
+    with (
+        closing(RedisLock(url=redis_url, lease=lease, timeout=SHORT)) as lock,
+        Probe(ctx, lock) as holder,
+    ):
+        assert holder.acquire() is True
+        os.kill(holder.process.pid, signal.SIGSTOP)
+        try:
+            assert lock.acquire(timeout=JOIN) is True
+            assert lock.holder_died is True  # as after a death: the lease ran out
+        finally:
+            os.kill(holder.process.pid, signal.SIGCONT)
+        assert holder.release() == "ReleaseError"  # it was not its lock any more
+        assert lock.held is True
+        lock.release()
+
+
+def test_redis_holder_sees_its_lease_lost_when_the_server_dies() -> None:
+    lease = 0.5
+    with redis_server.RedisServer() as server:
+        lock = RedisLock(url=server.url, lease=lease, timeout=SHORT)
+        assert lock.acquire(timeout=JOIN) is True
+        server.kill()
+        killed = time.monotonic()
+        # Its renewals fail: held turns False once the lease may have ended.
+        while lock.held and elapsed(killed) < JOIN:
+            time.sleep(0.01)
+        assert lease * 0.5 < elapsed(killed) < lease + SLOW
+        with pytest.raises(OwnerGone):
+            lock.release()
+        lock.close()
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_waiter_wakes_when_the_server_dies(cls: type[Any]) -> None:
+    # Issue 10's rule: a wait with timeout=None ends when its server dies.
+    with redis_server.RedisServer() as server:
+        lock = cls(url=server.url, timeout=None)
+        assert lock.acquire() is True  # by this thread: the waiter is another
+        outcome: list[BaseException] = []
+        waiting = threading.Event()
+
+        def wait() -> None:
+            waiting.set()
+            try:
+                lock.acquire()
+            except BaseException as error:
+                outcome.append(error)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert waiting.wait(JOIN)
+        server.kill()
+        killed = time.monotonic()
+        waiter.join(JOIN)
+        assert elapsed(killed) < 1.0 + SLOW
+        assert len(outcome) == 1 and isinstance(outcome[0], OwnerGone), outcome
+        lock.close()
+
+
+def check_forked_child(lock: Any) -> None:
+    """Forked child: it holds none of its parent's locks, and its acquire waits for the parent."""
+    assert lock.held is False
+    try:
+        lock.release()
+    except ReleaseError:
+        pass
+    else:
+        raise AssertionError("a forked child released its parent's lock")
+    assert lock.acquire(timeout=SHORT) is False
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_forked_child_does_not_hold_its_parents_lock(redis_url: str, cls: type[Any]) -> None:
+    with closing(cls(url=redis_url, lease=0.5, timeout=SHORT)) as lock:
+        assert lock.acquire(timeout=JOIN) is True
+        ctx = multiprocessing.get_context("fork")
+        assert run_all([ctx.Process(target=check_forked_child, args=(lock,))]) == [0]
+        assert lock.held is True  # the parent's renewals went on
+        lock.release()
+
+
+#: Leases every Redis kind refuses, and why.
+BAD_LEASES: list[tuple[object, type[Exception], str]] = [
+    ("1", TypeError, "lease must be a number of seconds"),
+    (True, TypeError, "lease must be a number of seconds"),
+    (-1, ValueError, "lease must be a number of seconds >= 0"),
+    (math.nan, ValueError, "lease must be a number of seconds >= 0"),
+    (0, ValueError, "lease must be at least 0.1 s"),
+    (0.05, ValueError, "lease must be at least 0.1 s"),
+    (None, ValueError, "lease must be a finite number of seconds"),
+    (math.inf, ValueError, "lease must be a finite number of seconds"),
+]
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_bad_leases(cls: type[Any]) -> None:
+    # Refused before the server is asked (none listens at the default URL here).
+    for lease, error, message in BAD_LEASES:
+        with pytest.raises(error, match=message):
+            cls(lease=lease)
