@@ -827,7 +827,7 @@ if reaped > 0 then redis.call('INCRBY', KEYS[4], reaped) end
 
 #: What an acquire answers: taken, taken from a lease that ran out, or
 #: (any positive number) the milliseconds until the first lease runs out.
-_TAKEN, _TAKEN_OVER = 0, -1
+_LEASED, _LEASED_OVER = 0, -1
 
 # ARGV: the new holder's token, the lease in ms, the number of holders allowed.
 _REDIS_ACQUIRE = Script(
@@ -1020,6 +1020,16 @@ class _RedisPrimitive(_Primitive, RedisHandle):
     #: holder's lease had run out (the holder died, or stopped renewing).
     holder_died = False
 
+    def __init__(
+        self,
+        *,
+        lease: float = DEFAULT_LEASE,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._start(1, lease, url, name, timeout)
+
     def _start(
         self, value: int, lease: object, url: object, name: object, timeout: object
     ) -> None:
@@ -1093,16 +1103,16 @@ class _RedisPrimitive(_Primitive, RedisHandle):
         return threading.get_ident() if self._reentrant else None
 
     def _take(self, blocking: bool, timeout: float | None) -> bool:
-        return self._try() == _TAKEN
+        return self._try() == _LEASED
 
     def _try(self) -> int:
-        """One try: :data:`_TAKEN`, or the milliseconds until the first lease runs out."""
+        """One try: :data:`_LEASED`, or the milliseconds until the first lease runs out."""
         holder = self._holder()
         if self._reentrant:
             held = self._holding.get(holder)
             if held:
                 held[-1].depth += 1
-                return _TAKEN
+                return _LEASED
         keyspace = self._keyspace
         token = secrets.token_hex(16)
         lease_ms = round(self._lease_s * 1000)
@@ -1115,8 +1125,8 @@ class _RedisPrimitive(_Primitive, RedisHandle):
         lease = _Lease(self._renewing, token, self._lease_s, sent)
         self._holding.setdefault(holder, []).append(lease)
         _renewals.add(lease)
-        self.holder_died = got == _TAKEN_OVER
-        return _TAKEN
+        self.holder_died = got == _LEASED_OVER
+        return _LEASED
 
     def _wait(self, timeout: float | None) -> bool:
         # A try, then a BLPOP on the wake list until a release pushes a wake,
@@ -1125,7 +1135,7 @@ class _RedisPrimitive(_Primitive, RedisHandle):
         while True:
             try:
                 wait_ms = self._try()
-                if wait_ms == _TAKEN:
+                if wait_ms == _LEASED:
                     return True
                 if deadline.expired:
                     return False
@@ -1213,16 +1223,6 @@ class RedisLock(_RedisPrimitive):
     ``close()`` leaves its keys on the server.
     """
 
-    def __init__(
-        self,
-        *,
-        lease: float = DEFAULT_LEASE,
-        url: str = DEFAULT_URL,
-        name: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> None:
-        self._start(1, lease, url, name, timeout)
-
 
 class RedisRLock(_RedisPrimitive):
     """A :class:`RedisLock` whose holder (this handle, in this thread) may acquire it again.
@@ -1235,16 +1235,6 @@ class RedisRLock(_RedisPrimitive):
     """
 
     _reentrant = True
-
-    def __init__(
-        self,
-        *,
-        lease: float = DEFAULT_LEASE,
-        url: str = DEFAULT_URL,
-        name: str | None = None,
-        timeout: float | None = DEFAULT_TIMEOUT,
-    ) -> None:
-        self._start(1, lease, url, name, timeout)
 
 
 class RedisSemaphore(_RedisPrimitive):

@@ -628,6 +628,24 @@ def test_a_wait_too_long_for_one_os_call_waits(make: Callable[..., Any]) -> None
             holder.join(JOIN)
 
 
+def wait_in_thread(lock: SyncPrimitive) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread of this process started in ``lock.acquire()``, and what it will have raised."""
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def wait() -> None:
+        started.set()
+        try:
+            lock.acquire()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert started.wait(JOIN)
+    return waiter, outcome
+
+
 @kinds("manager-lock", "manager-rlock", "manager-sem")
 def test_manager_waiter_wakes_when_server_stops(kind: Kind, ctx: BaseContext) -> None:
     # Issue 9: a thread waiting in acquire() got EOFError when the server
@@ -636,16 +654,7 @@ def test_manager_waiter_wakes_when_server_stops(kind: Kind, ctx: BaseContext) ->
     manager.start()
     lock = kind.cls(manager=manager)
     assert lock.acquire() is True  # by this thread: the waiter's is another
-    outcome: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            lock.acquire()
-        except BaseException as error:
-            outcome.append(error)
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
+    waiter, outcome = wait_in_thread(lock)
     time.sleep(0.2)  # in the server's wait by now (a slice at a time)
     manager.shutdown()
     waiter.join(SLOW)
@@ -801,42 +810,45 @@ def test_redis_release_by_a_non_holder_is_refused(redis_url: str, cls: type[Any]
         other.close()
 
 
-def test_redis_renewal_keeps_the_lock_past_several_leases(redis_url: str) -> None:
-    lease = 0.5
-    ctx = multiprocessing.get_context("spawn")
-    with (
-        closing(RedisLock(url=redis_url, lease=lease, timeout=SHORT)) as lock,
-        Probe(ctx, lock) as other,
-    ):
-        assert lock.acquire(timeout=JOIN) is True
-        # The other process waits 5 leases and never gets it: renewed all along.
-        assert other.acquire(5 * lease) is False
-        assert lock.held is True
-        lock.release()
-        assert lock.held is False
-        assert other.acquire() is True
-        assert other.release() == "released"
+#: A short lease, for the tests that wait for several of them.
+SHORT_LEASE = 0.5
 
 
-def test_redis_holder_paused_past_its_lease_loses_the_lock(redis_url: str) -> None:
+@pytest.fixture
+def leased(redis_url: str) -> Iterator[tuple[Any, Probe]]:
+    """A RedisLock with a lease of :data:`SHORT_LEASE`, and a spawned :class:`Probe` of it."""
+    lock = RedisLock(url=redis_url, lease=SHORT_LEASE, timeout=SHORT)
+    with Probe(multiprocessing.get_context("spawn"), lock) as probe:
+        yield lock, probe
+    lock.close()
+
+
+def test_redis_renewal_keeps_the_lock_past_several_leases(leased: tuple[Any, Probe]) -> None:
+    lock, other = leased
+    assert lock.acquire(timeout=JOIN) is True
+    # The other process waits 5 leases and never gets it: renewed all along.
+    assert other.acquire(5 * SHORT_LEASE) is False
+    assert lock.held is True
+    lock.release()
+    assert lock.held is False
+    assert other.acquire() is True
+    assert other.release() == "released"
+
+
+def test_redis_holder_paused_past_its_lease_loses_the_lock(leased: tuple[Any, Probe]) -> None:
     # SIGSTOP, as a GC pause or a partition would: the holder cannot renew,
     # another takes the lock, and the holder finds out only when it runs again.
-    lease = 0.5
-    ctx = multiprocessing.get_context("spawn")
-    with (
-        closing(RedisLock(url=redis_url, lease=lease, timeout=SHORT)) as lock,
-        Probe(ctx, lock) as holder,
-    ):
-        assert holder.acquire() is True
-        os.kill(holder.process.pid, signal.SIGSTOP)
-        try:
-            assert lock.acquire(timeout=JOIN) is True
-            assert lock.holder_died is True  # as after a death: the lease ran out
-        finally:
-            os.kill(holder.process.pid, signal.SIGCONT)
-        assert holder.release() == "ReleaseError"  # it was not its lock any more
-        assert lock.held is True
-        lock.release()
+    lock, holder = leased
+    assert holder.acquire() is True
+    os.kill(holder.process.pid, signal.SIGSTOP)
+    try:
+        assert lock.acquire(timeout=JOIN) is True
+        assert lock.holder_died is True  # as after a death: the lease ran out
+    finally:
+        os.kill(holder.process.pid, signal.SIGCONT)
+    assert holder.release() == "ReleaseError"  # it was not its lock any more
+    assert lock.held is True
+    lock.release()
 
 
 def test_redis_holder_sees_its_lease_lost_when_the_server_dies() -> None:
@@ -861,19 +873,7 @@ def test_redis_waiter_wakes_when_the_server_dies(cls: type[Any]) -> None:
     with redis_server.RedisServer() as server:
         lock = cls(url=server.url, timeout=None)
         assert lock.acquire() is True  # by this thread: the waiter is another
-        outcome: list[BaseException] = []
-        waiting = threading.Event()
-
-        def wait() -> None:
-            waiting.set()
-            try:
-                lock.acquire()
-            except BaseException as error:
-                outcome.append(error)
-
-        waiter = threading.Thread(target=wait)
-        waiter.start()
-        assert waiting.wait(JOIN)
+        waiter, outcome = wait_in_thread(lock)
         server.kill()
         killed = time.monotonic()
         waiter.join(JOIN)
