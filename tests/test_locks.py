@@ -882,6 +882,38 @@ def test_redis_waiter_wakes_when_the_server_dies(cls: type[Any]) -> None:
         lock.close()
 
 
+def test_redis_waiter_is_woken_by_a_release_not_by_polling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis
+
+    from shmref import locks
+
+    # Slices of 30 s and a lease of 60 s: only a release's wake can end the
+    # waiter's BLPOP within the test's bound; a poll loop would show as tries.
+    monkeypatch.setattr(locks, "_WAKE_SLICE", 30.0)
+    with redis_server.RedisServer() as server, redis.Redis.from_url(server.url) as client:
+        lock = RedisLock(url=server.url, lease=60, timeout=None)
+        other = RedisLock.connect(lock.url, lock.name, timeout=None)
+        assert lock.acquire() is True  # each script run once (and loaded) before the count
+        lock.release()
+        assert lock.acquire() is True
+        client.delete(f"{{{lock.name}}}:wake")  # the wake of that release, taken by nobody
+        client.config_resetstat()
+        waiter, outcome = wait_in_thread(other)
+        while client.info("clients")["blocked_clients"] == 0 and waiter.is_alive():
+            time.sleep(0.01)  # until the waiter is in its BLPOP
+        released = time.monotonic()
+        lock.release()
+        waiter.join(JOIN)
+        assert not outcome and elapsed(released) < SLOW
+        tries = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert tries == 3, tries  # the waiter's try, the release, the waiter's try
+        other.release()
+        other.close()
+        lock.close()
+
+
 def check_forked_child(lock: Any) -> None:
     """Forked child: it holds none of its parent's locks, and its acquire waits for the parent."""
     assert lock.held is False
