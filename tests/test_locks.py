@@ -903,6 +903,10 @@ def test_redis_waiter_is_woken_by_a_release_not_by_polling(
         waiter, outcome = wait_in_thread(other)
         while client.info("clients")["blocked_clients"] == 0 and waiter.is_alive():
             time.sleep(0.01)  # until the waiter is in its BLPOP
+        # An observation window, not a synchronisation: a waiter that polled
+        # would make requests in it (a poll of any length, since the server
+        # ends a short BLPOP at its next tick, 10 times a second).
+        time.sleep(1.0)
         released = time.monotonic()
         lock.release()
         waiter.join(JOIN)
