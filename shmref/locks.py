@@ -1,4 +1,4 @@
-"""Lock, RLock and Semaphore between processes, three ways.
+"""Lock, RLock and Semaphore between processes, four ways.
 
 Every class here implements :class:`SyncPrimitive`: ``acquire(blocking=True,
 timeout=None) -> bool``, ``release()``, the context-manager protocol (which
@@ -14,14 +14,19 @@ standard library's locks.
   back tokens; acquire and release are requests to it;
 * a Manager server: :class:`ManagerLock`, :class:`ManagerRLock` and
   :class:`ManagerSemaphore` are ``threading`` locks living in the server,
-  one round trip per call.
+  one round trip per call;
+* a Redis server: :class:`RedisLock`, :class:`RedisRLock` and
+  :class:`RedisSemaphore` are tokens with leases, which their holders
+  renew while they hold them: a dead holder's lock is free once its lease
+  ends, from any host that can reach the server.
 
 ``acquire(timeout=None)`` blocks as long as the standard library's does, but
 a ``with`` block waits at most the ``timeout`` given to the constructor
 (:data:`DEFAULT_TIMEOUT` by default) and then raises ``TimeoutError``: a
 holder that died holding the lock would otherwise hang it forever.
-:class:`RobustLock` and the Queue ways recover from such a death (the next
-acquire sets ``holder_died``); with the others the lock stays taken.
+:class:`RobustLock`, the Queue ways and the Redis ways recover from such a
+death (the next acquire sets ``holder_died``); with the others the lock
+stays taken.
 
 A wait is taken in slices (:data:`~shmref.lifecycle.SLICE`), or waits on a
 connection that ``close()`` ends, so that a thread waiting in ``acquire``
@@ -34,22 +39,27 @@ method. The process that creates a Queue way, or a Manager way without a
 ``manager=``, owns its owner or server: its ``close()`` stops it. Every
 other ``close()`` only releases this process's handle. ``python -m
 shmref.standalone locks`` writes this module as one file that imports only
-the standard library, to copy into a project.
+the standard library, to copy into a project (the Redis ways import the
+``redis`` package when one is made).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
+import secrets
 import threading
 import time
+import weakref
 from multiprocessing import synchronize
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import BaseManager
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from shmref.holder import HELD, MUTEX_BYTES, pthread_api
+from shmref.keyspace import DEFAULT_URL, Keyspace, RedisHandle, Script
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     Closable,
@@ -57,6 +67,7 @@ from shmref.lifecycle import (
     context,
     integer,
     lifeline,
+    reset_after_fork,
     seconds,
     timed_out,
 )
@@ -64,6 +75,7 @@ from shmref.owner import Later, Owner
 from shmref.server import ManagerHandle, Served, register_state
 
 __all__ = [
+    "DEFAULT_LEASE",
     "DEFAULT_TIMEOUT",
     "CtypesLock",
     "CtypesRLock",
@@ -75,6 +87,9 @@ __all__ = [
     "QueueLock",
     "QueueRLock",
     "QueueSemaphore",
+    "RedisLock",
+    "RedisRLock",
+    "RedisSemaphore",
     "ReleaseError",
     "RobustLock",
     "SyncPrimitive",
@@ -766,3 +781,479 @@ class ManagerSemaphore(_ManagerPrimitive):
         authkey: bytes | None = None,
     ) -> None:
         self._start(_value(value, _SEM_VALUE_MAX), manager, ctx, timeout, address, authkey)
+
+
+# ---------------------------------------------------------------- Redis: tokens with leases
+
+#: The lease a Redis way's holder gets unless told otherwise, in seconds.
+#: Shorter than DEFAULT_TIMEOUT, so that a ``with`` waiting its default
+#: timeout outlasts a dead holder's lease and takes the lock; long enough
+#: that a holder renewing every third of it (:data:`_RENEW_EVERY`) keeps it
+#: through a pause of several seconds (a GC, a loaded machine).
+DEFAULT_LEASE = 10.0
+
+#: The shortest lease: renewals every third of it must have time to travel.
+SHORTEST_LEASE = 0.1
+
+#: A holder renews its lease this often, as a fraction of the lease: two
+#: renewals may fail or come late before it runs out.
+_RENEW_EVERY = 1 / 3
+
+#: The shortest wait for a server's reply. A lock's ``timeout`` is how long
+#: a ``with`` waits for the lock, and may be far shorter than a round trip
+#: to a loaded server takes now and then: a reply gets at least this long.
+_REPLY_FLOOR = 1.0
+
+#: The longest wait of a waiter between two tries. A release wakes a waiter
+#: at once (its BLPOP returns); this bounds how late it sees what no release
+#: announces: the creator's close() (its keys deleted), or a wake taken by a
+#: waiter killed before it could use it.
+_WAKE_SLICE = 0.5
+
+#: The keys of a Redis lock, after the meta key: its holders' tokens (a
+#: sorted set of token -> the end of its lease, in the server's ms), the
+#: list a release pushes a wake on, and how many expired leases nobody
+#: has taken over yet (so that exactly one acquire says ``holder_died``).
+_PARTS = ("holders", "wake", "orphans")
+
+# Every script starts by reaping the leases that have run out, by the
+# server's clock: a holder's death needs no one to notice it.
+_REAP = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local reaped = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if reaped > 0 then redis.call('INCRBY', KEYS[4], reaped) end
+"""
+
+#: What an acquire answers: taken, taken from a lease that ran out, or
+#: (any positive number) the milliseconds until the first lease runs out.
+_LEASED, _LEASED_OVER = 0, -1
+
+# ARGV: the new holder's token, the lease in ms, the number of holders allowed.
+_REDIS_ACQUIRE = Script(
+    _REAP
+    + """
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(first[2]) - now)
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+if tonumber(redis.call('GET', KEYS[4])) > 0 then
+  redis.call('DECR', KEYS[4])
+  return -1
+end
+return 0
+"""
+)
+
+# ARGV: the holder's token, the number of holders allowed. A wake is pushed
+# for a waiter; at most that many are kept, so that releases nobody waits
+# for do not pile them up.
+_REDIS_RELEASE = Script(
+    _REAP
+    + """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return redis.error_reply('NOTHELD') end
+redis.call('RPUSH', KEYS[3], 1)
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[2]), -1)
+return 1
+"""
+)
+
+# ARGV: the holder's token, the lease in ms. 0 if the lease is not the
+# token's any more (it ran out, and may have been taken over).
+_REDIS_RENEW = Script(
+    """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ends = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not ends or tonumber(ends) <= now then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+)
+
+
+def _replies(timeout: float | None) -> float | None:
+    """How long a Redis way waits for a reply: its timeout, but at least :data:`_REPLY_FLOOR`."""
+    return None if timeout is None else max(timeout, _REPLY_FLOOR)
+
+
+def _lease(lease: object) -> float:
+    """A checked lease: seconds, from :data:`SHORTEST_LEASE` to ``LONGEST_WAIT``."""
+    checked = seconds(lease, "lease")
+    if checked is None:
+        raise ValueError(
+            f"lease must be a finite number of seconds, not {lease!r}: "
+            "a lease that never ends would keep a dead holder's lock for ever"
+        )
+    if checked < SHORTEST_LEASE:
+        raise ValueError(f"lease must be at least {SHORTEST_LEASE} s, not {lease!r}")
+    return checked
+
+
+class _Lease:
+    """One token a handle holds on the server, and what this process knows of its lease.
+
+    ``valid_until`` is when the lease ends at the earliest: the lease counted
+    from the moment the request that set it was sent (the server set it
+    later). ``lost`` says why it is not held any more, once known.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "depth",
+        "due",
+        "keyspace",
+        "lease",
+        "lost",
+        "token",
+        "valid_until",
+    )
+
+    def __init__(self, keyspace: Keyspace, token: str, lease: float, sent: float) -> None:
+        self.keyspace, self.token, self.lease = keyspace, token, lease
+        self.depth = 1  # an RLock's
+        self.lost: str | None = None
+        self.renewed(sent)
+
+    def renewed(self, sent: float) -> None:
+        self.valid_until = sent + self.lease
+        self.due = sent + self.lease * _RENEW_EVERY
+
+    @property
+    def held(self) -> bool:
+        return self.lost is None and time.monotonic() < self.valid_until
+
+    def renew(self) -> None:
+        """One renewal (in the renewing thread); on failure, retried until the lease ends."""
+        sent = time.monotonic()
+        try:
+            if self.keyspace.run(_REDIS_RENEW, _PARTS, [self.token, round(self.lease * 1000)]):
+                self.renewed(sent)
+                return
+            self.lost = "its lease ran out before it was renewed (another may hold it now)"
+        except Exception as error:  # the server gone or slow, the handle closed
+            if time.monotonic() >= self.valid_until:
+                self.lost = f"its lease ran out: it could not be renewed ({error})"
+            else:
+                self.due = time.monotonic() + self.lease / 10
+
+
+class _Renewals:
+    """This process's renewing thread, and the leases it renews.
+
+    One thread per process, started by the first acquire and ending when no
+    lease is left to renew; a daemon, so that it never keeps the
+    interpreter alive. It holds the leases weakly: a handle dropped while
+    it holds the lock stops renewing it, and the lease runs out. A forked
+    child starts with none (it holds none of its parent's locks).
+    """
+
+    def __init__(self) -> None:
+        self._after_fork()
+        reset_after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._leases: weakref.WeakSet[_Lease] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lease: _Lease) -> None:
+        with self._changed:
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="shmref-lease-renewals", daemon=True
+                )
+                self._thread.start()
+            self._changed.notify()
+
+    def discard(self, lease: _Lease) -> None:
+        with self._changed:
+            self._leases.discard(lease)
+            self._changed.notify()  # the last one gone, the thread ends now
+
+    def _due(self) -> list[_Lease]:
+        """The leases due now, once some are; [] when none is left (the thread then ends)."""
+        with self._changed:
+            while True:
+                for lease in list(self._leases):
+                    if lease.lost is not None:
+                        self._leases.discard(lease)
+                if not self._leases:
+                    self._thread = None
+                    return []
+                now = time.monotonic()
+                first = min(lease.due for lease in self._leases)
+                if first <= now:
+                    return [lease for lease in self._leases if lease.due <= now]
+                self._changed.wait(first - now)
+
+    def _run(self) -> None:
+        while due := self._due():
+            for lease in due:
+                lease.renew()
+
+
+_renewals = _Renewals()
+
+
+_Attached = TypeVar("_Attached", bound="_RedisPrimitive")
+
+
+class _RedisPrimitive(_Primitive, RedisHandle):
+    """Tokens with leases in a Redis server: ``value`` holders at most.
+
+    Each acquire adds a random token with the end of its lease to a sorted
+    set, if fewer than ``value`` leases are live; a release removes it and
+    pushes a wake for one waiter, which waits in a ``BLPOP`` between tries.
+    This process's renewing thread (:class:`_Renewals`) extends every lease
+    it holds each third of the lease. Tokens are this handle's in this
+    process (an RLock's, this thread's): release by anyone else raises
+    :class:`ReleaseError`, and a forked child holds none.
+    """
+
+    _try_first = False  # a try is a round trip, as is the wait's first
+    _reentrant = False
+
+    #: True if the last acquire through this handle took a token whose
+    #: holder's lease had run out (the holder died, or stopped renewing).
+    holder_died = False
+
+    def __init__(
+        self,
+        *,
+        lease: float = DEFAULT_LEASE,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._start(1, lease, url, name, timeout)
+
+    def _start(
+        self, value: int, lease: object, url: object, name: object, timeout: object
+    ) -> None:
+        checked = seconds(timeout)  # every argument checked before the server is asked
+        lease = _lease(lease)
+        description = {"value": value, "lease": lease}
+        self._create(url, name, _replies(checked), description, initial={"orphans": 0})
+        self._timeout = checked
+
+    def _adopt(self, description: dict[str, Any]) -> None:
+        super()._adopt(description)
+        keyspace = self._keyspace
+        self._value: int = description["value"]
+        self._lease_s: float = description["lease"]
+        self._timeout = keyspace.timeout  # a with block's wait, until told otherwise
+        self._holding: dict[int | None, list[_Lease]] = {}
+        # Renewals wait a third of the lease for a reply, not the handle's
+        # timeout: a silent server must not hold up this process's renewals
+        # of other leases, on other servers, until those run out too.
+        self._renewing = Keyspace(
+            keyspace.url,
+            keyspace.name,
+            self._lease_s * _RENEW_EVERY,
+            keyspace.what,
+            keyspace.closed_error,
+            creator=False,
+        )
+        reset_after_fork(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "timeout": self._timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "timeout" in state:  # not from connect(), which sets it itself
+            self._timeout = state["timeout"]
+
+    @classmethod
+    def connect(
+        cls: type[_Attached], url: str, name: str, *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> _Attached:
+        """A handle to the lock named ``name`` at ``url``, from any process.
+
+        As :meth:`RedisHandle.connect <shmref.keyspace.RedisHandle.connect>`;
+        ``timeout`` bounds its ``with`` blocks' waits.
+        """
+        checked = seconds(timeout)
+        handle = super().connect(url, name, timeout=_replies(checked))
+        handle._timeout = checked
+        return handle
+
+    def _after_fork(self) -> None:
+        self._holding = {}  # the parent's tokens are the parent's
+
+    @property
+    def lease(self) -> float:
+        """Seconds a holder keeps the lock without renewing it: then it is free."""
+        return self._lease_s
+
+    @property
+    def held(self) -> bool:
+        """True while this handle (an RLock: this thread) holds it with a live lease.
+
+        Asks no server: False once a renewal has found the lease gone, or
+        none has succeeded in time. A holder whose lease may have run out
+        holds nothing: another process may hold the lock.
+        """
+        return any(lease.held for lease in self._holding.get(self._holder(), ()))
+
+    def _holder(self) -> int | None:
+        return threading.get_ident() if self._reentrant else None
+
+    def _take(self, blocking: bool, timeout: float | None) -> bool:
+        return self._try() == _LEASED
+
+    def _try(self) -> int:
+        """One try: :data:`_LEASED`, or the milliseconds until the first lease runs out."""
+        holder = self._holder()
+        if self._reentrant:
+            held = self._holding.get(holder)
+            if held:
+                held[-1].depth += 1
+                return _LEASED
+        keyspace = self._keyspace
+        token = secrets.token_hex(16)
+        lease_ms = round(self._lease_s * 1000)
+        sent = time.monotonic()
+        # An exception (Ctrl-C) after the server took it loses the token
+        # here: the lock is then taken until its lease, never renewed, ends.
+        got = int(keyspace.run(_REDIS_ACQUIRE, _PARTS, [token, lease_ms, self._value]))
+        if got > 0:
+            return got
+        lease = _Lease(self._renewing, token, self._lease_s, sent)
+        self._holding.setdefault(holder, []).append(lease)
+        _renewals.add(lease)
+        self.holder_died = got == _LEASED_OVER
+        return _LEASED
+
+    def _wait(self, timeout: float | None) -> bool:
+        # A try, then a BLPOP on the wake list until a release pushes a wake,
+        # the first lease runs out, or the slice ends; then a try again.
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                wait_ms = self._try()
+                if wait_ms == _LEASED:
+                    return True
+                if deadline.expired:
+                    return False
+                pause = min(wait_ms / 1000, _WAKE_SLICE)
+                if deadline.end is not None:
+                    pause = min(pause, deadline.end - time.monotonic())
+                if pause > 0:
+                    wait = f"{max(pause, 0.001):.3f}"  # BLPOP's 0 would wait for ever
+                    self._keyspace.blocking(pause, "BLPOP", self._keyspace.key("wake"), wait)
+            except Exception:
+                if not self._closed:
+                    raise
+            self._check_peers()
+
+    def release(self) -> None:
+        if self._closed:
+            self._refuse()
+        what = type(self).__name__
+        held = self._holding.get(self._holder())
+        if not held:
+            whom = "this thread" if self._reentrant else "this handle"
+            raise ReleaseError(f"{what} is not held by {whom}")
+        lease = held[-1]
+        if lease.depth > 1:
+            lease.depth -= 1
+            return
+        held.pop()
+        if not held:
+            self._holding.pop(self._holder(), None)
+        _renewals.discard(lease)
+        why = lease.lost or f"its lease of {self._lease_s} s ran out"
+        self._keyspace.run(
+            _REDIS_RELEASE,
+            _PARTS,
+            [lease.token, self._value],
+            {"NOTHELD": lambda _: ReleaseError(f"{what} was not held any more: {why}")},
+        )
+
+    def _release(self) -> None:
+        # What this handle holds is given back (it could never be released
+        # after close()), unless the creator's close() deletes it all.
+        holding, self._holding = self._holding, {}
+        for leases in holding.values():
+            for lease in leases:
+                _renewals.discard(lease)
+                lease.lost = "its handle was closed"
+                if not self._keyspace.creator:
+                    with contextlib.suppress(Exception):
+                        self._keyspace.run(_REDIS_RELEASE, _PARTS, [lease.token, self._value])
+        self._renewing.disconnect()
+        super()._release()
+
+
+class RedisLock(_RedisPrimitive):
+    """A lock in a Redis server, held with a lease that its holder renews.
+
+    Owned by the handle that acquired it in its process: release by any
+    other process raises :class:`ReleaseError` (unlike :class:`CtypesLock`);
+    a second ``acquire`` by the holder waits like any other. A holder that
+    dies (SIGKILL included) holds it until its lease ends, ``lease``
+    seconds after its last renewal at most; the next acquire then takes it
+    and sets :attr:`holder_died`. While held, this process renews the lease
+    every third of it, in a daemon thread.
+
+    A holder that cannot renew in time (paused longer than its lease: a GC,
+    SIGSTOP, a network partition; or the server gone) loses the lock while
+    its code runs on as if it held it: :attr:`held` turns False, and its
+    ``release()`` (the end of its ``with``) raises :class:`ReleaseError`
+    saying why. A lease guarantees exclusion only to holders that renew in
+    time. An ``acquire`` cut by an exception (Ctrl-C) may have been granted
+    as it was cut: the lock is then taken until that lease ends.
+
+    A blocking acquire waits on the server (``BLPOP``) for a release's
+    wake, with no round trips meanwhile; it wakes when the first lease
+    runs out too, and every half second to see whether the creator has
+    closed (then :class:`~shmref.lifecycle.OwnerGone`, ``timeout=None``
+    too). A server gone raises ``OwnerGone``, one that does not answer
+    within ``timeout``, ``TimeoutError``. Other processes attach with
+    :meth:`connect` or get it as a ``Process`` argument; the creator's
+    ``close()`` deletes its keys, and any other ``close()`` gives back what
+    its handle holds. Needs a Redis server and the ``redis`` package
+    (``pip install shmref[redis]``).
+
+    Part of the contract it cannot keep: a creator killed without
+    ``close()`` leaves its keys on the server.
+    """
+
+
+class RedisRLock(_RedisPrimitive):
+    """A :class:`RedisLock` whose holder (this handle, in this thread) may acquire it again.
+
+    The depth is counted per handle and thread, in this process, as the
+    standard library's RLock counts it: the lock is free once its holder
+    has released it as many times as it acquired it. Re-entry asks no
+    server (check :attr:`held` for the lease); release by anyone else
+    raises :class:`ReleaseError`. Otherwise as :class:`RedisLock`.
+    """
+
+    _reentrant = True
+
+
+class RedisSemaphore(_RedisPrimitive):
+    """``value`` leases in a Redis server: at most ``value`` holders.
+
+    Bounded: each permit is a token of the handle that acquired it, so a
+    ``release`` by a handle that holds none raises :class:`ReleaseError`
+    (unlike :class:`CtypesSemaphore`, which any process may release). A
+    holder that dies gives its permits back when their leases end.
+    Otherwise as :class:`RedisLock`.
+    """
+
+    def __init__(
+        self,
+        value: int = 1,
+        *,
+        lease: float = DEFAULT_LEASE,
+        url: str = DEFAULT_URL,
+        name: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._start(_value(value, _SEM_VALUE_MAX), lease, url, name, timeout)

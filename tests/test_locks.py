@@ -4,9 +4,15 @@ Each test is one clause of the :class:`~shmref.locks.SyncPrimitive` contract.
 It runs for every kind in :data:`KINDS` (or the kinds :func:`kinds` names)
 under every start method; a kind that cannot keep a clause is marked at its
 parameter with the reason. A kind is a primitive (lock, rlock, semaphore)
-made one way (ctypes, queue, manager; robust is the ctypes lock that
+made one way (ctypes, queue, manager, redis; robust is the ctypes lock that
 survives its holder). Targets of child processes are module-level so that
 spawn and forkserver children can import them.
+
+The Redis kinds hold tokens with a lease (:data:`tests.ways_locks.LEASE`):
+they are owned (only the holder may release, :data:`OWNED`), and a dead
+holder's lock is taken over once its lease ends (:data:`TAKE_OVER`), where
+the clause for the others says it stays taken. Their own clauses (the lease,
+its renewal, a holder paused past it, a server gone) are at the end.
 """
 
 from __future__ import annotations
@@ -14,9 +20,13 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import multiprocessing
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
@@ -35,12 +45,17 @@ from shmref.locks import (
     QueueLock,
     QueueRLock,
     QueueSemaphore,
+    RedisLock,
+    RedisRLock,
+    RedisSemaphore,
     ReleaseError,
     RobustLock,
     SyncPrimitive,
 )
+from tests import redis_server
 from tests.apparatus_locks import Occupancy, occupy, outer_inner
-from tests.conftest import JOIN, contract
+from tests.conftest import JOIN, START_METHODS, contract
+from tests.ways_locks import LEASE
 
 #: Seconds to wait for a child to finish or reply; pytest-timeout is the backstop.
 #: The timeout of an acquire that is expected to fail.
@@ -53,7 +68,7 @@ SLOW = 2.0
 class Kind(NamedTuple):
     cls: type[Any]
     family: str  # lock, rlock or semaphore
-    way: str  # ctypes, queue, manager or robust
+    way: str  # ctypes, queue, manager, robust or redis
 
 
 KINDS = {
@@ -67,16 +82,20 @@ KINDS = {
     "ctypes-sem": Kind(CtypesSemaphore, "semaphore", "ctypes"),
     "queue-sem": Kind(QueueSemaphore, "semaphore", "queue"),
     "manager-sem": Kind(ManagerSemaphore, "semaphore", "manager"),
+    "redis-lock": Kind(RedisLock, "lock", "redis"),
+    "redis-rlock": Kind(RedisRLock, "rlock", "redis"),
+    "redis-sem": Kind(RedisSemaphore, "semaphore", "redis"),
 }
+REDIS = [name for name, kind in KINDS.items() if kind.way == "redis"]
 LOCKS = [name for name, kind in KINDS.items() if kind.family == "lock"]
 RLOCKS = [name for name, kind in KINDS.items() if kind.family == "rlock"]
 SEMAPHORES = [name for name, kind in KINDS.items() if kind.family == "semaphore"]
 #: Kinds only their holder may release (the others: any process).
-OWNED = [*RLOCKS, "robust-lock"]
+OWNED = [*RLOCKS, "robust-lock", *REDIS]
 #: Kinds whose next acquire takes the lock over when its holder dies
 #: (``holder_died``): a robust mutex, and an owner that sees the holder's
 #: process exit.
-TAKE_OVER = ["robust-lock", "queue-lock", "queue-rlock", "queue-sem"]
+TAKE_OVER = ["robust-lock", "queue-lock", "queue-rlock", "queue-sem", *REDIS]
 #: Kinds a dead holder leaves taken for good.
 STAY_TAKEN = [name for name in KINDS if name not in TAKE_OVER]
 
@@ -91,6 +110,13 @@ def kinds(
 @pytest.fixture
 def kind(kind_name: str) -> Kind:
     return KINDS[kind_name]
+
+
+def where(cls: type[Any], ctx: BaseContext | None = None) -> dict[str, Any]:
+    """Where a primitive of ``cls`` lives: the test Redis server, with the suites' lease; ctx."""
+    if cls.__name__.startswith("Redis"):
+        return {"url": redis_server.url(), "lease": LEASE}
+    return {} if ctx is None else {"ctx": ctx}
 
 
 @pytest.fixture
@@ -108,7 +134,7 @@ def make(kind: Kind, ctx: BaseContext) -> Iterator[Callable[..., Any]]:
                 managers.append(LockManager(ctx=ctx))
                 managers[0].start()
             kwargs["manager"] = managers[0]
-        primitive = kind.cls(ctx=ctx, **kwargs)
+        primitive = kind.cls(**where(kind.cls, ctx), **kwargs)
         made.append(primitive)
         return primitive
 
@@ -602,6 +628,24 @@ def test_a_wait_too_long_for_one_os_call_waits(make: Callable[..., Any]) -> None
             holder.join(JOIN)
 
 
+def wait_in_thread(lock: SyncPrimitive) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread of this process started in ``lock.acquire()``, and what it will have raised."""
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def wait() -> None:
+        started.set()
+        try:
+            lock.acquire()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    assert started.wait(JOIN)
+    return waiter, outcome
+
+
 @kinds("manager-lock", "manager-rlock", "manager-sem")
 def test_manager_waiter_wakes_when_server_stops(kind: Kind, ctx: BaseContext) -> None:
     # Issue 9: a thread waiting in acquire() got EOFError when the server
@@ -610,16 +654,7 @@ def test_manager_waiter_wakes_when_server_stops(kind: Kind, ctx: BaseContext) ->
     manager.start()
     lock = kind.cls(manager=manager)
     assert lock.acquire() is True  # by this thread: the waiter's is another
-    outcome: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            lock.acquire()
-        except BaseException as error:
-            outcome.append(error)
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
+    waiter, outcome = wait_in_thread(lock)
     time.sleep(0.2)  # in the server's wait by now (a slice at a time)
     manager.shutdown()
     waiter.join(SLOW)
@@ -639,7 +674,7 @@ def test_bad_constructor_arguments(cls: type[Any]) -> None:
         cls(timeout=-1)
     with pytest.raises(ValueError, match="timeout must be"):
         cls(timeout=math.nan)
-    if not issubclass(cls, (CtypesSemaphore, QueueSemaphore, ManagerSemaphore)):
+    if not issubclass(cls, (CtypesSemaphore, QueueSemaphore, ManagerSemaphore, RedisSemaphore)):
         with pytest.raises(TypeError):
             cls(1)  # only a semaphore takes a positional argument, its value
 
@@ -670,7 +705,7 @@ def test_bad_semaphore_values(cls: type[Any]) -> None:
 
 @pytest.mark.parametrize("cls", SEMAPHORE_WAYS, ids=SEMAPHORES)
 def test_numpy_semaphore_value(cls: type[Any]) -> None:
-    semaphore = cls(np.int64(2))
+    semaphore = cls(np.int64(2), **where(cls))
     assert [semaphore.acquire(timeout=JOIN) for _ in range(2)] == [True, True]
     assert semaphore.acquire(timeout=SHORT) is False
     semaphore.release()
@@ -696,3 +731,231 @@ def test_manager_primitives_share_a_manager(ctx: BaseContext) -> None:
         rlock.close()
     finally:
         manager.shutdown()
+
+
+# The Redis kinds: a lease, renewed while held.
+
+
+def die_when_told(lock: Any, held: Any) -> None:
+    """Process target: acquire ``lock``, say so, and die by SIGKILL holding it."""
+    assert lock.acquire(timeout=JOIN)
+    held.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("start_method", START_METHODS)
+def test_redis_holder_killed_is_replaced_within_its_lease(
+    redis_url: str, ctx: BaseContext
+) -> None:
+    # Issue 13's clause: a holder SIGKILLed is replaced within its lease plus
+    # a second, counted from when this process sees it hold the lock.
+    lease = 1.0
+    with closing(RedisLock(url=redis_url, lease=lease, timeout=SHORT)) as lock:
+        held = ctx.Event()
+        holder = ctx.Process(target=die_when_told, args=(lock, held))
+        holder.start()
+        assert held.wait(JOIN), "the holder did not acquire the lock"
+        acquired = time.monotonic()  # the lease began before this, and was never renewed
+        holder.join(JOIN)
+        assert holder.exitcode == -signal.SIGKILL
+        holder.close()
+        assert lock.acquire(blocking=False) is False  # the dead holder's lease runs on
+        assert lock.acquire(timeout=lease + 5) is True
+        took = elapsed(acquired)
+        assert lock.holder_died is True
+        assert took < lease + 1.0, f"replaced {took:.2f} s after the holder acquired it"
+        lock.release()
+
+
+def count_under_lock(url: str, name: str, n: int) -> None:
+    """Process target: ``n`` times, under the lock, read the count key and write it plus one."""
+    import redis
+
+    with closing(RedisLock.connect(url, name, timeout=JOIN)) as lock:
+        client = redis.Redis.from_url(url)
+        key = f"{{{name}}}:count"  # under the lock's prefix: its creator's close() deletes it
+        for _ in range(n):
+            with lock:
+                count = int(client.get(key) or 0)  # two round trips: not atomic
+                client.set(key, count + 1)
+        client.close()
+
+
+def test_redis_lock_excludes_two_spawned_processes(redis_url: str) -> None:
+    import redis
+
+    n = 300
+    with closing(RedisLock(url=redis_url, timeout=JOIN)) as lock:
+        ctx = multiprocessing.get_context("spawn")
+        assert run_all(
+            [ctx.Process(target=count_under_lock, args=(lock.url, lock.name, n)) for _ in range(2)]
+        ) == [0, 0]
+        with redis.Redis.from_url(redis_url) as client:
+            assert int(client.get(f"{{{lock.name}}}:count") or 0) == 2 * n
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_release_by_a_non_holder_is_refused(redis_url: str, cls: type[Any]) -> None:
+    with closing(cls(url=redis_url, timeout=SHORT)) as lock:
+        other = cls.connect(lock.url, lock.name, timeout=SHORT)  # another handle, this process
+        assert lock.acquire(timeout=JOIN) is True
+        with pytest.raises(ReleaseError, match="not held by this"):
+            other.release()
+        assert other.acquire(blocking=False) is False  # still the first handle's
+        lock.release()
+        assert other.acquire(blocking=False) is True
+        with pytest.raises(ReleaseError):
+            lock.release()
+        other.release()
+        other.close()
+
+
+#: A short lease, for the tests that wait for several of them.
+SHORT_LEASE = 0.5
+
+
+@pytest.fixture
+def leased(redis_url: str) -> Iterator[tuple[Any, Probe]]:
+    """A RedisLock with a lease of :data:`SHORT_LEASE`, and a spawned :class:`Probe` of it."""
+    lock = RedisLock(url=redis_url, lease=SHORT_LEASE, timeout=SHORT)
+    with Probe(multiprocessing.get_context("spawn"), lock) as probe:
+        yield lock, probe
+    lock.close()
+
+
+def test_redis_renewal_keeps_the_lock_past_several_leases(leased: tuple[Any, Probe]) -> None:
+    lock, other = leased
+    assert lock.acquire(timeout=JOIN) is True
+    # The other process waits 5 leases and never gets it: renewed all along.
+    assert other.acquire(5 * SHORT_LEASE) is False
+    assert lock.held is True
+    lock.release()
+    assert lock.held is False
+    assert other.acquire() is True
+    assert other.release() == "released"
+
+
+def test_redis_holder_paused_past_its_lease_loses_the_lock(leased: tuple[Any, Probe]) -> None:
+    # SIGSTOP, as a GC pause or a partition would: the holder cannot renew,
+    # another takes the lock, and the holder finds out only when it runs again.
+    lock, holder = leased
+    assert holder.acquire() is True
+    os.kill(holder.process.pid, signal.SIGSTOP)
+    try:
+        assert lock.acquire(timeout=JOIN) is True
+        assert lock.holder_died is True  # as after a death: the lease ran out
+    finally:
+        os.kill(holder.process.pid, signal.SIGCONT)
+    assert holder.release() == "ReleaseError"  # it was not its lock any more
+    assert lock.held is True
+    lock.release()
+
+
+def test_redis_holder_sees_its_lease_lost_when_the_server_dies() -> None:
+    lease = 0.5
+    with redis_server.RedisServer() as server:
+        lock = RedisLock(url=server.url, lease=lease, timeout=SHORT)
+        assert lock.acquire(timeout=JOIN) is True
+        server.kill()
+        killed = time.monotonic()
+        # Its renewals fail: held turns False once the lease may have ended.
+        while lock.held and elapsed(killed) < JOIN:
+            time.sleep(0.01)
+        assert lease * 0.5 < elapsed(killed) < lease + SLOW
+        with pytest.raises(OwnerGone):
+            lock.release()
+        lock.close()
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_waiter_wakes_when_the_server_dies(cls: type[Any]) -> None:
+    # Issue 10's rule: a wait with timeout=None ends when its server dies.
+    with redis_server.RedisServer() as server:
+        lock = cls(url=server.url, timeout=None)
+        assert lock.acquire() is True  # by this thread: the waiter is another
+        waiter, outcome = wait_in_thread(lock)
+        server.kill()
+        killed = time.monotonic()
+        waiter.join(JOIN)
+        assert elapsed(killed) < 1.0 + SLOW
+        assert len(outcome) == 1 and isinstance(outcome[0], OwnerGone), outcome
+        lock.close()
+
+
+def test_redis_waiter_is_woken_by_a_release_not_by_polling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import redis
+
+    from shmref import locks
+
+    # Slices of 30 s and a lease of 60 s: only a release's wake can end the
+    # waiter's BLPOP within the test's bound; a poll loop would show as tries.
+    monkeypatch.setattr(locks, "_WAKE_SLICE", 30.0)
+    with redis_server.RedisServer() as server, redis.Redis.from_url(server.url) as client:
+        lock = RedisLock(url=server.url, lease=60, timeout=None)
+        other = RedisLock.connect(lock.url, lock.name, timeout=None)
+        assert lock.acquire() is True  # each script run once (and loaded) before the count
+        lock.release()
+        assert lock.acquire() is True
+        client.delete(f"{{{lock.name}}}:wake")  # the wake of that release, taken by nobody
+        client.config_resetstat()
+        waiter, outcome = wait_in_thread(other)
+        while client.info("clients")["blocked_clients"] == 0 and waiter.is_alive():
+            time.sleep(0.01)  # until the waiter is in its BLPOP
+        # An observation window, not a synchronisation: a waiter that polled
+        # would make requests in it (a poll of any length, since the server
+        # ends a short BLPOP at its next tick, 10 times a second).
+        time.sleep(1.0)
+        released = time.monotonic()
+        lock.release()
+        waiter.join(JOIN)
+        assert not outcome and elapsed(released) < SLOW
+        tries = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert tries == 3, tries  # the waiter's try, the release, the waiter's try
+        other.release()
+        other.close()
+        lock.close()
+
+
+def check_forked_child(lock: Any) -> None:
+    """Forked child: it holds none of its parent's locks, and its acquire waits for the parent."""
+    assert lock.held is False
+    try:
+        lock.release()
+    except ReleaseError:
+        pass
+    else:
+        raise AssertionError("a forked child released its parent's lock")
+    assert lock.acquire(timeout=SHORT) is False
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_forked_child_does_not_hold_its_parents_lock(redis_url: str, cls: type[Any]) -> None:
+    with closing(cls(url=redis_url, lease=0.5, timeout=SHORT)) as lock:
+        assert lock.acquire(timeout=JOIN) is True
+        ctx = multiprocessing.get_context("fork")
+        assert run_all([ctx.Process(target=check_forked_child, args=(lock,))]) == [0]
+        assert lock.held is True  # the parent's renewals went on
+        lock.release()
+
+
+#: Leases every Redis kind refuses, and why.
+BAD_LEASES: list[tuple[object, type[Exception], str]] = [
+    ("1", TypeError, "lease must be a number of seconds"),
+    (True, TypeError, "lease must be a number of seconds"),
+    (-1, ValueError, "lease must be a number of seconds >= 0"),
+    (math.nan, ValueError, "lease must be a number of seconds >= 0"),
+    (0, ValueError, "lease must be at least 0.1 s"),
+    (0.05, ValueError, "lease must be at least 0.1 s"),
+    (None, ValueError, "lease must be a finite number of seconds"),
+    (math.inf, ValueError, "lease must be a finite number of seconds"),
+]
+
+
+@pytest.mark.parametrize("cls", [RedisLock, RedisRLock, RedisSemaphore])
+def test_redis_bad_leases(cls: type[Any]) -> None:
+    # Refused before the server is asked (none listens at the default URL here).
+    for lease, error, message in BAD_LEASES:
+        with pytest.raises(error, match=message):
+            cls(lease=lease)

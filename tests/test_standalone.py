@@ -153,6 +153,11 @@ if __name__ == "__main__":
     print("after die_holding:", holder.exitcode, lock.acquire(timeout=60), lock.holder_died)
     lock.release()
     lock.close()
+    # -S: no site-packages, so no redis package; the Redis way says what to install.
+    try:
+        locks.RedisLock()
+    except ImportError as error:
+        print("RedisLock:", str(error).split(": ")[-1])
 """
 
 VALUE_SCRIPT = """\
@@ -272,7 +277,8 @@ MODULES = [
         "QueueLock [0, 0] 1 4\n"
         "ManagerLock [0, 0] 1 4\n"
         "RobustLock [0, 0] 1 4\n"
-        "after die_holding: -9 True True\n",
+        "after die_holding: -9 True True\n"
+        "RedisLock: pip install shmref[redis]\n",
     ),
     Standalone(
         "value",

@@ -4,7 +4,10 @@ A way here is one primitive made one way, named as in tests/test_locks.py.
 Unlike every other handle of shmref, a lock's ``with`` acquires and releases
 it and does not close it (:data:`NOT_APPLICABLE`). The Queue ways' lock
 lives in an owner process and the Manager ways' in a server, which can die;
-the ctypes ways' in shared memory.
+the ctypes ways' in shared memory; the Redis ways' in a Redis server, as
+tokens with a lease (:data:`LEASE` here), so that a holder that dies (the
+creator included) gives the lock back when its lease ends: they are in
+:data:`TAKES_OVER`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from shmref import locks
 from shmref.holder import HELD
+from tests.redis_server import home
 
 #: Every way, by the name the contract suites give it.
 WAYS: dict[str, Callable[..., Any]] = {
@@ -29,7 +33,16 @@ WAYS: dict[str, Callable[..., Any]] = {
     "manager-lock": locks.ManagerLock,
     "manager-rlock": locks.ManagerRLock,
     "manager-sem": locks.ManagerSemaphore,
+    "redis-lock": locks.RedisLock,
+    "redis-rlock": locks.RedisRLock,
+    "redis-sem": locks.RedisSemaphore,
 }
+
+#: The Redis ways' lease in the suites: short, so that a dead holder's lock
+#: is free again well within the waits of tests/test_lifecycle.py (a waiter
+#: must wake within about a second plus its slack); long enough for this
+#: process to renew it in time on a loaded machine.
+LEASE = 2.0
 
 #: Clauses of the lifecycle suite that mean something else for a lock.
 NOT_APPLICABLE: dict[str, str] = {
@@ -39,7 +52,8 @@ NOT_APPLICABLE: dict[str, str] = {
 
 def make(way: str, ctx: Any, timeout: float | None) -> Any:
     """A new handle of ``way`` under ``ctx``, whose ``with`` blocks wait ``timeout``."""
-    return WAYS[way](ctx=ctx, timeout=timeout)
+    lease = {"lease": LEASE} if way.startswith("redis") else {}
+    return WAYS[way](**home(way, ctx), **lease, timeout=timeout)
 
 
 #: Every public call, with valid arguments, in an order that works on an
@@ -101,7 +115,13 @@ def stall(way: str, handle: Any) -> Callable[[], object] | None:
 #: Ways whose waiter takes the lock over when its holder, the creator, dies,
 #: instead of raising: what a robust mutex is for (``holder_died`` is then
 #: True). A Queue way's owner ends with its creator: its waiters get OwnerGone.
-TAKES_OVER: dict[str, str] = {"robust-lock": "EOWNERDEAD hands the mutex to the next waiter"}
+TAKES_OVER: dict[str, str] = {
+    "robust-lock": "EOWNERDEAD hands the mutex to the next waiter",
+    **{
+        way: "the creator's lease runs out: the next waiter takes the lock"
+        for way in ("redis-lock", "redis-rlock", "redis-sem")
+    },
+}
 
 
 def hold_for_child(way: str, handle: Any) -> None:
