@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -215,7 +216,8 @@ class Keyspace:
             # included) and leaves garbage with finalizers, as above.
             self._options["driver_info"] = driver_info.DriverInfo(lib_version=redis.__version__)
         self._local = threading.local()
-        self._open: set[Any] = set()  # every thread's, for close() to shut down
+        #: Every thread's connection, and the thread using it, for close().
+        self._open: dict[Any, int] = {}
         reset_after_fork(self)
 
     @classmethod
@@ -242,7 +244,7 @@ class Keyspace:
         # (redis-py shuts a socket down only in the process that opened it).
         self._creator = None
         self._local = threading.local()
-        self._open = set()
+        self._open = {}
 
     def command(self, *command: str | bytes | int | float, block: float = 0.0) -> Any:
         """One command on this thread's connection, and its reply, in redis-py's terms.
@@ -255,7 +257,7 @@ class Keyspace:
         if connection is None:
             connection = self._connection_class(**self._options)
             self._local.connection = connection
-            self._open.add(connection)
+            self._open[connection] = threading.get_ident()
         try:
             connection.send_command(*command)
             if block and self.timeout is not None:
@@ -268,7 +270,7 @@ class Keyspace:
             # timeout, a server gone): kept, the connection would give the
             # next call this one's reply.
             self._local.connection = None
-            self._open.discard(connection)
+            self._open.pop(connection, None)
             connection.disconnect()
             raise
 
@@ -464,8 +466,23 @@ class Keyspace:
         socket is shut down under it.
         """
         self.closed = True
-        for connection in list(self._open):
-            connection.disconnect()
+        here = threading.get_ident()
+        for connection, thread in list(self._open.items()):
+            if thread == here:
+                connection.disconnect()
+                continue
+            # Another thread's: that thread may be inside redis-py with it,
+            # and redis-py's disconnect() beside a connect in progress is
+            # not safe (seen with redis-py 8.2: the handshake reconnected,
+            # then waited on replies it had already read). Shutting the
+            # socket down wakes a read there with end of file; that thread
+            # then drops the connection itself, and its next call finds the
+            # keyspace closed. A connection still being made has no socket
+            # yet: its thread's wait on the server ends within a slice.
+            sock = getattr(connection, "_sock", None)  # redis-py's, since 2.x
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         self._open.clear()
 
 

@@ -186,6 +186,14 @@ def test_random_kills_leave_old_or_new_state(name: str, ctx: BaseContext) -> Non
 INTERRUPTS = 200
 
 
+# An interrupt that lands in a finalizer is lost there ("Exception ignored
+# in"), which is the interpreter's rule, not a lock left taken: redis-py's
+# connections disconnect in __del__, which a garbage collection may run in
+# the middle of any call (seen once in 3.10 on CI, counter-redis).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function AbstractConnection.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 @pytest.mark.parametrize("name", list(LOOPS))
 def test_caught_interrupts_leave_no_lock_taken(name: str) -> None:
     loop = LOOPS[name]
