@@ -58,7 +58,9 @@ def tests(session: nox.Session) -> None:
     ``nox -s tests -- ARGS`` passes ARGS to pytest instead.
     """
     # numpy is optional for shmref; the standalone tests hide it to check that.
-    session.install("-e", ".[test,numpy]")
+    # The peers go where the benchmarks' quick pass runs, so their adapters
+    # run on every CI run; elsewhere their benchmarks skip.
+    session.install("-e", ".[test,numpy,peers]" if session.python == PINNED else ".[test,numpy]")
     env = {}
     args = list(session.posargs)
     if not args:
@@ -129,9 +131,11 @@ def bench(session: nox.Session) -> None:
     """Measure every way on this machine and regenerate the docs' tables and plots.
 
     ``nox -s bench -- counter`` runs one primitive. Results go to
-    docs/bench/<primitive>.json with the machine they ran on.
+    docs/bench/<primitive>.json with the machine they ran on. The peers
+    (the ``peers`` extra: faster-fifo, UltraDict, atomics, ...) run beside
+    shmref's ways in the same run.
     """
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,peers]")
     names = session.posargs or sorted(
         p.stem.removeprefix("test_bench_")
         for p in (ROOT / "tests" / "benchmarks").glob("test_bench_*.py")
