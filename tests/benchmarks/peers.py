@@ -217,8 +217,9 @@ class SharedMemoryTransfer(_NumpyTransfer):
     """``multiprocessing.shared_memory`` with a numpy view: what people write by hand."""
 
     def __init__(self, n: int) -> None:
-        import numpy as np
         from multiprocessing.shared_memory import SharedMemory
+
+        import numpy as np
 
         self._segment = SharedMemory(create=True, size=8 * n)
         self.array = np.ndarray((n,), dtype=np.float64, buffer=self._segment.buf)
