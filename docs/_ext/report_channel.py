@@ -257,16 +257,27 @@ def _plot_sentence(run: Run) -> str:
         (name,) = names.values()
         text = f"{name} is on top at every size"
     else:
-        text = "On top: " + ", ".join(f"{names[tops[s]]} at {SIZES[s]}" for s in SIZES)
-    if any(batched for _, batched in tops.values()):
-        text += ", as a batch pays each call's fixed costs once for several messages"
+        text = "On top: " + "; ".join(f"{names[tops[s]]} at {SIZES[s]}" for s in SIZES)
+    if all(batched for _, batched in tops.values()):
+        text += ": a batch pays each call's fixed costs once for several messages"
+    elif any(batched for _, batched in tops.values()):
+        text += ". Where a batched way is on top, it pays each call's fixed costs once for "
+        text += "several messages; where a way with single calls is, the copies of large "
+        text += "messages outweigh what a batch saves"
     text += "."
     if "faster-fifo" in peers(run):
         ratios = {s: rate(run, "ctypes", s) / rate(run, "faster-fifo", s) for s in SIZES}
         low, high = min(ratios.values()), max(ratios.values())
-        verb = "above" if low > 1 else "below" if high < 1 else "around"
+        verb = (
+            "more messages per second than faster-fifo's raw bytes at every size"
+            if low > 1
+            else "fewer messages per second than faster-fifo's raw bytes at every size"
+            if high < 1
+            else "more messages per second than faster-fifo's raw bytes at some sizes and "
+            "fewer at others"
+        )
         text += (
-            f" One message per call, `CtypesChannel` runs {verb} faster-fifo's raw bytes "
+            f" One message per call, `CtypesChannel` moves {verb} "
             f"({', '.join(f'{fmt_ratio(r)} at {SIZES[s]}' for s, r in ratios.items())})."
         )
     return text + "\n"

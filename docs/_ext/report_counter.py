@@ -64,14 +64,17 @@ def _plot_sentence(run: Run) -> str:
     if len(set(top.values())) == 1:
         text = f"{WAYS[top[1]]} is on top at every process count"
     else:
-        text = "On top: " + ", ".join(f"{WAYS[w]} at {processes(p)}" for p, w in top.items())
-    if set(top.values()) == {"slots"}:
-        text += ": each process adds into its own slot, a plain memory write with no lock"
-    text += "."
+        text = "On top: " + "; ".join(f"{WAYS[w]} at {processes(p)}" for p, w in top.items())
+    why = {
+        "slots": "`SlotCounter` adds into each process's own slot, a memory write with no lock",
+        "queue-batched": "`QueueCounter(batch=64)` sends 64 adds as one message to its owner",
+    }
+    reasons = [why[way] for way in dict.fromkeys(top.values()) if way in why]
+    text += (": " + "; ".join(reasons) if reasons else "") + "."
     if peers(run):
         one, two = _vs_atomics(run)
         text += (
-            f" atomics' lock-free `inc` needs no lock either, yet `SlotCounter` adds "
+            f" The atomics package's lock-free `inc` needs no lock either, yet `SlotCounter` adds "
             f"{fmt_ratio(one)} as fast in 1 process and {fmt_ratio(two)} in 2: each `inc` is a "
             "call through atomics' Python layer and cffi into C, which costs far more than the "
             "add itself"
