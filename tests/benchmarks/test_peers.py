@@ -28,7 +28,8 @@ def test_a_peer_is_found_without_importing_it(monkeypatch: pytest.MonkeyPatch) -
 
 def test_a_stored_peer_row_names_its_version() -> None:
     class Benchmark:
-        extra_info: dict[str, Any] = {}
+        def __init__(self) -> None:
+            self.extra_info: dict[str, Any] = {}
 
     bench = Benchmark()
     peer = next((p for p in peers.PEERS if peers.installed(p)), None)
