@@ -17,7 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from shmref.table import increment
 
@@ -112,18 +112,22 @@ class _Opened:
                 block.unlink()
 
 
-def run_peer(
-    table: Any,
-    way: str,
-    keys: list[str],
-    op: str,
-    keys_of: list[list[str]],
-    n: int,
-    calls: int,
-    barrier: Any,
-    conn: Any,
-    timeout: float,
-) -> None:
+class Job(NamedTuple):
+    """What one benchmark's processes do, on a table of ``keys``.
+
+    One worker per entry of ``keys_of`` (the keys it cycles through), each
+    doing ``calls`` rounds of ``n`` operations ``op``.
+    """
+
+    way: str
+    keys: list[str]
+    op: str
+    keys_of: list[list[str]]
+    n: int
+    calls: int
+
+
+def run_peer(table: Any, job: Job, barrier: Any, conn: Any, timeout: float) -> None:
     """Process target (spawned): a peer's whole benchmark, in a /dev/shm of its own.
 
     ``table`` is a shmref table, already filled, or the name to create the
@@ -138,15 +142,18 @@ def run_peer(
     private = private_dev_shm()
     opened = None
     if isinstance(table, str):
-        opened = _Opened(way, table, create=True)
+        opened = _Opened(job.way, table, create=True)
         # One write of every key: shared-memory-dict pickles its whole dict
         # again on each set, which for 10,000 keys one by one takes minutes.
-        opened.table.update(dict.fromkeys(keys, 0))
+        opened.table.update(dict.fromkeys(job.keys, 0))
     conn.send("ready")
     fork = multiprocessing.get_context("fork")
     workers = [
-        fork.Process(target=round_worker, args=(table, way, op, part, n, calls, barrier, timeout))
-        for part in keys_of
+        fork.Process(
+            target=round_worker,
+            args=(table, job.way, job.op, part, job.n, job.calls, barrier, timeout),
+        )
+        for part in job.keys_of
     ]
     for worker in workers:
         worker.start()
@@ -191,22 +198,12 @@ class PeerRun:
     The parent only meets the workers at the barrier: it never imports a peer.
     """
 
-    def __init__(
-        self,
-        table: Any,
-        way: str,
-        keys: list[str],
-        op: str,
-        keys_of: list[list[str]],
-        n: int,
-        calls: int,
-    ) -> None:
-        self.way = way
-        self.barrier = SPAWN.Barrier(len(keys_of) + 1)
+    def __init__(self, table: Any, job: Job) -> None:
+        self.way = job.way
+        self.barrier = SPAWN.Barrier(len(job.keys_of) + 1)
         self._results, writer = SPAWN.Pipe(duplex=False)
         self._process = SPAWN.Process(
-            target=run_peer,
-            args=(table, way, keys, op, keys_of, n, calls, self.barrier, writer, BARRIER_TIMEOUT),
+            target=run_peer, args=(table, job, self.barrier, writer, BARRIER_TIMEOUT)
         )
         self._process.start()
         writer.close()

@@ -20,7 +20,7 @@ import pytest
 from shmref.table import CtypesDict, ManagerDict, QueueDict, SharedDict
 
 from .peers import describe
-from .peers_table import SPAWN, TABLE_PEERS, PeerRun, do
+from .peers_table import SPAWN, TABLE_PEERS, Job, PeerRun, do
 from .timing import WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -209,23 +209,17 @@ def _peer_ops(way: str, op: str) -> int:
     return PEER_OPS.get((way, op), PEER_OPS_OTHER[way])
 
 
-def _time_peer(
-    benchmark: Any,
-    table: Any,
-    way: str,
-    keys: list[str],
-    op: str,
-    keys_of: list[list[str]],
-    n: int,
-    rounds: int,
-) -> None:
-    """Time ``rounds`` rounds of peers_table.PeerRun: ``table`` is a shmref table or a peer's."""
-    if way in TABLE_PEERS:
-        describe(benchmark, TABLE_PEERS[way])
-        table = f"shmref-bench-{way}-{os.getpid()}-{secrets.token_hex(3)}"
+def _time_peer(benchmark: Any, table: Any, work: Callable[[int], Job], rounds: int) -> None:
+    """Time ``rounds`` rounds of peers_table.PeerRun on ``table``, a shmref table or none.
+
+    ``work(calls)`` is the job, given the rounds its workers must do.
+    """
     warmup = size(benchmark, 1, 0)
-    calls = size(benchmark, rounds + warmup, 1)
-    group = PeerRun(table, way, keys, op, keys_of, n, calls)
+    job = work(size(benchmark, rounds + warmup, 1))
+    if job.way in TABLE_PEERS:
+        describe(benchmark, TABLE_PEERS[job.way])
+        table = f"shmref-bench-{job.way}-{os.getpid()}-{secrets.token_hex(3)}"
+    group = PeerRun(table, job)
     left: list[str] = []
     try:
         benchmark.pedantic(group.run, rounds=size(benchmark, rounds, 1), warmup_rounds=warmup)
@@ -243,7 +237,7 @@ def test_latency_peer(benchmark: Any, way: str, op: str) -> None:
     ops = size(benchmark, _peer_ops(way, op), 20)
     benchmark.group = f"table-{op}"
     benchmark.extra_info.update(way=way, op=op, ops=ops, processes=1)
-    _time_peer(benchmark, None, way, KEYS, op, [KEYS], ops, PEER_ROUNDS)
+    _time_peer(benchmark, None, lambda calls: Job(way, KEYS, op, [KEYS], ops, calls), PEER_ROUNDS)
 
 
 @pytest.mark.parametrize(("processes", "keys"), THROUGHPUT_RUNS)
@@ -257,7 +251,7 @@ def test_throughput_peer(benchmark: Any, way: str, op: str, processes: int, keys
         way=way, op=op, ops=ops * processes, processes=processes, keys=keys
     )
     keys_of = [_keys_of(worker, keys) for worker in range(processes)]
-    _time_peer(benchmark, None, way, KEYS, op, keys_of, ops, 3)
+    _time_peer(benchmark, None, lambda calls: Job(way, KEYS, op, keys_of, ops, calls), 3)
 
 
 # The issue-12 goals, shmref and the peers through the same spawned workers:
@@ -287,13 +281,17 @@ def test_goal(benchmark: Any, way: str, work: str) -> None:
         way=way, op=op, ops=ops * processes, processes=processes, keys=len(keys)
     )
     keys_of = [keys] if processes == 1 else [_keys_of(0, "shared")] * processes
+
+    def work(calls: int) -> Job:
+        return Job(way, keys, op, keys_of, ops, calls)
+
     if way in TABLE_PEERS:
-        _time_peer(benchmark, None, way, keys, op, keys_of, ops, PEER_ROUNDS)
+        _time_peer(benchmark, None, work, PEER_ROUNDS)
         return
     table = CtypesDict(capacity=len(keys), ctx=SPAWN)
     try:
         for key in keys:
             table[key] = 0
-        _time_peer(benchmark, table, way, keys, op, keys_of, ops, PEER_ROUNDS)
+        _time_peer(benchmark, table, work, PEER_ROUNDS)
     finally:
         table.close()
