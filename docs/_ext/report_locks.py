@@ -58,8 +58,7 @@ def peers(run: Run) -> list[str]:
 
 def label(primitive: str, way: str) -> str:
     if way == "posix-ipc":
-        value = "1" if primitive == "lock" else "n"
-        return f"peer: `posix_ipc.Semaphore` (value {value})"
+        return "peer: `posix_ipc.Semaphore`"
     if way == "stdlib":
         return f"bare `{STDLIB[primitive]}`"
     if way == "none":
@@ -213,24 +212,23 @@ def _semaphore_name(way: str) -> str:
 
 
 def _uncontended_sentence(run: Run) -> str:
-    """Who is fastest in the uncontended plot, and by how much against the peer."""
-    bars = _uncontended_bars(run)
-    fastest = min(bars, key=lambda bar: bar[1])
-    ctypes = _uncontended(run, "lock", "ctypes", "with")
-    bare = _uncontended(run, "lock", "stdlib", "with")
-    text = f"{fastest[0]} is the fastest `with` block"
-    if fastest[0] == label("lock", "stdlib"):
-        text += (
-            f"; `CtypesLock`, which wraps the same kind of semaphore in Python code (the "
-            f"`with` form's timeout among it), takes {fmt_ratio(ctypes / bare)} its time"
-        )
-    if peers(run):
-        posix = _uncontended(run, "lock", "posix-ipc", "with")
-        text += (
-            f", and posix_ipc's semaphore, a C call each way like the bare lock's, "
-            f"{fmt_ratio(posix / bare)}"
-        )
-    return text[0].upper() + text[1:] + ".\n"
+    """Which lock's `with` block is fastest in the uncontended plot, and the others against it."""
+    ways = [*ORDER, "stdlib", *peers(run)]
+    times = {way: _uncontended(run, "lock", way, "with") for way in ways}
+    fastest = min(times, key=times.__getitem__)
+    text = f"Among the locks, {label('lock', fastest)} has the fastest `with` block"
+    others = [w for w in ("ctypes", "stdlib", *peers(run)) if w != fastest]
+    text += "; " + ", ".join(
+        f"{label('lock', w).removeprefix('peer: ')} takes {fmt_ratio(times[w] / times[fastest])}"
+        " its time"
+        for w in others
+    )
+    text += (
+        ". `CtypesLock` wraps the same kind of semaphore as the bare lock in Python code "
+        "(the `with` form's timeout among it), where the bare lock and posix_ipc's "
+        "semaphore are a C call each way"
+    )
+    return text + ".\n"
 
 
 def _uncontended_bars(run: Run) -> list[tuple[str, float, bool]]:
