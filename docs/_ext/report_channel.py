@@ -33,7 +33,7 @@ BARE = ["mp-queue", "manager-queue"]
 PEERS = ["faster-fifo", "faster-fifo-pickle"]
 PEER_INTROS = {
     "faster-fifo": (
-        "a replacement for `multiprocessing.Queue` (Cython over a C library) that keeps "
+        "a replacement for `multiprocessing.Queue` (Cython over C++) that keeps "
         "messages in a circular buffer in shared memory, bounded in bytes, guarded by a "
         "process-shared mutex and condition variables; `put_many`/`get_many` move several "
         "messages per call. It pickles every message unless given `dumps`/`loads`: measured "
