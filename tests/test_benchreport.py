@@ -276,7 +276,7 @@ def test_a_run_without_a_peer_renders_and_says_how_to_install_it(
 ) -> None:
     stored = benchreport.STORED / "counter.json"
     _drop_way(stored, "atomics")
-    benchreport.render(["counter"], plots=True)
+    benchreport.render(["counter"], plots=False)
     peers = (benchreport.GENERATED / "counter-peers.md").read_text()
     assert "pip install shmref[peers]" in peers
     assert "atomics" not in (benchreport.GENERATED / "counter-throughput.md").read_text()
