@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -54,12 +55,28 @@ OPS = ["get", "set", "update"]
 RUNS = [(1, "distinct"), (2, "distinct"), (2, "shared"), (4, "distinct"), (4, "shared")]
 
 
+#: What a peer's cell shows where its benchmark did not finish (a worker of
+#: the peer died: the run's log says how; the benchmark stores nothing).
+DID_NOT_FINISH = "did not finish"
+
+
+def _peer_rate(run: Run, group: str, way: str, **extra: Any) -> float:
+    """``run.rate``, or NaN for a peer's benchmark that did not finish."""
+    if way in PEERS and run.find(group, way=way, **extra) is None:
+        return math.nan
+    return run.rate(group, way=way, **extra)
+
+
 def _latency(run: Run, way: str, op: str) -> float:
-    return run.per_op(f"table-{op}", way=way)
+    return 1 / _peer_rate(run, f"table-{op}", way)
 
 
 def _rate(run: Run, way: str, op: str, processes: int, keys: str) -> float:
-    return run.rate(f"table-throughput-{op}", way=way, processes=processes, keys=keys)
+    return _peer_rate(run, f"table-throughput-{op}", way, processes=processes, keys=keys)
+
+
+def _or_not_finished(value: float, fmt: Callable[[float], str]) -> str:
+    return DID_NOT_FINISH if math.isnan(value) else fmt(value)
 
 
 def peers(run: Run) -> list[str]:
@@ -69,7 +86,7 @@ def peers(run: Run) -> list[str]:
 
 def _goal_rate(run: Run, work: str, way: str) -> float:
     """Operations per second of ``way`` in the goal benchmark ``work`` (read-mostly, mix)."""
-    return run.rate(f"table-{work}", way=way)
+    return _peer_rate(run, f"table-{work}", way)
 
 
 def _vs_peers(run: Run) -> str:
@@ -87,7 +104,10 @@ def _vs_peers(run: Run) -> str:
         rows.append(
             [
                 WAYS[way],
-                *(f"{fmt_rate(r)} ({fmt_ratio(x)})" for r, x in zip(rates, ratios, strict=True)),
+                *(
+                    _or_not_finished(r, lambda r, x=x: f"{fmt_rate(r)} ({fmt_ratio(x)})")
+                    for r, x in zip(rates, ratios, strict=True)
+                ),
             ]
         )
     keys = run.get("table-read-mostly", way="ctypes")["extra"]["keys"]
@@ -104,15 +124,21 @@ def _vs_peers(run: Run) -> str:
 def _latency_sentence(run: Run) -> str:
     """Who wins each operation of the latency plot, and why, as this run shows it."""
     plotted = [*CORE, "manager-dict", *peers(run)]
-    best = {op: min(plotted, key=lambda way: _latency(run, way, op)) for op in OPS}
+    best = {
+        op: min(
+            (way for way in plotted if not math.isnan(_latency(run, way, op))),
+            key=lambda way: _latency(run, way, op),
+        )
+        for op in OPS
+    }
     names = {op: WAYS[way].removeprefix("peer: ") for op, way in best.items()}
     if len(set(names.values())) == 1:
         text = f"{names[OPS[0]]} is fastest at every operation"
     else:
         text = "Fastest: " + ", ".join(f"{name} at `{op}`" for op, name in names.items())
-    if "ultradict" in peers(run):
-        ultra = _latency(run, "ultradict", "get") / _latency(run, "ctypes", "get")
-        put = _latency(run, "ultradict", "set") / _latency(run, "ctypes", "set")
+    ultra = _latency(run, "ultradict", "get") / _latency(run, "ctypes", "get")
+    put = _latency(run, "ultradict", "set") / _latency(run, "ctypes", "set")
+    if "ultradict" in peers(run) and not math.isnan(ultra + put):
         text += (
             f". UltraDict's `get` takes {fmt_ratio(ultra)} the time of `CtypesDict`'s: it reads "
             "its own replica, a plain dict, after checking that nothing new was written, where "
@@ -134,12 +160,19 @@ def pages(run: Run) -> dict[str, str]:
         cells = []
         for op in OPS:
             t = _latency(run, way, op)
-            cells.append(f"{fmt_time(t)} ({fmt_ratio(t / _latency(run, 'ctypes', op))})")
+            ref = _latency(run, "ctypes", op)
+            cells.append(
+                _or_not_finished(t, lambda t, ref=ref: f"{fmt_time(t)} ({fmt_ratio(t / ref)})")
+            )
         rows.append([WAYS[way], *cells])
     pages["latency"] = table(["way", *(f"`{op}` (time vs `CtypesDict`)" for op in OPS)], rows)
 
     rows = [
-        [WAYS[way], f"`{op}`", *(fmt_rate(_rate(run, way, op, p, k)) for p, k in RUNS)]
+        [
+            WAYS[way],
+            f"`{op}`",
+            *(_or_not_finished(_rate(run, way, op, p, k), fmt_rate) for p, k in RUNS),
+        ]
         for way in [*CORE, *peers(run)]
         for op in OPS
     ]
@@ -189,7 +222,10 @@ def _peer_goals(run: Run) -> list[list[str]]:
         return [[read, "-", NOT_MEASURED], [mix, "-", NOT_MEASURED]]
     on_par = _goal_rate(run, "read-mostly", "ctypes") / _goal_rate(run, "read-mostly", "ultradict")
     mixed = _goal_rate(run, "mix", "ctypes") / _goal_rate(run, "mix", "ultradict")
-    return [goal(on_par, read, on_par >= 1), goal(mixed, mix, mixed >= 3)]
+    return [
+        [text, DID_NOT_FINISH, "-"] if math.isnan(ratio) else goal(ratio, text, ratio >= least)
+        for text, ratio, least in ((read, on_par, 1), (mix, mixed, 3))
+    ]
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:

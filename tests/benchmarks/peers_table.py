@@ -15,6 +15,7 @@ way.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -157,8 +158,18 @@ def run_peer(table: Any, job: Job, barrier: Any, conn: Any, timeout: float) -> N
     ]
     for worker in workers:
         worker.start()
-    for worker in workers:
-        worker.join(timeout)
+    running = {worker.sentinel: worker for worker in workers}
+    while running:
+        ended = multiprocessing.connection.wait(list(running), timeout)
+        if not ended:
+            break  # none ended in ``timeout``: the exit codes below say None
+        for sentinel in ended:
+            worker = running.pop(sentinel)
+            worker.join()
+            if worker.exitcode != 0:
+                # A peer's worker died (UltraDict's can, issue 12): break the
+                # barrier, so the parent learns it now, not at its timeout.
+                barrier.abort()
     if opened is not None:
         opened.close()
     left = sorted(os.listdir("/dev/shm")) if private else []

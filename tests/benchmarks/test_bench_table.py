@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import secrets
+import threading
 from collections.abc import Callable
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -220,11 +221,21 @@ def _time_peer(benchmark: Any, table: Any, work: Callable[[int], Job], rounds: i
         describe(benchmark, TABLE_PEERS[job.way])
         table = f"shmref-bench-{job.way}-{os.getpid()}-{secrets.token_hex(3)}"
     group = PeerRun(table, job)
-    left: list[str] = []
+    broken = None
     try:
         benchmark.pedantic(group.run, rounds=size(benchmark, rounds, 1), warmup_rounds=warmup)
-    finally:
+    except threading.BrokenBarrierError as exc:
+        broken = exc  # a worker died: join() says which, with its exit code
+    try:
         left = group.join()
+    except RuntimeError as died:
+        if job.way in TABLE_PEERS:
+            # A finding about the peer, not a failure of shmref: the page
+            # shows the cell as not finished.
+            pytest.xfail(f"{job.way} did not finish ({died}): issue 12")
+        raise
+    if broken is not None:
+        raise broken
     # UltraDict may leave segments (issue 12): gone with the run's own
     # /dev/shm, and counted here as a finding, not a failure of this run.
     benchmark.extra_info["left_in_dev_shm"] = len(left)
