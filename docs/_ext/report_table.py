@@ -139,14 +139,42 @@ def _latency_sentence(run: Run) -> str:
     ultra = _latency(run, "ultradict", "get") / _latency(run, "ctypes", "get")
     put = _latency(run, "ultradict", "set") / _latency(run, "ctypes", "set")
     if "ultradict" in peers(run) and not math.isnan(ultra + put):
+        text += f". UltraDict's `get` takes {fmt_ratio(ultra)} the time of `CtypesDict`'s"
         text += (
-            f". UltraDict's `get` takes {fmt_ratio(ultra)} the time of `CtypesDict`'s: it reads "
-            "its own replica, a plain dict, after checking that nothing new was written, where "
-            "`CtypesDict` hashes the key, reads the slot and checks the generation; its set "
-            f"takes {fmt_ratio(put)}, as each one pickles into the shared stream and re-dumps "
-            "the whole dict when the stream is full"
+            ": it reads a plain dict of its own after checking two counters in shared memory"
+            if ultra < 1
+            else " here, though it reads a plain dict of its own after checking two counters "
+            "(the goal table below runs both through the same processes)"
         )
+        text += f"; its set takes {fmt_ratio(put)}"
+        if put > 1:
+            text += ", as each one pickles into the shared stream and re-dumps the whole dict "
+            text += "when the stream is full"
     return text + ".\n"
+
+
+def _unfinished_sentence(run: Run) -> str:
+    """What the run says of the peers' benchmarks that did not finish."""
+    missing = sorted(
+        {
+            (way, op)
+            for way in peers(run)
+            for op in OPS
+            for p, k in RUNS
+            if math.isnan(_rate(run, way, op, p, k))
+        }
+    )
+    if not missing:
+        return ""
+    which = ", ".join(f"{WAYS[way].removeprefix('peer: ')} `{op}`" for way, op in missing)
+    text = f"\nWith more than one process, {which} did not finish: a worker died. "
+    if any(way == "ultradict" for way, _ in missing):
+        text += (
+            "Without `shared_lock=True`, UltraDict's writers each replace the full dump of the "
+            "dict under a lock of their own, and one fails to attach the segment the other has "
+            "just removed (`CannotAttachSharedMemory`), which `shared_lock=True` prevents.\n"
+        )
+    return text
 
 
 def pages(run: Run) -> dict[str, str]:
@@ -178,8 +206,10 @@ def pages(run: Run) -> dict[str, str]:
     ]
     columns = [f"{processes(p)}, {k} keys" for p, k in RUNS]
     header = ["way", "operation", *columns]
-    pages["throughput"] = table(header, rows) + shared_cores(
-        run.machine["cores"], [p for p, _ in RUNS]
+    pages["throughput"] = (
+        table(header, rows)
+        + shared_cores(run.machine["cores"], [p for p, _ in RUNS])
+        + _unfinished_sentence(run)
     )
 
     method = run.get("table-startup", way="ctypes")["extra"]["method"]
