@@ -99,14 +99,12 @@ def _peers_sentence(run: Run) -> str:
     sizes = _sizes(run)
     largest = sizes[-1]
     ratios = {way: _trip(run, "ctypes", largest) / _trip(run, way, largest) for way in peers(run)}
-    over = ", ".join(
-        f"{fmt_ratio(r)} the time of {WAYS[w].split(',')[0].removeprefix('peer: ')}"
-        for w, r in ratios.items()
-    )
+    names = {"sharedarray": "SharedArray's", "shared-memory": "`shared_memory` + numpy's"}
+    over = " and ".join(f"{fmt_ratio(r)} {names[w]}" for w, r in ratios.items())
     tied = all(0.9 <= r <= 1.1 for r in ratios.values())
     small = sizes[0]
     at_small = _trip(run, "ctypes", small) / _trip(run, "sharedarray", small)
-    text = f"At {size_label(largest)}, `CtypesArray`'s round trip takes {over}: "
+    text = f"At {size_label(largest)}, `CtypesArray`'s round trip takes {over} time: "
     if tied:
         text += (
             "within 10 %, as all three make the same two copies of the data and the copies "
