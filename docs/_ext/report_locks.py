@@ -225,8 +225,9 @@ def _uncontended_sentence(run: Run) -> str:
     )
     text += (
         ". `CtypesLock` wraps the same kind of semaphore as the bare lock in Python code "
-        "(the `with` form's timeout among it), where the bare lock and posix_ipc's "
-        "semaphore are a C call each way"
+        "(the `with` form's timeout among it); the bare lock's `acquire` and `release` are "
+        "its C semaphore's own, but its `with` goes through two Python methods of "
+        "multiprocessing's wrapper, where posix_ipc's `with` is C both ways"
     )
     return text + ".\n"
 
