@@ -59,8 +59,11 @@ def tests(session: nox.Session) -> None:
     """
     # numpy and redis are optional for shmref; the standalone tests hide them
     # to check that. The Redis ways' tests also need redis-server on PATH
-    # (.ci/run installs it), and skip without it.
-    session.install("-e", ".[test,numpy,redis]")
+    # (.ci/run installs it), and skip without it. The peers go where the
+    # benchmarks' quick pass runs, so their adapters run on every CI run;
+    # elsewhere their benchmarks skip.
+    extras = "test,numpy,redis,peers" if session.python == PINNED else "test,numpy,redis"
+    session.install("-e", f".[{extras}]")
     env = {}
     args = list(session.posargs)
     if not args:
@@ -133,9 +136,11 @@ def bench(session: nox.Session) -> None:
     ``nox -s bench -- counter`` runs one primitive. Results go to
     docs/bench/<primitive>.json with the machine they ran on. The Redis
     ways run on a redis-server of the benchmarks' own (tests/redis_server.py),
-    and are skipped, saying what to install, without one.
+    and are skipped, saying what to install, without one. The peers (the
+    ``peers`` extra: faster-fifo, UltraDict, atomics, ...) run beside
+    shmref's ways in the same run.
     """
-    session.install("-e", ".[bench,redis]")
+    session.install("-e", ".[bench,redis,peers]")
     names = session.posargs or sorted(
         p.stem.removeprefix("test_bench_")
         for p in (ROOT / "tests" / "benchmarks").glob("test_bench_*.py")

@@ -242,3 +242,63 @@ def test_the_batching_sentence_follows_the_run(benchreport: ModuleType) -> None:
     path.write_text(json.dumps(run))
     benchreport.render(["channel"], plots=False)
     assert "below 1" not in batching.read_text()
+
+
+# ---------------------------------------------------------------- peers
+
+
+def _set_peer_version(path: Path, peer: str, version: str) -> None:
+    run = json.loads(path.read_text())
+    for b in run["benchmarks"]:
+        if b["extra"].get("peer") == peer:
+            b["extra"]["version"] = version
+    path.write_text(json.dumps(run))
+
+
+def _drop_way(path: Path, way: str) -> None:
+    run = json.loads(path.read_text())
+    run["benchmarks"] = [b for b in run["benchmarks"] if b["extra"].get("way") != way]
+    path.write_text(json.dumps(run))
+
+
+def test_a_peer_is_introduced_with_the_version_its_run_measured(
+    benchreport: ModuleType,
+) -> None:
+    stored = benchreport.STORED / "channel.json"
+    _set_peer_version(stored, "faster-fifo", "9.8.7")
+    benchreport.render(["channel"], plots=False)
+    line = _line(benchreport.GENERATED / "channel-peers.md", "faster-fifo")
+    assert "9.8.7, measured here" in line
+
+
+def test_a_run_without_a_peer_renders_and_says_how_to_install_it(
+    benchreport: ModuleType,
+) -> None:
+    stored = benchreport.STORED / "counter.json"
+    _drop_way(stored, "atomics")
+    benchreport.render(["counter"], plots=False)
+    peers = (benchreport.GENERATED / "counter-peers.md").read_text()
+    assert "pip install shmref[peers]" in peers
+    assert "atomics" not in (benchreport.GENERATED / "counter-throughput.md").read_text()
+    goals = _line(benchreport.GENERATED / "counter-goals.md", "20x atomics")
+    assert "pip install shmref[peers]" in goals
+
+
+def test_the_peer_goal_and_sentence_follow_the_run(benchreport: ModuleType) -> None:
+    stored = benchreport.STORED / "channel.json"
+    benchreport.render(["channel"], plots=False)
+    # faster-fifo made 1000 times slower: CtypesChannel wins every cell.
+    _scale(stored, "channel-throughput", "faster-fifo", 1000.0)
+    benchreport.render(["channel"], plots=False)
+    goal = _line(benchreport.GENERATED / "channel-goals.md", "faster-fifo")
+    assert goal.endswith("| met |"), goal
+    text = (benchreport.GENERATED / "channel-vs-peers.md").read_text()
+    assert "in 12 of its 12 cells" in text
+    plot = (benchreport.GENERATED / "channel-throughput-plot.md").read_text()
+    assert "more messages per second than faster-fifo's raw bytes at every size" in plot
+    # faster-fifo 1000 times faster than measured: it wins every cell.
+    _scale(stored, "channel-throughput", "faster-fifo", 1e-6)
+    benchreport.render(["channel"], plots=False)
+    goal = _line(benchreport.GENERATED / "channel-goals.md", "faster-fifo")
+    assert goal.endswith("| **not met** |"), goal
+    assert "in 0 of its 12 cells" in (benchreport.GENERATED / "channel-vs-peers.md").read_text()

@@ -6,7 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 from benchreport import Run, fmt_ratio, fmt_time, goal, table
-from reportparts import Line, goals_table, log_plot, summary_rows
+from reportparts import (
+    NOT_MEASURED,
+    PEER_STYLES,
+    Line,
+    goals_table,
+    has_way,
+    log_plot,
+    peers_part,
+    summary_rows,
+)
 
 KiB, MiB = 1024, 1024 * 1024
 LARGEST = 64 * MiB
@@ -26,6 +35,19 @@ WAYS = {
     "synchronized-array": "hand-written `multiprocessing.Array[i]` (locked)",
     "numpy-view": "`view[i]` on `as_numpy()`",
     "list": "a Python `list[i]` (one process, no sharing)",
+    "sharedarray": "peer: SharedArray, numpy copies in and out",
+    "shared-memory": "by hand: `shared_memory` + numpy view, copies in and out",
+}
+#: Ways that are not shmref's: the peer, and the same thing written by hand.
+PEERS = ["sharedarray", "shared-memory"]
+PEER_INTROS = {
+    "sharedarray": (
+        "a C extension that creates a numpy array in a named POSIX shared memory segment "
+        '(`SharedArray.create("shm://name", n)`) and maps it in another process by name '
+        "(`attach`); the round trip copies with numpy (`a[:] = data`, `out[:] = a`), with no "
+        "lock, so a reader can see half of a concurrent write. Beside it, the same by hand: "
+        "a `multiprocessing.shared_memory` segment and a numpy view of it."
+    ),
 }
 TRANSFERS = ["ctypes", "ctypes-read", "queue", "manager", "queue-plain"]
 REFERENCES = ["memcpy", "memcpy-fresh", "pickle", "pickle-list"]
@@ -40,6 +62,8 @@ STYLES = {
     "pickle-list": "C6+:",
     "memcpy": "k-",
     "memcpy-fresh": "k--",
+    "sharedarray": PEER_STYLES[0],
+    "shared-memory": PEER_STYLES[1],
 }
 #: The round-trip plots, a few ways each: nine lines in one plot cannot be
 #: told apart on a phone. memcpy, the floor, is in each.
@@ -56,7 +80,52 @@ ROUND_TRIP_PLOTS = {
         ["queue-plain", "pickle", "pickle-list", "memcpy"],
         "A Queue's transfer beside pickling alone",
     ),
+    "round-trip-peers": (
+        ["ctypes", "sharedarray", "shared-memory", "memcpy"],
+        "CtypesArray beside SharedArray and shared_memory + numpy",
+    ),
 }
+
+
+def peers(run: Run) -> list[str]:
+    """The peer ways this run measured (a peer not installed then was skipped)."""
+    return [way for way in PEERS if has_way(run, "arrays-round-trip", way)]
+
+
+def _peers_sentence(run: Run) -> str:
+    """Who wins the round trip against the peers, at the largest size and overall."""
+    if "sharedarray" not in peers(run):
+        return f"SharedArray: {NOT_MEASURED}.\n"
+    sizes = _sizes(run)
+    largest = sizes[-1]
+    ratios = {way: _trip(run, "ctypes", largest) / _trip(run, way, largest) for way in peers(run)}
+    names = {"sharedarray": "SharedArray's", "shared-memory": "`shared_memory` + numpy's"}
+    over = " and ".join(f"{fmt_ratio(r)} {names[w]}" for w, r in ratios.items())
+    tied = all(0.9 <= r <= 1.1 for r in ratios.values())
+    small = sizes[0]
+    at_small = _trip(run, "ctypes", small) / _trip(run, "sharedarray", small)
+    text = f"At {size_label(largest)}, `CtypesArray`'s round trip takes {over} time: "
+    if tied:
+        text += (
+            "within 10 %, as all three make the same two copies of the data and the copies "
+            "take nearly all the time"
+        )
+    else:
+        faster = "faster" if max(ratios.values()) < 1 else "slower"
+        text += f"`CtypesArray` is {faster} where all three make the same two copies"
+    text += (
+        f". At {size_label(small)}, where the copies are short, it takes {fmt_ratio(at_small)} "
+        "SharedArray's time: "
+    )
+    text += (
+        "its `write` and `readinto` check their argument and take the array's lock, which the "
+        "peers' bare copies do not.\n"
+        if at_small > 1
+        else "its checks and lock cost no more than numpy's own call overhead.\n"
+    )
+    return text
+
+
 CORE = {"ctypes": "`CtypesArray`", "queue": "`QueueArray`", "manager": "`ManagerArray`"}
 
 
@@ -83,7 +152,12 @@ def pages(run: Run) -> dict[str, str]:
     pages: dict[str, str] = {}
     sizes = _sizes(run)
     # Two tables, not one of nine columns: each fits a desktop's column.
-    for part, ways in (("round-trip", TRANSFERS), ("round-trip-references", REFERENCES)):
+    sides = [
+        ("round-trip", TRANSFERS),
+        ("round-trip-references", REFERENCES),
+        ("round-trip-peers", ["ctypes", *peers(run)]),
+    ]
+    for part, ways in sides:
         rows = [[size_label(n), *(fmt_time(_trip(run, w, n)) for w in ways)] for n in sizes]
         pages[part] = table(["size", *(WAYS[w] for w in ways)], rows)
 
@@ -103,6 +177,17 @@ def pages(run: Run) -> dict[str, str]:
             ]
         )
     rows.append([WAYS["queue-plain"], *_plain_row(run, largest, memcpy, ctypes)])
+    for way in peers(run):
+        t = _trip(run, way, largest)
+        rows.append(
+            [
+                WAYS[way],
+                fmt_time(t),
+                fmt_bandwidth(largest / t),
+                fmt_ratio(2 * memcpy / t),
+                fmt_ratio(t / ctypes),
+            ]
+        )
     pages["largest"] = table(
         [
             f"way, {size_label(largest)}",
@@ -161,6 +246,9 @@ def pages(run: Run) -> dict[str, str]:
         "few system calls more to set up, where the heap writes every byte of the array.\n"
     )
 
+    pages["peers"] = peers_part(run, PEER_INTROS)
+    pages["round-trip-peers-plot"] = _peers_sentence(run)
+
     queue = _trip(run, "queue", largest)
     pages["goals"] = goals_table(
         [
@@ -176,9 +264,18 @@ def pages(run: Run) -> dict[str, str]:
                 "than `QueueArray`",
                 queue / ctypes >= 15,
             ),
+            *_peer_goals(run, largest),
         ],
     )
     return pages
+
+
+def _peer_goals(run: Run, largest: int) -> list[list[str]]:
+    text = f"`CtypesArray` round trip of {size_label(largest)} within 1.1x of SharedArray's"
+    if "sharedarray" not in peers(run):
+        return [[text, "-", NOT_MEASURED]]
+    ratio = _trip(run, "ctypes", largest) / _trip(run, "sharedarray", largest)
+    return [goal(ratio, text, ratio <= 1.1)]
 
 
 def _plain_row(run: Run, nbytes: int, memcpy: float, ctypes: float) -> list[str]:
@@ -191,7 +288,11 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
     return {
         part: log_plot(
             sizes,
-            [Line(WAYS[way], [_trip(run, way, n) for n in sizes], STYLES[way]) for way in ways],
+            [
+                Line(WAYS[way], [_trip(run, way, n) for n in sizes], STYLES[way])
+                for way in ways
+                if way not in PEERS or way in peers(run)
+            ],
             ticks={n: size_label(n) for n in sizes[::2]},
             xlabel="bytes moved (numpy float64)",
             ylabel="seconds per round trip (lower is better)",

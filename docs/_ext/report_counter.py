@@ -6,7 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 from benchreport import Run, fmt_ratio, fmt_time, goal, table
-from reportparts import goals_table, summary_rows, throughput_plot, throughput_table
+from reportparts import (
+    NOT_MEASURED,
+    PEER_STYLES,
+    goals_table,
+    has_way,
+    peers_part,
+    summary_rows,
+    throughput_plot,
+    throughput_table,
+)
 
 WAYS = {
     "ctypes": "`CtypesCounter`",
@@ -18,20 +27,76 @@ WAYS = {
     "hand-written-lock": "hand-written `with lock: v.value += 1`",
     "lock-only": "hand-written `with lock: pass`",
     "unlocked": "hand-written `v.value += 1` (racy)",
+    "atomics": "peer: atomics, `inc()` on a shared 64-bit word",
 }
 CORE = ["ctypes", "slots", "queue", "queue-batched", "manager", "naive-manager"]
+PEER_INTROS = {
+    "atomics": (
+        "lock-free atomic operations (`inc`, `fetch_add`, `cmpxchg` ...) on a buffer you "
+        "provide, through cffi into C; here an `atomicview` of a 64-bit word in a `RawArray`, "
+        "opened once per process, every add one `inc()`."
+    ),
+}
+
+
+def peers(run: Run) -> list[str]:
+    """The peer ways this run measured (a peer not installed then was skipped)."""
+    return [way for way in ("atomics",) if has_way(run, "counter-throughput-1", way)]
+
+
+def _vs_atomics(run: Run) -> list[float]:
+    """SlotCounter's adds per second over atomics', at 1 and 2 processes."""
+    return [
+        run.rate(f"counter-throughput-{p}", way="slots")
+        / run.rate(f"counter-throughput-{p}", way="atomics")
+        for p in (1, 2)
+    ]
+
+
+def _plot_sentence(run: Run) -> str:
+    """Whose line is on top of the throughput plot, and where the peer lands."""
+    from reportparts import PROCESSES, processes
+
+    top = {
+        p: max([*CORE, *peers(run)], key=lambda w: run.rate(f"counter-throughput-{p}", way=w))
+        for p in PROCESSES
+    }
+    if len(set(top.values())) == 1:
+        text = f"{WAYS[top[1]]} is on top at every process count"
+    else:
+        text = "On top: " + "; ".join(f"{WAYS[w]} at {processes(p)}" for p, w in top.items())
+    why = {
+        "slots": "`SlotCounter` adds into each process's own slot, a memory write with no lock",
+        "queue-batched": "`QueueCounter(batch=64)` sends 64 adds as one message to its owner",
+    }
+    reasons = [why[way] for way in dict.fromkeys(top.values()) if way in why]
+    text += (": " + "; ".join(reasons) if reasons else "") + "."
+    if peers(run):
+        one, two = _vs_atomics(run)
+        text += (
+            f" The atomics package's lock-free `inc` needs no lock either, yet `SlotCounter` adds "
+            f"{fmt_ratio(one)} as fast in 1 process and {fmt_ratio(two)} in 2: each `inc` is a "
+            "call through atomics' Python layer and cffi into C, which costs far more than the "
+            "add itself"
+        )
+        if two > one:
+            text += ", and 2 processes' `inc`s on one word contend for its cache line"
+        text += "."
+    return text + "\n"
 
 
 def pages(run: Run) -> dict[str, str]:
     pages: dict[str, str] = {}
     ref = run.per_op("counter-add", way="ctypes")
     rows = []
-    for way in [*CORE, "hand-written-lock", "lock-only", "unlocked"]:
+    for way in [*CORE, "hand-written-lock", "lock-only", "unlocked", *peers(run)]:
         t = run.per_op("counter-add", way=way)
         rows.append([WAYS[way], fmt_time(t), fmt_ratio(t / ref)])
     pages["add"] = table(["way", "one add, one process", "time vs `CtypesCounter`"], rows)
 
-    pages["throughput"] = throughput_table(run, "counter-throughput", CORE, WAYS)
+    pages["throughput"] = throughput_table(run, "counter-throughput", [*CORE, *peers(run)], WAYS)
+    pages["peers"] = peers_part(run, PEER_INTROS)
+    pages["throughput-plot"] = _plot_sentence(run)
 
     methods = ["fork", "forkserver", "spawn"]
     rows = []
@@ -69,17 +134,33 @@ def pages(run: Run) -> dict[str, str]:
                 "`ManagerCounter.add` at least 3x faster than the naive manager pattern",
                 naive / manager >= 3,
             ),
+            *_peer_goals(run),
         ],
     )
     return pages
+
+
+def _peer_goals(run: Run) -> list[list[str]]:
+    if not peers(run):
+        return [["`SlotCounter` at least 20x atomics' adds per second", "-", NOT_MEASURED]]
+    worst = min(_vs_atomics(run))
+    return [
+        goal(
+            worst,
+            "`SlotCounter` at least 20x atomics' adds per second, at 1 and 2 processes "
+            "(the lower shown)",
+            worst >= 20,
+        )
+    ]
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
     throughput = throughput_plot(
         run,
         "counter-throughput",
-        CORE,
+        [*CORE, *peers(run)],
         WAYS,
+        styles=dict(zip(peers(run), PEER_STYLES, strict=False)),
         xlabel="writer processes",
         ylabel="adds per second, all processes (higher is better)",
         title="Counter throughput",

@@ -6,7 +6,17 @@ from collections.abc import Callable
 from typing import Any
 
 from benchreport import Run, fmt_rate, fmt_ratio, fmt_share, fmt_time, goal, table
-from reportparts import Line, cores, goals_table, log_plot, shared_cores, summary_rows
+from reportparts import (
+    PEER_STYLES,
+    Line,
+    cores,
+    goals_table,
+    has_way,
+    log_plot,
+    peers_part,
+    shared_cores,
+    summary_rows,
+)
 
 CLASSES = {
     "lock": {"ctypes": "CtypesLock", "robust": "RobustLock", "queue": "QueueLock"},
@@ -27,12 +37,28 @@ WAYS = {
     "manager": "Manager",
     "stdlib": "bare `multiprocessing` object (baseline)",
     "none": "no lock (baseline)",
+    "posix-ipc": "peer: posix_ipc",
+}
+PEER_INTROS = {
+    "posix-ipc": (
+        "a C extension over POSIX IPC: named semaphores (`sem_open`), shared memory and "
+        "message queues. A `posix_ipc.Semaphore` at value 1 serves as a lock, with "
+        "`acquire(timeout)` and `with`; measured as a lock and as the Semaphore(2), passed "
+        "to the workers as it is."
+    ),
 }
 ORDER = ["ctypes", "robust", "queue", "manager"]
 HOLDS = [0.0, 1e-4, 1e-3, 1e-2]
 
 
+def peers(run: Run) -> list[str]:
+    """The peer ways this run measured (a peer not installed then was skipped)."""
+    return [w for w in ("posix-ipc",) if has_way(run, "locks-uncontended", w)]
+
+
 def label(primitive: str, way: str) -> str:
+    if way == "posix-ipc":
+        return "peer: `posix_ipc.Semaphore`"
     if way == "stdlib":
         return f"bare `{STDLIB[primitive]}`"
     if way == "none":
@@ -54,7 +80,9 @@ def pages(run: Run) -> dict[str, str]:
     rows = []
     for primitive in CLASSES:
         base = _uncontended(run, primitive, "stdlib", "with")
-        for way in [*[w for w in ORDER if w in CLASSES[primitive]], "stdlib"]:
+        mine = [w for w in ORDER if w in CLASSES[primitive]]
+        others = ["stdlib"] + [w for w in peers(run) if primitive != "rlock"]
+        for way in [*mine, *others]:
             calls = _uncontended(run, primitive, way, "calls")
             block = _uncontended(run, primitive, way, "with")
             rows.append(
@@ -66,7 +94,10 @@ def pages(run: Run) -> dict[str, str]:
 
     rows = []
     for primitive in ("lock", "rlock"):
-        for way in [w for w in ORDER if w in CLASSES[primitive]]:
+        ways = [w for w in ORDER if w in CLASSES[primitive]]
+        if primitive == "lock":
+            ways += [w for w in ("stdlib", *peers(run)) if has_way(run, "locks-handoff", w)]
+        for way in ways:
             t = run.per_op("locks-handoff", primitive=primitive, way=way)
             rows.append([label(primitive, way), fmt_time(t), fmt_rate(1 / t)])
     pages["handoff"] = table(["primitive", "per acquisition", "acquisitions, 2 processes"], rows)
@@ -87,9 +118,11 @@ def pages(run: Run) -> dict[str, str]:
     )
 
     rows = []
-    for way in ("ctypes", "queue", "manager"):
+    for way in ("ctypes", "queue", "manager", "stdlib", *peers(run)):
+        if not has_way(run, "locks-semaphore", way):
+            continue
         t = run.per_op("locks-semaphore", way=way)
-        rows.append([f"`{CLASSES['semaphore'][way]}(2)`", fmt_time(t), fmt_rate(1 / t)])
+        rows.append([_semaphore_name(way), fmt_time(t), fmt_rate(1 / t)])
     processes = run.get("locks-semaphore", way="ctypes")["extra"]["processes"]
     pages["semaphore"] = table(
         ["primitive", "per acquisition", f"acquisitions, {processes} processes"], rows
@@ -115,8 +148,19 @@ def pages(run: Run) -> dict[str, str]:
 
     pages["serialised"] = _serialised(run)
 
+    pages["peers"] = peers_part(run, PEER_INTROS)
+    pages["uncontended-plot"] = _uncontended_sentence(run)
     ctypes = _uncontended(run, "lock", "ctypes", "with")
     bare = _uncontended(run, "lock", "stdlib", "with")
+    pair = _uncontended(run, "lock", "ctypes", "calls") / _uncontended(
+        run, "lock", "stdlib", "calls"
+    )
+    handoff = run.per_op("locks-handoff", primitive="lock", way="ctypes")
+    bare_handoff = (
+        run.per_op("locks-handoff", primitive="lock", way="stdlib")
+        if has_way(run, "locks-handoff", "stdlib")
+        else None
+    )
     robust = _uncontended(run, "lock", "robust", "with")
     pages["goals"] = goals_table(
         [
@@ -131,9 +175,73 @@ def pages(run: Run) -> dict[str, str]:
                 "a dead holder is cheap",
                 robust / ctypes <= 4,
             ),
+            goal(
+                pair,
+                "`CtypesLock` `acquire()` + `release()` costs at most 1.3x a bare "
+                "`multiprocessing.Lock`'s (issue 12)",
+                pair <= 1.3,
+            ),
+            goal(
+                ctypes / bare,
+                "`with CtypesLock()` costs at most 1.3x `with multiprocessing.Lock()` (issue 12)",
+                ctypes / bare <= 1.3,
+            ),
+            *(
+                [
+                    [
+                        "`CtypesLock` 2-process hand-off against a bare `multiprocessing.Lock`'s "
+                        "(measured, no goal)",
+                        fmt_ratio(handoff / bare_handoff),
+                        "-",
+                    ]
+                ]
+                if bare_handoff
+                else []
+            ),
         ],
     )
     return pages
+
+
+def _semaphore_name(way: str) -> str:
+    if way in CLASSES["semaphore"]:
+        return f"`{CLASSES['semaphore'][way]}(2)`"
+    if way == "stdlib":
+        return f"bare `{STDLIB['semaphore']}(2)`"
+    return "peer: `posix_ipc.Semaphore` (value 2)"
+
+
+def _uncontended_sentence(run: Run) -> str:
+    """Which lock's `with` block is fastest in the uncontended plot, and the others against it."""
+    ways = [*ORDER, "stdlib", *peers(run)]
+    times = {way: _uncontended(run, "lock", way, "with") for way in ways}
+    fastest = min(times, key=times.__getitem__)
+    text = f"Among the locks, {label('lock', fastest)} has the fastest `with` block"
+    others = [w for w in ("ctypes", "stdlib", *peers(run)) if w != fastest]
+    text += "; " + ", ".join(
+        f"{label('lock', w).removeprefix('peer: ')} takes {fmt_ratio(times[w] / times[fastest])}"
+        " its time"
+        for w in others
+    )
+    text += (
+        ". `CtypesLock` wraps the same kind of semaphore as the bare lock in Python code "
+        "(the `with` form's timeout among it); the bare lock's `acquire` and `release` are "
+        "its C semaphore's own, but its `with` goes through two Python methods of "
+        "multiprocessing's wrapper, where posix_ipc's `with` is C both ways"
+    )
+    return text + ".\n"
+
+
+def _uncontended_bars(run: Run) -> list[tuple[str, float, bool]]:
+    """(label, µs per `with` block, a peer's?) for the uncontended plot, top to bottom."""
+    bars = []
+    for primitive in CLASSES:
+        for way in [w for w in ORDER if w in CLASSES[primitive]]:
+            bars.append((label(primitive, way), _uncontended(run, primitive, way, "with"), False))
+    bars.append((label("lock", "stdlib"), _uncontended(run, "lock", "stdlib", "with"), False))
+    for way in peers(run):
+        bars.append((label("lock", way), _uncontended(run, "lock", way, "with"), True))
+    return bars
 
 
 def _serialised(run: Run) -> str:
@@ -178,14 +286,14 @@ def plots(run: Run) -> dict[str, Callable[[Any], None]]:
     )
 
     def uncontended(ax: Any) -> None:
-        names, times = [], []
-        for primitive in CLASSES:
-            for way in [w for w in ORDER if w in CLASSES[primitive]]:
-                names.append(label(primitive, way).replace("`", ""))
-                times.append(_uncontended(run, primitive, way, "with") * 1e6)
-        names.append(label("lock", "stdlib").replace("`", ""))
-        times.append(_uncontended(run, "lock", "stdlib", "with") * 1e6)
-        ax.barh(names[::-1], times[::-1])
+        bars = _uncontended_bars(run)[::-1]
+        names = [name.replace("`", "") for name, _, _ in bars]
+        times = [t * 1e6 for _, t, _ in bars]
+        # A peer's bar in the peers' grey, hatched: apart from shmref's.
+        colors = [PEER_STYLES[0][:2] if peer else "C0" for _, _, peer in bars]
+        hatches = ["//" if peer else "" for _, _, peer in bars]
+        for name, t, color, hatch in zip(names, times, colors, hatches, strict=True):
+            ax.barh(name, t, color=color, hatch=hatch)
         ax.set_xscale("log")
         ax.set_xlabel("µs per with block, one process (lower is better)")
         ax.set_title("Uncontended acquire + release")

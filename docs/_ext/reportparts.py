@@ -125,10 +125,20 @@ def throughput_plot(
     xlabel: str,
     ylabel: str,
     title: str,
+    styles: Mapping[str, str] | None = None,
 ) -> Callable[[Any], None]:
-    """throughput_table's numbers as a plot: one line per way, by process count."""
+    """throughput_table's numbers as a plot: one line per way, by process count.
+
+    ``styles`` gives some ways a line style of their own (a peer's, PEER_STYLES).
+    """
+    styles = styles or {}
     lines = [
-        Line(labels[way], [run.rate(f"{group}-{p}", way=way) for p in PROCESSES]) for way in ways
+        Line(
+            labels[way],
+            [run.rate(f"{group}-{p}", way=way) for p in PROCESSES],
+            styles.get(way, "o-"),
+        )
+        for way in ways
     ]
     return log_plot(PROCESSES, lines, xlabel=xlabel, ylabel=ylabel, title=title)
 
@@ -180,3 +190,50 @@ def shared_cores(usable: int, counts: Iterable[int]) -> str:
         return ""
     ran = " and ".join(processes(n) for n in over)
     return f"\n{ran[0].upper()}{ran[1:]} ran on {cores(usable)}, so they took turns on them.\n"
+
+
+# ---------------------------------------------------------------- peers
+#
+# The libraries people pick instead (tests/benchmarks/peers.py) run in the
+# same benchmark runs; their rows carry ``peer`` and ``version`` in extra.
+
+#: Line styles of the peers in the plots: grey, pink and olive crosses on
+#: dash-dot lines, apart from shmref's ways (solid or dashed, C0-C3, dots).
+PEER_STYLES = ("C7x-.", "C6x-.", "C8x-.", "C9x-.")
+
+#: The line a page shows for a peer its run did not measure.
+NOT_MEASURED = "not in this run (it was not installed: `pip install shmref[peers]`)"
+
+
+#: How the pages name each peer (the keys are the ``peer`` the benchmarks store).
+PEER_NAMES = {
+    "faster-fifo": "faster-fifo",
+    "ultradict": "UltraDict",
+    "shared-memory-dict": "shared-memory-dict",
+    "atomics": "atomics",
+    "sharedarray": "SharedArray",
+    "posix-ipc": "posix_ipc",
+}
+
+
+def peer_version(run: Run, peer: str) -> str | None:
+    """The version of ``peer`` that ``run`` measured, as its benchmarks stored it."""
+    for b in run.data["benchmarks"]:
+        if b["extra"].get("peer") == peer:
+            return str(b["extra"]["version"])
+    return None
+
+
+def has_way(run: Run, group: str, way: str) -> bool:
+    """Whether ``run`` measured ``way`` in ``group`` (a peer may have been skipped)."""
+    return run.find(group, way=way) is not None
+
+
+def peers_part(run: Run, intros: Mapping[str, str]) -> str:
+    """One line per peer: its name, the version this run measured, what it is."""
+    lines = []
+    for peer, what in intros.items():
+        version = peer_version(run, peer)
+        measured = f"{version}, measured here" if version else NOT_MEASURED
+        lines.append(f"- **{PEER_NAMES[peer]}** {measured}: {what}\n")
+    return "".join(lines)

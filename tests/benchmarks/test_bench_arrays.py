@@ -21,6 +21,7 @@ import pytest
 
 from shmref.arrays import SEGMENT_BYTES, CtypesArray, ManagerArray, QueueArray
 
+from .peers import SharedArrayTransfer, SharedMemoryTransfer, describe
 from .timing import BARRIER_TIMEOUT, size
 
 np = pytest.importorskip("numpy", reason="the bulk benchmarks move numpy arrays")
@@ -85,7 +86,13 @@ TRANSFERS: dict[str, Callable[[int], Any]] = {
     "ctypes-read": lambda n: CtypesArray("d", n, ctx=CTX),
     "queue": lambda n: QueueArray("d", n, ctx=CTX),
     "manager": lambda n: ManagerArray("d", n, ctx=CTX),
+    # A peer (peers.py), and what people write without one: a numpy array
+    # in a named segment, copied in and out with no lock.
+    "sharedarray": SharedArrayTransfer,
+    "shared-memory": SharedMemoryTransfer,
 }
+#: The peer each peer way measures.
+PEER_OF = {"sharedarray": "sharedarray"}
 
 
 @pytest.mark.parametrize("nbytes", SIZES, ids=label)
@@ -96,6 +103,8 @@ def test_round_trip(benchmark: Any, way: str, nbytes: int) -> None:
     n = nbytes // 8
     data = np.arange(n, dtype=np.float64)
     benchmark.group = "arrays-round-trip"
+    if way in PEER_OF:
+        describe(benchmark, PEER_OF[way])
     benchmark.extra_info.update(way=way, bytes=nbytes, ops=1, processes=2)
     conn, child_conn = CTX.Pipe()
     put_calls: list[float] = []

@@ -18,6 +18,7 @@ import pytest
 
 from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel, receive_worker, send_worker
 
+from .peers import FasterFifoChannel, describe
 from .timing import BARRIER_TIMEOUT, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -37,7 +38,15 @@ WAYS: dict[str, Callable[[int, int], Any]] = {
     "ctypes": lambda capacity, max_size: CtypesChannel(capacity, max_size, ctx=CTX),
     "queue": lambda capacity, max_size: QueueChannel(capacity, max_size, ctx=CTX),
     "manager": lambda capacity, max_size: ManagerChannel(capacity, max_size, ctx=CTX),
+    # Peers (peers.py): faster-fifo moving the bytes as they are, and with
+    # its default pickling of every message.
+    "faster-fifo": lambda capacity, max_size: FasterFifoChannel(capacity, max_size, pickled=False),
+    "faster-fifo-pickle": lambda capacity, max_size: FasterFifoChannel(
+        capacity, max_size, pickled=True
+    ),
 }
+#: The peer each peer way measures.
+PEER_OF = {"faster-fifo": "faster-fifo", "faster-fifo-pickle": "faster-fifo"}
 
 # Messages per round, all producers together, sized so that a round lasts
 # roughly 0.1-0.3 s here; batched rounds move more.
@@ -48,6 +57,10 @@ MESSAGES = {
     ("queue", True): {64: 150_000, 4 * KIB: 60_000, MIB: 300},
     ("manager", False): {64: 2_000, 4 * KIB: 2_000, MIB: 200},
     ("manager", True): {64: 100_000, 4 * KIB: 40_000, MIB: 300},
+    ("faster-fifo", False): {64: 60_000, 4 * KIB: 40_000, MIB: 400},
+    ("faster-fifo", True): {64: 150_000, 4 * KIB: 80_000, MIB: 400},
+    ("faster-fifo-pickle", False): {64: 40_000, 4 * KIB: 20_000, MIB: 300},
+    ("faster-fifo-pickle", True): {64: 100_000, 4 * KIB: 40_000, MIB: 300},
     ("mp-queue", False): {64: 40_000, 4 * KIB: 20_000, MIB: 300},
     ("manager-queue", False): {64: 2_000, 4 * KIB: 2_000, MIB: 200},
 }
@@ -118,6 +131,8 @@ def test_throughput(
     quick = 2 * producers * batch
     each = size(benchmark, MESSAGES[way, batched][message_size], quick) // producers
     benchmark.group = "channel-throughput"
+    if way in PEER_OF:
+        describe(benchmark, PEER_OF[way])
     benchmark.extra_info.update(
         way=way,
         size=message_size,

@@ -26,6 +26,7 @@ from shmref.counter import (
     add_worker,
 )
 
+from .peers import AtomicsCounter, describe
 from .timing import BARRIER_TIMEOUT, WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -37,7 +38,11 @@ WAYS: dict[str, Callable[[Any], Any]] = {
     "queue-batched": lambda ctx: QueueCounter(batch=64, ctx=ctx),
     "manager": lambda ctx: ManagerCounter(ctx=ctx),
     "naive-manager": lambda ctx: NaiveManagerCounter(ctx=ctx),
+    # A peer (peers.py): a shared 64-bit word added to with atomics' lock-free inc.
+    "atomics": lambda ctx: AtomicsCounter(ctx=ctx),
 }
+#: The peer each peer way measures.
+PEER_OF = {"atomics": "atomics"}
 
 # Operations per timed round, sized so a round lasts roughly 10-100 ms.
 LATENCY_OPS = {
@@ -47,6 +52,7 @@ LATENCY_OPS = {
     "queue-batched": 50_000,
     "manager": 1_000,
     "naive-manager": 300,
+    "atomics": 20_000,
 }
 # Adds per process in the throughput runs (roughly 0.1-0.5 s a round).
 THROUGHPUT_OPS = {
@@ -56,12 +62,15 @@ THROUGHPUT_OPS = {
     "queue-batched": 100_000,
     "manager": 2_000,
     "naive-manager": 500,
+    "atomics": 50_000,
 }
 
 
 @pytest.fixture
-def counter_for(request: pytest.FixtureRequest) -> Callable[[str], Any]:
+def counter_for(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[str], Any]:
     def make(way: str) -> Any:
+        if way in PEER_OF:
+            describe(benchmark, PEER_OF[way])
         counter = WAYS[way](CTX)
         request.addfinalizer(counter.close)
         return counter

@@ -31,6 +31,7 @@ from shmref.locks import (
     RobustLock,
 )
 
+from .peers import describe, posix_semaphore
 from .timing import WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -51,22 +52,33 @@ MAKERS: dict[tuple[str, str], Callable[[Any, int], Any]] = {
     ("semaphore", "queue"): lambda ctx, n: QueueSemaphore(n, ctx=ctx),
     ("semaphore", "manager"): lambda ctx, n: ManagerSemaphore(n, ctx=ctx),
     ("semaphore", "stdlib"): lambda ctx, n: ctx.BoundedSemaphore(n),
+    # A peer (peers.py): a named POSIX semaphore, a lock at value 1.
+    ("lock", "posix-ipc"): lambda ctx, n: posix_semaphore(1),
+    ("semaphore", "posix-ipc"): lambda ctx, n: posix_semaphore(n),
 }
+#: The peer each peer way measures.
+PEER_OF = {"posix-ipc": "posix-ipc"}
 WAYS = ["ctypes", "queue", "manager"]
 
 # Operations per timed round, sized so a round lasts roughly 10-50 ms.
 UNCONTENDED_OPS = {"ctypes": 50_000, "robust": 50_000, "stdlib": 50_000, "queue": 1_000}
+UNCONTENDED_OPS["posix-ipc"] = 50_000
 UNCONTENDED_OPS["manager"] = 500
 # Operations per process in the contended runs (roughly 0.1-0.3 s a round).
 CONTENDED_OPS = {"ctypes": 20_000, "robust": 20_000, "queue": 1_000, "manager": 500}
+CONTENDED_OPS.update({"stdlib": 20_000, "posix-ipc": 20_000})
 
 
 @pytest.fixture
-def make(request: pytest.FixtureRequest) -> Callable[..., Any]:
+def make(request: pytest.FixtureRequest, benchmark: Any) -> Callable[..., Any]:
     def make(primitive: str, way: str, value: int = 1) -> Any:
+        if way in PEER_OF:
+            describe(benchmark, PEER_OF[way])
         lock = MAKERS[primitive, way](CTX, value)
         if hasattr(lock, "close"):
             request.addfinalizer(lock.close)
+        if hasattr(lock, "unlink"):  # a named semaphore: its name goes first
+            request.addfinalizer(lock.unlink)
         return lock
 
     return make
@@ -128,7 +140,11 @@ def section_worker(
                 busy(hold)
     if barrier is not None:
         barrier.wait(timeout)
-    lock.close()
+    # A bare multiprocessing lock has no close(); a posix_ipc one closes
+    # this process's handle.
+    close = getattr(lock, "close", None)
+    if close is not None:
+        close()
 
 
 class Unlocked:
@@ -152,7 +168,8 @@ def time_sections(benchmark: Any, lock: Any, processes: int, ops: int, hold: flo
     )
 
 
-HANDOFF = [("lock", way) for way in [*WAYS, "robust"]] + [("rlock", way) for way in WAYS]
+HANDOFF = [("lock", way) for way in [*WAYS, "robust", "stdlib", "posix-ipc"]]
+HANDOFF += [("rlock", way) for way in WAYS]
 
 
 @pytest.mark.parametrize(("primitive", "way"), HANDOFF, ids=[f"{p}-{w}" for p, w in HANDOFF])
@@ -216,7 +233,7 @@ def test_turns(benchmark: Any, make: Callable[..., Any], way: str) -> None:
     )
 
 
-@pytest.mark.parametrize("way", WAYS)
+@pytest.mark.parametrize("way", [*WAYS, "stdlib", "posix-ipc"])
 def test_semaphore(benchmark: Any, make: Callable[..., Any], way: str) -> None:
     """Semaphore(2) shared by 4 processes, short sections (10 µs of work)."""
     semaphore = make("semaphore", way, 2)

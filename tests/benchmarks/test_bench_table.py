@@ -9,14 +9,19 @@ the ``extra_info`` keys set here: way, op, ops (per round), processes, keys.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import secrets
+import threading
 from collections.abc import Callable
 from multiprocessing.managers import SyncManager
 from typing import Any
 
 import pytest
 
-from shmref.table import CtypesDict, ManagerDict, QueueDict, SharedDict, increment
+from shmref.table import CtypesDict, ManagerDict, QueueDict, SharedDict
 
+from .peers import describe
+from .peers_table import SPAWN, TABLE_PEERS, Job, PeerRun, do
 from .timing import WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -37,22 +42,6 @@ LATENCY_OPS = {"ctypes": 5_000, "queue": 1_000, "manager": 1_000}
 LATENCY_ROUNDS = 50
 # Operations per process per round in the throughput runs (about 0.1-0.3 s).
 THROUGHPUT_OPS = {"ctypes": 40_000, "queue": 1_000, "manager": 2_000}
-
-
-def do(table: Any, op: str, keys: list[str], n: int) -> None:
-    """``n`` operations ``op`` on ``table``, cycling through ``keys``."""
-    keys = (keys * (n // len(keys) + 1))[:n]
-    if op == "get":
-        get = table.get
-        for key in keys:
-            get(key)
-    elif op == "set":
-        for i, key in enumerate(keys):
-            table[key] = i
-    else:
-        update = table.update
-        for key in keys:
-            update(key, increment, 0)
 
 
 def table_worker(
@@ -196,3 +185,124 @@ def test_startup(benchmark: Any, way: str) -> None:
         WAYS[way](CTX).close()
 
     benchmark.pedantic(create_and_close, rounds=size(benchmark, 5, 1))
+
+
+# ---------------------------------------------------------------- peers
+#
+# UltraDict (default, and shared_lock=True) and shared-memory-dict, each in
+# interpreters of its own (peers_table.py): the same loops as above, on the
+# same 64 keys, by spawned workers timed between two barrier meetings.
+
+PEER_WAYS = list(TABLE_PEERS)
+#: Operations per round for one peer process, so a round lasts 10-50 ms or
+#: more and the barrier's cost (tens of µs) stays under a few per cent.
+PEER_OPS = {
+    ("ultradict", "get"): 100_000,
+    ("ultradict-shared-lock", "get"): 100_000,
+    ("shared-memory-dict", "get"): 2_000,
+}
+PEER_OPS_OTHER = {"ultradict": 10_000, "ultradict-shared-lock": 10_000, "shared-memory-dict": 500}
+#: Rounds per peer benchmark (each round's processes are started once, for all of them).
+PEER_ROUNDS = 20
+
+
+def _peer_ops(way: str, op: str) -> int:
+    return PEER_OPS.get((way, op), PEER_OPS_OTHER[way])
+
+
+def _time_peer(benchmark: Any, table: Any, work: Callable[[int], Job], rounds: int) -> None:
+    """Time ``rounds`` rounds of peers_table.PeerRun on ``table``, a shmref table or none.
+
+    ``work(calls)`` is the job, given the rounds its workers must do.
+    """
+    warmup = size(benchmark, 1, 0)
+    job = work(size(benchmark, rounds + warmup, 1))
+    if job.way in TABLE_PEERS:
+        describe(benchmark, TABLE_PEERS[job.way])
+        table = f"shmref-bench-{job.way}-{os.getpid()}-{secrets.token_hex(3)}"
+    group = PeerRun(table, job)
+    broken = None
+    try:
+        benchmark.pedantic(group.run, rounds=size(benchmark, rounds, 1), warmup_rounds=warmup)
+    except threading.BrokenBarrierError as exc:
+        broken = exc  # a worker died: join() says which, with its exit code
+    try:
+        left = group.join()
+    except RuntimeError as died:
+        if job.way in TABLE_PEERS:
+            # A finding about the peer, not a failure of shmref: the page
+            # shows the cell as not finished.
+            pytest.xfail(f"{job.way} did not finish ({died}): issue 12")
+        raise
+    if broken is not None:
+        raise broken
+    # UltraDict may leave segments (issue 12): gone with the run's own
+    # /dev/shm, and counted here as a finding, not a failure of this run.
+    benchmark.extra_info["left_in_dev_shm"] = len(left)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("way", PEER_WAYS)
+def test_latency_peer(benchmark: Any, way: str, op: str) -> None:
+    """One operation at a time in one (spawned) process, on a table of 64 keys."""
+    ops = size(benchmark, _peer_ops(way, op), 20)
+    benchmark.group = f"table-{op}"
+    benchmark.extra_info.update(way=way, op=op, ops=ops, processes=1)
+    _time_peer(benchmark, None, lambda calls: Job(way, KEYS, op, [KEYS], ops, calls), PEER_ROUNDS)
+
+
+@pytest.mark.parametrize(("processes", "keys"), THROUGHPUT_RUNS)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("way", PEER_WAYS)
+def test_throughput_peer(benchmark: Any, way: str, op: str, processes: int, keys: str) -> None:
+    """P spawned processes each do N operations, as test_throughput's workers do."""
+    ops = size(benchmark, _peer_ops(way, op) // 2, 40)
+    benchmark.group = f"table-throughput-{op}"
+    benchmark.extra_info.update(
+        way=way, op=op, ops=ops * processes, processes=processes, keys=keys
+    )
+    keys_of = [_keys_of(worker, keys) for worker in range(processes)]
+    _time_peer(benchmark, None, lambda calls: Job(way, KEYS, op, keys_of, ops, calls), 3)
+
+
+# The issue-12 goals, shmref and the peers through the same spawned workers:
+# gets on a read-mostly table of 10,000 str keys (one process, no writer),
+# and a 50/50 get/set mix by 2 processes on the same 8 keys.
+
+READ_MOSTLY_KEYS = [f"key-{i}" for i in range(10_000)]
+GOAL_OPS = {
+    ("read-mostly", "ctypes"): 50_000,
+    ("read-mostly", "shared-memory-dict"): 100,
+    ("mix", "ctypes"): 20_000,
+    ("mix", "shared-memory-dict"): 500,
+}
+GOAL_OPS_OTHER = {"read-mostly": 100_000, "mix": 10_000}
+
+
+@pytest.mark.parametrize("work", ["read-mostly", "mix"])
+@pytest.mark.parametrize("way", ["ctypes", *PEER_WAYS])
+def test_goal(benchmark: Any, way: str, work: str) -> None:
+    """``get`` on 10,000 keys in 1 process, or a get/set mix in 2, every way spawned alike."""
+    keys = READ_MOSTLY_KEYS if work == "read-mostly" else KEYS
+    processes = 1 if work == "read-mostly" else 2
+    ops = size(benchmark, GOAL_OPS.get((work, way), GOAL_OPS_OTHER[work]), 40)
+    benchmark.group = f"table-{work}"
+    op = "get" if work == "read-mostly" else "mix"
+    benchmark.extra_info.update(
+        way=way, op=op, ops=ops * processes, processes=processes, keys=len(keys)
+    )
+    keys_of = [keys] if processes == 1 else [_keys_of(0, "shared")] * processes
+
+    def work(calls: int) -> Job:
+        return Job(way, keys, op, keys_of, ops, calls)
+
+    if way in TABLE_PEERS:
+        _time_peer(benchmark, None, work, PEER_ROUNDS)
+        return
+    table = CtypesDict(capacity=len(keys), ctx=SPAWN)
+    try:
+        for key in keys:
+            table[key] = 0
+        _time_peer(benchmark, table, work, PEER_ROUNDS)
+    finally:
+        table.close()
