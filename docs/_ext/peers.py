@@ -122,7 +122,7 @@ def render(report: dict[str, Any] | None) -> dict[str, str]:
 
 def stored(path: Path) -> dict[str, Any] | None:
     """The stored run of ``nox -s peers`` at ``path``, or None where there is none."""
-    return json.loads(path.read_text()) if path.exists() else None  # type: ignore[no-any-return]
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def write() -> None:
