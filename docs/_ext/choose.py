@@ -640,26 +640,24 @@ class PeerRow(NamedTuple):
     #: Each measure with the peer's seconds over the way's; None where the run has no
     #: figure for the peer (its benchmark did not finish).
     ratios: list[tuple[Measure, float | None]]
-    #: Each start method's result of each clause that matters: "holds", "fails" ...
-    #: with the evidence; empty for a contract that is not checked by ``nox -s peers``.
-    results: list[tuple[str, str, str, str]]
+    #: (clause, start method, result: "holds", "fails" ...) of each clause that matters;
+    #: empty for a contract that ``nox -s peers`` does not check.
+    results: list[tuple[str, str, str]]
 
     def cheaper(self) -> bool:
         """Cheaper by one measure and no costlier by any: a ratio that reads 1.0x is on par."""
-        ratios = [r for _, r in self.ratios]
-        if any(r is None for r in ratios):
-            return False
-        par = [reads_as_one(max(r, 1 / r)) for r in ratios if r is not None]
-        below = [r < 1 for r in ratios if r is not None]
-        return all(p or b for p, b in zip(par, below, strict=True)) and any(
-            b and not p for p, b in zip(par, below, strict=True)
+        judged = [(r < 1, reads_as_one(max(r, 1 / r))) for _, r in self.ratios if r is not None]
+        if len(judged) < len(self.ratios):
+            return False  # a measure the peer did not finish
+        return all(below or par for below, par in judged) and any(
+            below and not par for below, par in judged
         )
 
     def holds(self) -> bool:
         """Whether every clause that matters is kept, under spawn and under fork."""
         if isinstance(self.peer.contract, Unchecked):
             return False
-        return all(state == "holds" for _, _, state, _ in self.results)
+        return all(state == "holds" for _, _, state in self.results)
 
     def better(self) -> bool:
         return self.cheaper() and self.holds()
@@ -667,8 +665,8 @@ class PeerRow(NamedTuple):
 
 def contract_results(
     report: dict[str, Any] | None, contract: Checked
-) -> list[tuple[str, str, str, str]]:
-    """(clause text, method, state, evidence) of each clause under spawn and under fork.
+) -> list[tuple[str, str, str]]:
+    """(clause text, start method, result) of each clause, under spawn and under fork.
 
     A clause the peer's API cannot express (stored for "any" method) is not
     kept; one the stored run lacks, or lacks for a method, is "not run".
@@ -679,11 +677,10 @@ def contract_results(
         text = report["clauses"][clause]["text"] if report else clause
         by_method = peer["results"].get(clause, {}) if peer else {}
         if "any" in by_method:
-            found.append((text, "any", "cannot", by_method["any"]["evidence"]))
+            found.append((text, "any", "cannot"))
             continue
         for method in peers.METHODS:
-            result = by_method.get(method, {"state": "not run", "evidence": ""})
-            found.append((text, method, result["state"], result.get("evidence", "")))
+            found.append((text, method, by_method.get(method, {"state": "not run"})["state"]))
     return found
 
 
@@ -749,7 +746,7 @@ def _by_method(row: PeerRow) -> str:
         return f"yes: it is the lock {label(contract.way)} wraps, tested in it"
     cells = []
     for method in peers.METHODS:
-        states = {s for _, m, s, _ in row.results if m in (method, "any")}
+        states = {s for _, m, s in row.results if m in (method, "any")}
         if states == {"holds"}:
             cells.append(f"{method}: yes")
         elif states & {"fails", "cannot"}:
@@ -762,7 +759,7 @@ def _by_method(row: PeerRow) -> str:
 def _broken(row: PeerRow) -> list[str]:
     """What the peer's contract does not keep, as phrases that follow "the peer"."""
     where: dict[str, tuple[str, list[str]]] = {}  # clause: (state, methods)
-    for text, method, state, _ in row.results:
+    for text, method, state in row.results:
         if state != "holds":
             where.setdefault(text, (state, []))[1].append(method)
     grouped: dict[tuple[str, str], list[str]] = {}
