@@ -120,8 +120,13 @@ def render(report: dict[str, Any] | None) -> dict[str, str]:
     return parts
 
 
+def stored(path: Path) -> dict[str, Any] | None:
+    """The stored run of ``nox -s peers`` at ``path``, or None where there is none."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write() -> None:
-    report = json.loads(STORED.read_text()) if STORED.exists() else None
+    report = stored(STORED)
     GENERATED.mkdir(exist_ok=True)
     for primitive, text in render(report).items():
         path = GENERATED / f"{primitive}-peers.md"
