@@ -251,17 +251,14 @@ def test_ctypes_dict_writers_queue_on_one_lock(
         assert table.rate(group, way="ctypes", processes=most, keys="shared") <= one, op
 
 
-def test_queue_dict_is_the_slowest_one_call_at_a_time(
+def test_queue_dict_calls_cost_ten_times_shared_memory(
     ext: dict[str, ModuleType], run: Callable[[str], Any]
 ) -> None:
-    says(
-        "table.md",
-        "one call at a time, it is the slowest of the three here (see the first table above)",
-    )
+    says("table.md", "more than ten times the cost of shared memory here")
     table = run("table")
     for op in ext["report_table"].OPS:
         queue = table.per_op(f"table-{op}", way="queue")
-        assert all(queue > table.per_op(f"table-{op}", way=w) for w in ("ctypes", "manager")), op
+        assert queue > 10 * table.per_op(f"table-{op}", way="ctypes"), op
 
 
 # ---------------------------------------------------------------- channel
