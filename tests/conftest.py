@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from pathlib import Path
 from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
+from pathlib import Path
 from typing import Any
 
 import pytest
