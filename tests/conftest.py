@@ -6,7 +6,6 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,14 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         private_dev_shm()
     start_tracker_log(config)
-    # A forkserver child unpickles its target, which imports the target's
-    # test module (pytest, hypothesis, numpy, redis with it): a third of a
-    # second each time. Imported once in the forkserver, they are in every
-    # child it forks, as a program would preload its own modules.
-    here = Path(__file__).parent
-    multiprocessing.set_forkserver_preload(
-        [f"tests.{p.stem}" for p in sorted(here.glob("test_*.py"))]
-    )
+    # Each forkserver child then starts with the test modules imported.
+    multiprocessing.set_forkserver_preload(["tests.forkserver_preload"])
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
