@@ -44,6 +44,9 @@ MIB = 1024 * 1024
 SIZES = {64: "64 B", 4096: "4 KiB", MIB: "1 MiB"}
 TOPOLOGIES = {"1x1": (1, 1), "2x2": (2, 2)}
 GROUP = "channel-throughput"
+#: 1 MiB batches with glibc's malloc tuned (test_large_batches_by_allocator).
+ALLOCATOR_GROUP = "channel-allocator"
+ALLOCATORS = {"keep": "glibc keeping what it frees", "trim-only": "the trim threshold alone"}
 
 
 def _bench(run: Run, way: str, size: int, topology: str, batched: bool) -> dict[str, Any]:
@@ -138,6 +141,7 @@ def pages(run: Run) -> dict[str, str]:
             rows.append([_label(run, way, batched), *map(fmt_ratio, ratios)])
     pages["vs-queue"] = table(["way", *SIZES.values()], rows)
 
+    pages["allocator"] = _allocator(run)
     pages["peers"] = peers_part(run, PEER_INTROS)
     pages["throughput-plot"] = _plot_sentence(run)
     pages["vs-peers"] = (
@@ -163,6 +167,114 @@ def pages(run: Run) -> dict[str, str]:
         ],
     )
     return pages
+
+
+def _tuned(run: Run, way: str, allocator: str, topology: str = "1x1") -> float | None:
+    """Messages per second of 1 MiB batches with glibc tuned as ``allocator``; None if not run."""
+    producers, consumers = TOPOLOGIES[topology]
+    b = run.find(
+        ALLOCATOR_GROUP, way=way, allocator=allocator, producers=producers, consumers=consumers
+    )
+    return None if b is None else float(b["extra"]["ops"] / b["stats"][STAT])
+
+
+def _settings(run: Run, allocator: str) -> str:
+    b = run.get(ALLOCATOR_GROUP, way="ctypes", allocator=allocator)
+    return " ".join(f"{name}={value}" for name, value in b["extra"]["settings"].items())
+
+
+def _allocator(run: Run) -> str:
+    """1 MiB batches under glibc's defaults and tuned: the table, and what it says."""
+    if _tuned(run, "ctypes", "keep") is None:
+        return (
+            "Batches with glibc's malloc tuned: not in this run "
+            "(`nox -s bench -- channel` measures them where the C library is glibc).\n"
+        )
+    ways = [way for way in ("ctypes", "faster-fifo") if _tuned(run, way, "keep") is not None]
+    rows = []
+    for way in ways:
+        for topology in TOPOLOGIES:
+            default = rate(run, way, MIB, topology, True)
+            cells = [fmt_rate(default)]
+            for allocator in ALLOCATORS:
+                tuned = _tuned(run, way, allocator, topology)
+                cells.append(
+                    "-" if tuned is None else f"{fmt_rate(tuned)} ({fmt_ratio(tuned / default)})"
+                )
+            rows.append([f"{WAYS[way]}, {topology}", *cells])
+    header = [
+        f"1 MiB, batches of {_batch(run, MIB)}",
+        "glibc's defaults",
+        *(f"{what}: `{_settings(run, a)}`" for a, what in ALLOCATORS.items()),
+    ]
+    text = table(header, rows) + "\n"
+
+    def gain(allocator: str, topology: str, batched: bool = True) -> float:
+        tuned = _tuned(run, "ctypes", allocator, topology)
+        assert tuned is not None
+        return tuned / rate(run, "ctypes", MIB, topology, batched)
+
+    def regained(topology: str) -> float | None:
+        """The share of what batches lose against single calls that the tuning wins back."""
+        default = rate(run, "ctypes", MIB, topology, True)
+        lost = rate(run, "ctypes", MIB, topology, False) - default
+        tuned = _tuned(run, "ctypes", "keep", topology)
+        assert tuned is not None
+        return None if lost <= 0 else (tuned - default) / lost
+
+    shares = [regained(t) for t in TOPOLOGIES]
+    listed = " and ".join(f"{fmt_ratio(gain('keep', t))} with {t}" for t in TOPOLOGIES)
+    moves = (
+        f"with glibc keeping what it frees, `CtypesChannel`'s batches move {listed} the "
+        "messages per second they move under glibc's defaults"
+    )
+    if any(share is None for share in shares):
+        text += f"Here 1 MiB batches lose nothing against single calls; {moves}"
+    else:
+        least = min(share for share in shares if share is not None)
+        how_much = (
+            "All" if least >= 1 else "Most" if least >= 0.5 else "Part" if least >= 0.1 else None
+        )
+        if how_much is None:
+            text += f"The allocator is not what slows large batches here: {moves}"
+        else:
+            text += (
+                f"{how_much} of what 1 MiB batches lose against single calls in the tables above "
+                f"is the allocator's, not the channel's: {moves}"
+            )
+    single = [gain("keep", t, batched=False) for t in TOPOLOGIES]
+    text += (
+        f", which is {fmt_ratio(min(single))} to {fmt_ratio(max(single))} its single calls' rate"
+    )
+    if "faster-fifo" in ways:
+        versus = []
+        for t in TOPOLOGIES:
+            ours, theirs = _tuned(run, "ctypes", "keep", t), _tuned(run, "faster-fifo", "keep", t)
+            assert ours is not None and theirs is not None
+            versus.append(ours / theirs)
+        text += (
+            f", and {fmt_ratio(min(versus))} to {fmt_ratio(max(versus))} faster-fifo's raw bytes "
+            "under the same settings"
+        )
+    trim = {t: gain("trim-only", t) for t in TOPOLOGIES}
+    effect = (
+        "makes it slower"
+        if max(trim.values()) < 0.9
+        else "makes it faster"
+        if min(trim.values()) > 1.1
+        else "changes little"
+    )
+    settings = run.get(ALLOCATOR_GROUP, way="ctypes", allocator="keep")["extra"]["settings"]
+    kept = settings["MALLOC_TRIM_THRESHOLD_"] // MIB
+    text += (
+        ". A consumer of large batches gets this by starting with "
+        f"`{_settings(run, 'keep')}` in its environment (its glibc then holds on to up to "
+        f"{kept} MiB of freed memory), or by calling `mallopt` as the benchmark does. Setting "
+        f"the trim threshold alone {effect} "
+        f"({', '.join(f'{fmt_ratio(r)} with {t}' for t, r in trim.items())}): it also turns off "
+        "glibc's moving mmap threshold, so each 1 MiB message is a fresh mmap of its own.\n"
+    )
+    return text
 
 
 def _cells() -> list[tuple[int, str, bool]]:

@@ -9,7 +9,10 @@ batch, ops).
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import multiprocessing
+import platform
 from collections.abc import Callable
 from multiprocessing.managers import SyncManager
 from typing import Any
@@ -125,12 +128,23 @@ def test_throughput(
     benchmark: Any, way: str, message_size: int, topology: str, batched: bool
 ) -> None:
     """Messages per second from P producers to C consumers, start-up excluded."""
+    benchmark.group = "channel-throughput"
+    _throughput(benchmark, way, message_size, topology, batched, (send_worker, receive_worker))
+
+
+def _throughput(
+    benchmark: Any,
+    way: str,
+    message_size: int,
+    topology: str,
+    batched: bool,
+    targets: tuple[Callable[..., None], Callable[..., None]],
+) -> None:
     producers, consumers = TOPOLOGIES[topology]
     capacity, batch = shape(message_size)
     batch = batch if batched else 1
     quick = 2 * producers * batch
     each = size(benchmark, MESSAGES[way, batched][message_size], quick) // producers
-    benchmark.group = "channel-throughput"
     if way in PEER_OF:
         describe(benchmark, PEER_OF[way])
     benchmark.extra_info.update(
@@ -155,6 +169,7 @@ def test_throughput(
                 consumers,
                 lambda p, barrier: (channel, p, each, -message_size, batch, consumers, barrier),
                 lambda conn, barrier: (channel, producers, conn, batch, False, barrier),
+                targets,
             )
         )
         return rounds[-1]
@@ -164,6 +179,58 @@ def test_throughput(
     finally:
         channel.close()
     assert [r.received for r in rounds] == [each * producers] * len(rounds)
+
+
+# Batches of large messages and glibc's allocator. A consumer drops each batch
+# of 1 MiB messages at once; the freed top of the heap passes glibc's trim
+# threshold (twice the mmap threshold, which a freed 1 MiB block has raised to
+# 1 MiB) and goes back to the OS, so the next batch faults its pages in again.
+# The same cells with every process's glibc told otherwise, as these
+# environment variables would tell it at start-up (mallopt's names and values):
+ALLOCATORS: dict[str, dict[str, int]] = {
+    # Keep what is freed: blocks up to 32 MiB from the heap, trimmed past 128 MiB.
+    "keep": {"MALLOC_MMAP_THRESHOLD_": 32 * MIB, "MALLOC_TRIM_THRESHOLD_": 128 * MIB},
+    # Only the trim threshold: this also fixes the mmap threshold at its start
+    # (128 KiB), so every 1 MiB message becomes an mmap of its own.
+    "trim-only": {"MALLOC_TRIM_THRESHOLD_": 128 * MIB},
+}
+#: mallopt's parameter numbers (glibc's malloc.h).
+MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
+
+
+def tune_allocator(allocator: str) -> None:
+    """Set this process's glibc malloc as ``ALLOCATORS[allocator]`` says."""
+    libc = ctypes.CDLL(None)
+    for name, value in ALLOCATORS[allocator].items():
+        if libc.mallopt(MALLOPT[name], value) != 1:
+            raise RuntimeError(f"glibc refused mallopt for {name}={value}")
+
+
+def send_tuned(allocator: str, *args: Any) -> None:
+    tune_allocator(allocator)
+    send_worker(*args)
+
+
+def receive_tuned(allocator: str, *args: Any) -> None:
+    tune_allocator(allocator)
+    receive_worker(*args)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.parametrize("topology", list(TOPOLOGIES))
+@pytest.mark.parametrize("allocator", list(ALLOCATORS))
+@pytest.mark.parametrize("way", ["ctypes", "faster-fifo"])
+def test_large_batches_by_allocator(
+    benchmark: Any, way: str, allocator: str, topology: str
+) -> None:
+    """1 MiB messages in batches, with each process's glibc malloc tuned as ``allocator``."""
+    benchmark.group = "channel-allocator"
+    benchmark.extra_info.update(allocator=allocator, settings=ALLOCATORS[allocator])
+    targets = (
+        functools.partial(send_tuned, allocator),
+        functools.partial(receive_tuned, allocator),
+    )
+    _throughput(benchmark, way, MIB, topology, True, targets)
 
 
 # The bare stdlib objects, as people use them: one producer, one consumer.
