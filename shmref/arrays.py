@@ -211,16 +211,15 @@ def _pack(code: str, values: object, count: int, what: str) -> memoryview:
     items = values if isinstance(values, (list, tuple)) else list(values)
     if len(items) != count:
         raise ValueError(f"{what} needs {count} items, got {len(items)}; {_UNCHANGED}")
-    try:
-        packed = array.array(code, items)
-    except (TypeError, OverflowError):
-        packed = None
-    # array.array takes bools as ints, and C float overflow as inf: look closer.
-    if (
-        packed is None
-        or any(type(value).__name__ in _BOOLS for value in items)
-        or (code == "f" and _INF in map(abs, packed))
-    ):
+    # array.array takes bools as ints (numpy's with a DeprecationWarning), and
+    # C float overflow as inf: look closer. _check_item refuses every bool.
+    packed = None
+    if not any(type(value).__name__ in _BOOLS for value in items):
+        try:
+            packed = array.array(code, items)
+        except (TypeError, OverflowError):
+            packed = None
+    if packed is None or (code == "f" and _INF in map(abs, packed)):
         for value in items:
             _check_item(code, value)
         if packed is None:  # an item that converts alone but not in the list
