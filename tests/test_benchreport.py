@@ -324,7 +324,7 @@ def _allocator_rows(path: Path, gains: dict[tuple[str, str], tuple[bool, float]]
         e = b["extra"]
         if b["group"] != "channel-throughput" or e["size"] != MIB:
             continue
-        for allocator in ("keep", "trim-only"):
+        for allocator in ("keep",):
             if (e["way"], allocator) not in gains:
                 continue
             from_single, factor = gains[e["way"], allocator]
@@ -332,8 +332,7 @@ def _allocator_rows(path: Path, gains: dict[tuple[str, str], tuple[bool, float]]
                 continue
             row = json.loads(json.dumps(b))
             row["group"] = "channel-allocator"
-            settings = KEEP if allocator == "keep" else {"MALLOC_TRIM_THRESHOLD_": 128 * MIB}
-            row["extra"].update(allocator=allocator, settings=settings, batch=4)
+            row["extra"].update(allocator=allocator, settings=KEEP, batch=4)
             for key in ("min", "median", "mean", "max"):
                 row["stats"][key] /= factor
             added.append(row)
@@ -349,9 +348,7 @@ def test_the_allocator_sentence_follows_the_run(benchreport: ModuleType) -> None
         stored,
         {
             ("ctypes", "keep"): (True, 1.0),
-            ("ctypes", "trim-only"): (False, 0.4),
             ("faster-fifo", "keep"): (False, 1.0),
-            ("faster-fifo", "trim-only"): (False, 1.0),
         },
     )
     benchreport.render(["channel"], plots=False)
@@ -362,18 +359,14 @@ def test_the_allocator_sentence_follows_the_run(benchreport: ModuleType) -> None
     assert "which is 1x to 1x its single calls' rate" in text
     assert "`MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728`" in text
     assert "holds on to up to 128 MiB of freed memory" in text
-    assert "trim threshold alone makes it slower (0.4x with 1x1, 0.4x with 2x2)" in text
     assert "faster-fifo's raw bytes under the same settings" in text
 
     # The tuned allocator gains nothing, and faster-fifo was not measured with it.
-    _allocator_rows(
-        stored, {("ctypes", "keep"): (False, 1.0), ("ctypes", "trim-only"): (False, 1.0)}
-    )
+    _allocator_rows(stored, {("ctypes", "keep"): (False, 1.0)})
     benchreport.render(["channel"], plots=False)
     text = page.read_text()
     assert "The allocator is not what slows large batches here" in text
     assert "move 1x with 1x1 and 1x with 2x2" in text
-    assert "trim threshold alone changes little" in text
     assert "faster-fifo" not in text
 
     # A run without the tuned rows (another C library) says so.

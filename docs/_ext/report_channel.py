@@ -46,7 +46,7 @@ TOPOLOGIES = {"1x1": (1, 1), "2x2": (2, 2)}
 GROUP = "channel-throughput"
 #: 1 MiB batches with glibc's malloc tuned (test_large_batches_by_allocator).
 ALLOCATOR_GROUP = "channel-allocator"
-ALLOCATORS = {"keep": "glibc keeping what it frees", "trim-only": "the trim threshold alone"}
+ALLOCATORS = {"keep": "glibc keeping what it frees"}
 
 
 def _bench(run: Run, way: str, size: int, topology: str, batched: bool) -> dict[str, Any]:
@@ -256,23 +256,15 @@ def _allocator(run: Run) -> str:
             f", and {fmt_ratio(min(versus))} to {fmt_ratio(max(versus))} faster-fifo's raw bytes "
             "under the same settings"
         )
-    trim = {t: gain("trim-only", t) for t in TOPOLOGIES}
-    effect = (
-        "makes it slower"
-        if max(trim.values()) < 0.9
-        else "makes it faster"
-        if min(trim.values()) > 1.1
-        else "changes little"
-    )
     settings = run.get(ALLOCATOR_GROUP, way="ctypes", allocator="keep")["extra"]["settings"]
     kept = settings["MALLOC_TRIM_THRESHOLD_"] // MIB
     text += (
         ". A consumer of large batches gets this by starting with "
         f"`{_settings(run, 'keep')}` in its environment (its glibc then holds on to up to "
-        f"{kept} MiB of freed memory), or by calling `mallopt` as the benchmark does. Setting "
-        f"the trim threshold alone {effect} "
-        f"({', '.join(f'{fmt_ratio(r)} with {t}' for t, r in trim.items())}): it also turns off "
-        "glibc's moving mmap threshold, so each 1 MiB message is a fresh mmap of its own.\n"
+        f"{kept} MiB of freed memory), or by calling `mallopt` as the benchmark does. Set "
+        "both: setting either one turns off glibc's moving mmap threshold where it stands "
+        "(mallopt(3)), which at start-up is 128 KiB, and each 1 MiB message then becomes an "
+        "mmap of its own.\n"
     )
     return text
 

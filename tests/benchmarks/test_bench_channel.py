@@ -185,14 +185,13 @@ def _throughput(
 # of 1 MiB messages at once; the freed top of the heap passes glibc's trim
 # threshold (twice the mmap threshold, which a freed 1 MiB block has raised to
 # 1 MiB) and goes back to the OS, so the next batch faults its pages in again.
-# The same cells with every process's glibc told otherwise, as these
-# environment variables would tell it at start-up (mallopt's names and values):
+# The same cells with every process's glibc told to keep what it frees, as
+# these environment variables would tell it at start-up. Both are set: setting
+# either one fixes the other where it stands, and from the environment that is
+# the mmap threshold's start (128 KiB), where every 1 MiB message is an mmap.
 ALLOCATORS: dict[str, dict[str, int]] = {
-    # Keep what is freed: blocks up to 32 MiB from the heap, trimmed past 128 MiB.
+    # Blocks up to 32 MiB from the heap, trimmed only past 128 MiB free.
     "keep": {"MALLOC_MMAP_THRESHOLD_": 32 * MIB, "MALLOC_TRIM_THRESHOLD_": 128 * MIB},
-    # Only the trim threshold: this also fixes the mmap threshold at its start
-    # (128 KiB), so every 1 MiB message becomes an mmap of its own.
-    "trim-only": {"MALLOC_TRIM_THRESHOLD_": 128 * MIB},
 }
 #: mallopt's parameter numbers (glibc's malloc.h).
 MALLOPT = {"MALLOC_TRIM_THRESHOLD_": -1, "MALLOC_MMAP_THRESHOLD_": -3}
