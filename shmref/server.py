@@ -32,6 +32,8 @@ import pickle
 import secrets
 import socket
 import threading
+import time
+from collections.abc import Callable
 from multiprocessing import managers
 from multiprocessing.managers import BaseManager, RebuildProxy  # type: ignore[attr-defined]
 from typing import Any, Protocol, TypeVar
@@ -175,6 +177,51 @@ def _reach(address: tuple[str, int], timeout: float | None, what: str) -> None:
         raise OwnerGone(f"no Manager server of {what} at {address!r}: {error}") from None
 
 
+def _within(
+    wait: float | None,
+    connect: Callable[[], tuple[Server, type[Any], dict[str, Any]]],
+    gone: str,
+) -> tuple[Server, type[Any], dict[str, Any]]:
+    """``connect()``, or :class:`OwnerGone` saying ``gone`` if it takes longer than ``wait``.
+
+    The standard library's client waits for the server's challenge, and for
+    each answer after it, with no timeout: a server that took the connection
+    and then stopped (SIGSTOP, a hang, not a Manager at all) would hold the
+    caller for ever. The handshakes run in a thread of their own, which the
+    caller stops waiting for; a link it makes after that is closed there.
+    """
+    if wait is None:
+        return connect()
+    outcome: list[Any] = []
+    given_up = [False]
+    decided = threading.Lock()
+
+    def run() -> None:
+        try:
+            result: Any = connect()
+        except BaseException as error:  # given to the caller, raised there
+            result = error
+        with decided:
+            if not given_up[0]:
+                outcome.append(result)
+                return
+        if not isinstance(result, BaseException):
+            result[0].close()
+
+    thread = threading.Thread(target=run, name="shmref-connect", daemon=True)
+    thread.start()
+    try:
+        thread.join(wait)
+    finally:
+        with decided:
+            given_up[0] = not outcome
+    if not outcome:
+        raise OwnerGone(gone)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]  # type: ignore[no-any-return]
+
+
 class _LinkPlaceholder:
     """Stands for the handle's :class:`Server` in its published description."""
 
@@ -310,16 +357,27 @@ class Server:
 
         Returns the link, the published handle's type and its state for
         ``__setstate__``, the link in it. A wrong key raises
-        ``multiprocessing.AuthenticationError``; a TCP address that does not
-        take a connection within ``timeout`` seconds raises
-        :class:`~shmref.lifecycle.OwnerGone`.
+        ``multiprocessing.AuthenticationError``; an address that does not
+        take the connection, complete the handshake and answer within
+        ``timeout`` seconds raises :class:`~shmref.lifecycle.OwnerGone`.
         """
         if not isinstance(address, str):
             address = _address(address)
         key = _key(authkey)
         wait = seconds(timeout)
+        began = time.monotonic()
         if isinstance(address, tuple):
             _reach(address, wait, what)
+        return _within(
+            None if wait is None else max(0.0, wait - (time.monotonic() - began)),
+            lambda: cls._connect(address, key, what, closed_error),
+            f"the Manager server of {what} at {address!r} did not answer within {wait} s",
+        )
+
+    @classmethod
+    def _connect(
+        cls, address: Any, key: bytes, what: str, closed_error: type[ValueError]
+    ) -> tuple[Server, type[Any], dict[str, Any]]:
         client = _Client(address=address, authkey=key)
         client.connect()
         link = cls.__new__(cls)
@@ -537,11 +595,11 @@ class ManagerHandle(Closable):
         new handle is not the creator: its ``close()`` detaches it alone, and
         once the creator has closed, its calls raise
         :class:`~shmref.lifecycle.OwnerGone`. A wrong key raises
-        ``multiprocessing.AuthenticationError``. A TCP ``address`` that takes
-        no connection within ``timeout`` seconds (a host down, a port
-        filtered) raises :class:`~shmref.lifecycle.OwnerGone`; past the
-        connection, the standard library's client waits as long as the
-        server takes to answer its challenge.
+        ``multiprocessing.AuthenticationError``. An ``address`` that takes no
+        connection (a host down, a port filtered), or takes it and does not
+        complete the handshake and answer (a stopped server, not a Manager at
+        all), within ``timeout`` seconds raises
+        :class:`~shmref.lifecycle.OwnerGone`.
         """
         link, handle_type, state = Server.connect(
             address, authkey, cls.__name__, cls._closed_error, timeout

@@ -352,6 +352,19 @@ def test_connect_gives_up_at_its_timeout_where_nothing_takes_the_connection() ->
                 knock.close()
 
 
+def test_connect_gives_up_at_its_timeout_where_the_server_never_speaks() -> None:
+    # A server that takes the connection and then says nothing (stopped,
+    # hung, or not a Manager at all): the standard library's client waits
+    # for its challenge for ever. connect()'s timeout covers the handshake too.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # the kernel takes the connection; nobody answers
+        began = time.monotonic()
+        with pytest.raises(OwnerGone, match=r"did not answer within 0\.5 s"):
+            ManagerCounter.connect(listener.getsockname(), b"key", timeout=0.5)
+        assert time.monotonic() - began < 0.5 + JOIN
+
+
 def test_connect_to_a_closed_port_raises_owner_gone() -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
