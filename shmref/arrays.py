@@ -213,12 +213,12 @@ def _pack(code: str, values: object, count: int, what: str) -> memoryview:
         raise ValueError(f"{what} needs {count} items, got {len(items)}; {_UNCHANGED}")
     # array.array takes bools as ints (numpy's with a DeprecationWarning), and
     # C float overflow as inf: look closer. _check_item refuses every bool.
-    packed = None
-    if not any(type(value).__name__ in _BOOLS for value in items):
-        try:
-            packed = array.array(code, items)
-        except (TypeError, OverflowError):
-            packed = None
+    try:
+        packed = (
+            None if any(type(v).__name__ in _BOOLS for v in items) else array.array(code, items)
+        )
+    except (TypeError, OverflowError):  # the item check below names the item
+        packed = None
     if packed is None or (code == "f" and _INF in map(abs, packed)):
         for value in items:
             _check_item(code, value)

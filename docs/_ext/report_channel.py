@@ -44,9 +44,8 @@ MIB = 1024 * 1024
 SIZES = {64: "64 B", 4096: "4 KiB", MIB: "1 MiB"}
 TOPOLOGIES = {"1x1": (1, 1), "2x2": (2, 2)}
 GROUP = "channel-throughput"
-#: 1 MiB batches with glibc's malloc tuned (test_large_batches_by_allocator).
+#: 1 MiB batches with glibc keeping what it frees (test_large_batches_by_allocator).
 ALLOCATOR_GROUP = "channel-allocator"
-ALLOCATORS = {"keep": "glibc keeping what it frees"}
 
 
 def _bench(run: Run, way: str, size: int, topology: str, batched: bool) -> dict[str, Any]:
@@ -169,69 +168,57 @@ def pages(run: Run) -> dict[str, str]:
     return pages
 
 
-def _tuned(run: Run, way: str, allocator: str, topology: str = "1x1") -> float | None:
-    """Messages per second of 1 MiB batches with glibc tuned as ``allocator``; None if not run."""
+def _tuned(run: Run, way: str, topology: str) -> float:
+    """Messages per second of 1 MiB batches with glibc keeping what it frees."""
     producers, consumers = TOPOLOGIES[topology]
-    b = run.find(
-        ALLOCATOR_GROUP, way=way, allocator=allocator, producers=producers, consumers=consumers
+    b = run.get(
+        ALLOCATOR_GROUP, way=way, allocator="keep", producers=producers, consumers=consumers
     )
-    return None if b is None else float(b["extra"]["ops"] / b["stats"][STAT])
-
-
-def _settings(run: Run, allocator: str) -> str:
-    b = run.get(ALLOCATOR_GROUP, way="ctypes", allocator=allocator)
-    return " ".join(f"{name}={value}" for name, value in b["extra"]["settings"].items())
+    return float(b["extra"]["ops"] / b["stats"][STAT])
 
 
 def _allocator(run: Run) -> str:
     """1 MiB batches under glibc's defaults and tuned: the table, and what it says."""
-    if _tuned(run, "ctypes", "keep") is None:
+    ways = [way for way in ("ctypes", "faster-fifo") if has_way(run, ALLOCATOR_GROUP, way)]
+    if "ctypes" not in ways:
         return (
             "Batches with glibc's malloc tuned: not in this run "
             "(`nox -s bench -- channel` measures them where the C library is glibc).\n"
         )
-    ways = [way for way in ("ctypes", "faster-fifo") if _tuned(run, way, "keep") is not None]
+    settings = run.get(ALLOCATOR_GROUP, way="ctypes")["extra"]["settings"]
+    shown = " ".join(f"{name}={value}" for name, value in settings.items())
     rows = []
     for way in ways:
         for topology in TOPOLOGIES:
-            default = rate(run, way, MIB, topology, True)
-            cells = [fmt_rate(default)]
-            for allocator in ALLOCATORS:
-                tuned = _tuned(run, way, allocator, topology)
-                cells.append(
-                    "-" if tuned is None else f"{fmt_rate(tuned)} ({fmt_ratio(tuned / default)})"
-                )
-            rows.append([f"{WAYS[way]}, {topology}", *cells])
+            default, tuned = rate(run, way, MIB, topology, True), _tuned(run, way, topology)
+            rows.append(
+                [
+                    f"{WAYS[way]}, {topology}",
+                    fmt_rate(default),
+                    f"{fmt_rate(tuned)} ({fmt_ratio(tuned / default)})",
+                ]
+            )
     header = [
         f"1 MiB, batches of {_batch(run, MIB)}",
         "glibc's defaults",
-        *(f"{what}: `{_settings(run, a)}`" for a, what in ALLOCATORS.items()),
+        f"glibc keeping what it frees: `{shown}`",
     ]
     text = table(header, rows) + "\n"
 
-    def gain(allocator: str, topology: str, batched: bool = True) -> float:
-        tuned = _tuned(run, "ctypes", allocator, topology)
-        assert tuned is not None
-        return tuned / rate(run, "ctypes", MIB, topology, batched)
-
-    def regained(topology: str) -> float | None:
-        """The share of what batches lose against single calls that the tuning wins back."""
-        default = rate(run, "ctypes", MIB, topology, True)
-        lost = rate(run, "ctypes", MIB, topology, False) - default
-        tuned = _tuned(run, "ctypes", "keep", topology)
-        assert tuned is not None
-        return None if lost <= 0 else (tuned - default) / lost
-
-    shares = [regained(t) for t in TOPOLOGIES]
-    listed = " and ".join(f"{fmt_ratio(gain('keep', t))} with {t}" for t in TOPOLOGIES)
+    # CtypesChannel's batches under the defaults, tuned, and its single calls.
+    batched = {t: rate(run, "ctypes", MIB, t, True) for t in TOPOLOGIES}
+    tuned = {t: _tuned(run, "ctypes", t) for t in TOPOLOGIES}
+    single = {t: rate(run, "ctypes", MIB, t, False) for t in TOPOLOGIES}
+    listed = " and ".join(f"{fmt_ratio(tuned[t] / batched[t])} with {t}" for t in TOPOLOGIES)
     moves = (
         f"with glibc keeping what it frees, `CtypesChannel`'s batches move {listed} the "
         "messages per second they move under glibc's defaults"
     )
-    if any(share is None for share in shares):
+    if any(single[t] <= batched[t] for t in TOPOLOGIES):
         text += f"Here 1 MiB batches lose nothing against single calls; {moves}"
     else:
-        least = min(share for share in shares if share is not None)
+        # The share of what batches lose against single calls that the tuning wins back.
+        least = min((tuned[t] - batched[t]) / (single[t] - batched[t]) for t in TOPOLOGIES)
         how_much = (
             "All" if least >= 1 else "Most" if least >= 0.5 else "Part" if least >= 0.1 else None
         )
@@ -242,26 +229,21 @@ def _allocator(run: Run) -> str:
                 f"{how_much} of what 1 MiB batches lose against single calls in the tables above "
                 f"is the allocator's, not the channel's: {moves}"
             )
-    single = [gain("keep", t, batched=False) for t in TOPOLOGIES]
+    over_single = [tuned[t] / single[t] for t in TOPOLOGIES]
     text += (
-        f", which is {fmt_ratio(min(single))} to {fmt_ratio(max(single))} its single calls' rate"
+        f", which is {fmt_ratio(min(over_single))} to {fmt_ratio(max(over_single))} its single "
+        "calls' rate"
     )
     if "faster-fifo" in ways:
-        versus = []
-        for t in TOPOLOGIES:
-            ours, theirs = _tuned(run, "ctypes", "keep", t), _tuned(run, "faster-fifo", "keep", t)
-            assert ours is not None and theirs is not None
-            versus.append(ours / theirs)
+        versus = [tuned[t] / _tuned(run, "faster-fifo", t) for t in TOPOLOGIES]
         text += (
             f", and {fmt_ratio(min(versus))} to {fmt_ratio(max(versus))} faster-fifo's raw bytes "
             "under the same settings"
         )
-    settings = run.get(ALLOCATOR_GROUP, way="ctypes", allocator="keep")["extra"]["settings"]
-    kept = settings["MALLOC_TRIM_THRESHOLD_"] // MIB
     text += (
-        ". A consumer of large batches gets this by starting with "
-        f"`{_settings(run, 'keep')}` in its environment (its glibc then holds on to up to "
-        f"{kept} MiB of freed memory), or by calling `mallopt` as the benchmark does. Set "
+        f". A consumer of large batches gets this by starting with `{shown}` in its environment "
+        f"(its glibc then holds on to up to {settings['MALLOC_TRIM_THRESHOLD_'] // MIB} MiB of "
+        "freed memory), or by calling `mallopt` as the benchmark does. Set "
         "both: setting either one turns off glibc's moving mmap threshold where it stands "
         "(mallopt(3)), which at start-up is 128 KiB, and each 1 MiB message then becomes an "
         "mmap of its own.\n"
