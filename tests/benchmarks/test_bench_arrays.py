@@ -22,6 +22,7 @@ import pytest
 from shmref.arrays import SEGMENT_BYTES, CtypesArray, ManagerArray, QueueArray
 
 from .peers import SharedArrayTransfer, SharedMemoryTransfer, describe
+from .startup import time_startup
 from .timing import BARRIER_TIMEOUT, size
 
 np = pytest.importorskip("numpy", reason="the bulk benchmarks move numpy arrays")
@@ -305,4 +306,15 @@ def test_create(benchmark: Any, storage: str, nbytes: int) -> None:
 
     benchmark.pedantic(
         create_and_close, rounds=size(benchmark, 10, 1), warmup_rounds=size(benchmark, 1, 0)
+    )
+
+
+# ---------------------------------------------------------------- start-up
+
+
+@pytest.mark.parametrize("way", list(ITEMS))
+def test_startup(benchmark: Any, way: str) -> None:
+    """Create and close an 8 KiB array: heap or segment, owner process or server."""
+    time_startup(
+        benchmark, "arrays-startup", way, ITEMS[way], CTX.get_start_method(), bytes=1024 * 8
     )

@@ -22,6 +22,7 @@ import pytest
 from shmref.channel import CtypesChannel, ManagerChannel, QueueChannel, receive_worker, send_worker
 
 from .peers import FasterFifoChannel, describe
+from .startup import time_startup
 from .timing import BARRIER_TIMEOUT, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -301,3 +302,18 @@ def test_throughput_bare(benchmark: Any, way: str, message_size: int) -> None:
             q.close()
             q.join_thread()
     assert [r.received for r in rounds] == [n] * len(rounds)
+
+
+@pytest.mark.parametrize("way", ["ctypes", "queue", "manager"])
+def test_startup(benchmark: Any, way: str) -> None:
+    """Create and close a channel of 64 B messages: its slots, owner process or server."""
+    capacity, _ = shape(64)
+    time_startup(
+        benchmark,
+        "channel-startup",
+        way,
+        lambda: WAYS[way](capacity, 64),
+        CTX.get_start_method(),
+        size=64,
+        capacity=capacity,
+    )

@@ -27,6 +27,7 @@ from shmref.counter import (
 )
 
 from .peers import AtomicsCounter, describe
+from .startup import time_startup
 from .timing import BARRIER_TIMEOUT, WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -179,13 +180,7 @@ def test_startup_process(benchmark: Any, method: str) -> None:
 def test_startup_counter(benchmark: Any, way: str, method: str) -> None:
     """Create and close a counter: the queue's owner or the manager's server starts."""
     ctx = multiprocessing.get_context(method)
-    benchmark.group = "counter-startup"
-    benchmark.extra_info.update(way=way, method=method, ops=1)
-
-    def create_and_close() -> None:
-        WAYS[way](ctx).close()
-
-    benchmark.pedantic(create_and_close, rounds=size(benchmark, 5, 1))
+    time_startup(benchmark, "counter-startup", way, lambda: WAYS[way](ctx), method)
 
 
 # The article's benchmark: 10,000 writes from a worker process, through a

@@ -32,6 +32,7 @@ from shmref.locks import (
 )
 
 from .peers import describe, posix_semaphore
+from .startup import time_startup
 from .timing import WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -261,3 +262,16 @@ def test_hold(benchmark: Any, make: Callable[..., Any], way: str, hold: float) -
     benchmark.group = "locks-hold"
     benchmark.extra_info.update(way=way, primitive="lock", hold=hold, ops=2 * ops, processes=2)
     time_sections(benchmark, lock, 2, ops, hold)
+
+
+@pytest.mark.parametrize("way", [*WAYS, "robust"])
+def test_startup(benchmark: Any, way: str) -> None:
+    """Create and close a Lock: the Queue's owner or the Manager's server starts."""
+    time_startup(
+        benchmark,
+        "locks-startup",
+        way,
+        lambda: MAKERS["lock", way](CTX, 1),
+        CTX.get_start_method(),
+        primitive="lock",
+    )

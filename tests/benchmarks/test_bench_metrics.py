@@ -24,6 +24,7 @@ from shmref.metrics import (
 )
 from tests.apparatus_metrics import equal_fields_writer
 
+from .startup import time_startup
 from .timing import BARRIER_TIMEOUT, WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -208,3 +209,20 @@ def test_snapshot_while_writing(
     )
     if way != "unsafe":
         assert sum(torn) == 0
+
+
+#: Rows of the boards whose start-up is timed, as many as the largest runs above.
+STARTUP_WORKERS = max(WORKERS)
+
+
+@pytest.mark.parametrize("way", ["ctypes", "ctypes-lock", "queue", "manager"])
+def test_startup(benchmark: Any, way: str) -> None:
+    """Create and close a board: the Queue's owner or the Manager's server starts."""
+    time_startup(
+        benchmark,
+        "metrics-startup",
+        way,
+        lambda: WAYS[way](STARTUP_WORKERS),
+        CTX.get_start_method(),
+        rows=STARTUP_WORKERS,
+    )

@@ -22,6 +22,7 @@ from shmref.table import CtypesDict, ManagerDict, QueueDict, SharedDict
 
 from .peers import describe
 from .peers_table import SPAWN, TABLE_PEERS, Job, PeerRun, do
+from .startup import time_startup
 from .timing import WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -178,13 +179,7 @@ def test_throughput(
 @pytest.mark.parametrize("way", list(WAYS))
 def test_startup(benchmark: Any, way: str) -> None:
     """Create and close a table: the Queue's owner or the Manager's server starts."""
-    benchmark.group = "table-startup"
-    benchmark.extra_info.update(way=way, ops=1, method=CTX.get_start_method())
-
-    def create_and_close() -> None:
-        WAYS[way](CTX).close()
-
-    benchmark.pedantic(create_and_close, rounds=size(benchmark, 5, 1))
+    time_startup(benchmark, "table-startup", way, lambda: WAYS[way](CTX), CTX.get_start_method())
 
 
 # ---------------------------------------------------------------- peers

@@ -18,6 +18,7 @@ import pytest
 
 from shmref.value import TYPES, CtypesValue, ManagerValue, QueueValue, update_worker
 
+from .startup import time_startup
 from .timing import WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
@@ -174,3 +175,9 @@ def test_update_throughput(
         rounds=rounds,
     )
     assert value.get() == ops * processes * rounds
+
+
+@pytest.mark.parametrize("way", list(WAYS))
+def test_startup(benchmark: Any, way: str) -> None:
+    """Create and close a value: the Queue's owner or the Manager's server starts."""
+    time_startup(benchmark, "value-startup", way, lambda: WAYS[way](CTX), CTX.get_start_method())
