@@ -131,6 +131,43 @@ def test_a_missing_run_leaves_its_rows_out(docs: ModuleType) -> None:
     assert "nox -s bench -- channel" in written["choose-channel.md"]
 
 
+def _startup_cells(docs: ModuleType, primitive: str) -> dict[str, str]:
+    """The start-up cell of each of the primitive's rows in its rendered table, by way."""
+    import choose
+
+    _render(docs, docs.GENERATED)
+    ways = [c.way for c in choose.CHOICES if c.primitive == primitive]
+    cells = _table(docs.GENERATED / f"choose-{primitive}.md")[: len(ways)]
+    return {way: row[4] for way, row in zip(ways, cells, strict=True)}
+
+
+def test_each_choice_gets_its_own_start_up_where_its_run_times_it(docs: ModuleType) -> None:
+    """A copy of locks.json without ``locks-startup`` borrows the Counter's; with it, its own."""
+    path = docs.STORED / "locks.json"
+    run = json.loads(path.read_text())
+    run["benchmarks"] = [b for b in run["benchmarks"] if b["group"] != "locks-startup"]
+    path.write_text(json.dumps(run))
+    old = _startup_cells(docs, "locks")
+    assert all(cell.endswith(" (Counter's)") for cell in old.values()), old
+
+    # Times no Counter's way has, so the cells can only be read from these.
+    timed = {"ctypes": 1.11e-3, "robust": 2.22e-3, "queue": 3.33e-3, "manager": 4.44e-3}
+    method = run["machine"]["start_method"]
+    run["benchmarks"] += [
+        {
+            "group": "locks-startup",
+            "name": f"test_startup[{way}]",
+            "extra": {"way": way, "method": method, "ops": 1, "primitive": "lock"},
+            "stats": dict.fromkeys(("min", "median", "mean", "max"), seconds),
+        }
+        for way, seconds in timed.items()
+    ]
+    path.write_text(json.dumps(run))
+    assert _startup_cells(docs, "locks") == {
+        way: f"{timed[way] * 1e3:.3g} ms" for way in ("ctypes", "robust", "queue")
+    }
+
+
 def test_section_anchors_are_the_ones_sphinx_makes(docs: ModuleType) -> None:
     nodes = pytest.importorskip(
         "docutils.nodes", reason="docutils is not installed: pip install -e .[docs]"

@@ -91,26 +91,34 @@ def _startup_kind(way: str) -> str:
     return "manager" if "manager" in way else "ctypes"
 
 
+def _timed_startup(run: Run, way: str) -> float | None:
+    """Seconds for ``way`` (else its kind) in the run's ``<name>-startup`` group, if timed."""
+    group, method = f"{run.name}-startup", run.machine["start_method"]
+    for timed in dict.fromkeys([way, _startup_kind(way)]):
+        if run.find(group, way=timed, method=method) is not None:
+            return run.per_op(group, way=timed, method=method)
+    return None
+
+
 def startup(runs: Runs, primitive: str, way: str) -> tuple[float, str] | None:
     """Seconds to create and close the way, under its run's start method, and the run timed.
 
-    Only the Counter and Dict runs time start-up. Elsewhere the Counter's way of
-    the same kind stands in: what a Queue or a Manager way pays at start is its
-    owner or server process, the same machinery for every primitive.
+    Each primitive's run times its ways' start-up (``<primitive>-startup``,
+    the way itself or, for a variant that starts as its kind does, the way
+    of its kind). A run stored before those groups has none but the Counter's
+    and the Dict's: there the Counter's way of the same kind stands in, as
+    what a Queue or a Manager way pays at start is its owner or server
+    process, the same machinery for every primitive.
     """
-    run = runs[primitive]
-    method = run.machine["start_method"]
-    if primitive == "table":
-        return run.per_op("table-startup", way=_startup_kind(way)), "table"
+    own = _timed_startup(runs[primitive], way)
+    if own is not None:
+        return own, primitive
     try:
         counter = runs["counter"]
     except NotStored:
         return None
-    own = way if primitive == "counter" and counter.find("counter-startup", way=way) else None
-    return (
-        counter.per_op("counter-startup", way=own or _startup_kind(way), method=method),
-        "counter",
-    )
+    lent = _timed_startup(counter, _startup_kind(way))
+    return None if lent is None else (lent, "counter")
 
 
 def _seconds_per(group: str, **extra: Any) -> Callable[[Run, str], float]:
