@@ -367,3 +367,47 @@ def test_the_allocator_sentence_follows_the_run(benchreport: ModuleType) -> None
     _allocator_rows(stored, {})
     benchreport.render(["channel"], plots=False)
     assert "not in this run" in page.read_text()
+
+
+#: The ways each primitive's ``<primitive>-startup`` group times (tests/benchmarks/).
+STARTUP_WAYS = {
+    "value": ["ctypes", "queue", "manager"],
+    "arrays": ["ctypes", "segment", "queue", "manager"],
+    "metrics": ["ctypes", "ctypes-lock", "queue", "manager"],
+    "locks": ["ctypes", "robust", "queue", "manager"],
+    "channel": ["ctypes", "queue", "manager"],
+    "table": ["ctypes", "queue", "manager"],
+}
+
+
+@pytest.mark.parametrize("primitive", list(STARTUP_WAYS))
+def test_the_startup_table_follows_the_run(benchreport: ModuleType, primitive: str) -> None:
+    """A run without start-up says so; with it, each way's own figure, in the run's order."""
+    path = benchreport.STORED / f"{primitive}.json"
+    run = json.loads(path.read_text())
+    group = f"{primitive}-startup"
+    run["benchmarks"] = [b for b in run["benchmarks"] if b["group"] != group]
+    path.write_text(json.dumps(run))
+    benchreport.render([primitive], plots=False)
+    page = benchreport.GENERATED / f"{primitive}-startup.md"
+    assert "Not in this stored run" in page.read_text()
+    assert f"`nox -s bench -- {primitive}`" in page.read_text()
+
+    # A figure per way no other way has: 1.1 ms, 2.2 ms, ...
+    method = run["machine"]["start_method"]
+    timed = {way: (i + 1) * 1.1e-3 for i, way in enumerate(STARTUP_WAYS[primitive])}
+    run["benchmarks"] += [
+        {
+            "group": group,
+            "name": f"test_startup[{way}]",
+            "extra": {"way": way, "method": method, "ops": 1},
+            "stats": dict.fromkeys(("min", "median", "mean", "max"), seconds),
+        }
+        for way, seconds in timed.items()
+    ]
+    path.write_text(json.dumps(run))
+    benchreport.render([primitive], plots=False)
+    text = page.read_text()
+    assert f"start method `{method}`" in text
+    rows = [line.split(" | ")[-1].rstrip(" |") for line in text.splitlines()[3:]]
+    assert rows == [f"{s * 1e3:.3g} ms" for s in timed.values()]

@@ -14,6 +14,7 @@ from reportparts import (
     has_way,
     log_plot,
     peers_part,
+    startup_table,
     summary_rows,
 )
 
@@ -127,6 +128,13 @@ def _peers_sentence(run: Run) -> str:
 
 
 CORE = {"ctypes": "`CtypesArray`", "queue": "`QueueArray`", "manager": "`ManagerArray`"}
+#: The ways whose start-up the run times, an 8 KiB array each: the heap or a segment.
+STARTUP = {
+    "ctypes": "`CtypesArray` (heap)",
+    "segment": WAYS["segment"],
+    "queue": CORE["queue"],
+    "manager": CORE["manager"],
+}
 
 
 def size_label(nbytes: int) -> str:
@@ -250,6 +258,7 @@ def pages(run: Run) -> dict[str, str]:
     pages["round-trip-peers-plot"] = _peers_sentence(run)
 
     queue = _trip(run, "queue", largest)
+    pages["startup"] = startup_table(run, STARTUP)
     pages["goals"] = goals_table(
         [
             goal(

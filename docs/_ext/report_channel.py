@@ -15,6 +15,7 @@ from reportparts import (
     log_plot,
     peers_part,
     shared_cores,
+    startup_table,
     summary_rows,
 )
 
@@ -149,6 +150,7 @@ def pages(run: Run) -> dict[str, str]:
 
     small = rate(run, "ctypes", 64) / rate(run, "mp-queue", 64)
     manager_cost = rate(run, "manager-queue", 64) / rate(run, "manager", 64)
+    pages["startup"] = startup_table(run, {way: WAYS[way] for way in CORE})
     pages["goals"] = goals_table(
         [
             goal(

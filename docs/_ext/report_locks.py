@@ -15,6 +15,7 @@ from reportparts import (
     log_plot,
     peers_part,
     shared_cores,
+    startup_table,
     summary_rows,
 )
 
@@ -162,6 +163,9 @@ def pages(run: Run) -> dict[str, str]:
         else None
     )
     robust = _uncontended(run, "lock", "robust", "with")
+    pages["startup"] = startup_table(
+        run, {way: label("lock", way) for way in ("ctypes", "robust", "queue", "manager")}
+    )
     pages["goals"] = goals_table(
         [
             goal(

@@ -7,7 +7,7 @@ from statistics import median
 from typing import Any
 
 from benchreport import STAT, Run, fmt_rate, fmt_time, goal, table
-from reportparts import Line, goals_table, log_plot, shared_cores, summary_rows
+from reportparts import Line, goals_table, log_plot, shared_cores, startup_table, summary_rows
 
 WAYS = {
     "ctypes": "`CtypesMetrics` (seqlock)",
@@ -92,6 +92,9 @@ def pages(run: Run) -> dict[str, str]:
     seq_update = _per_worker(run, "ctypes", 1) / _per_worker(run, "unsafe", 1)
     seq_snapshot = run.per_op("metrics-snapshot-4", way="ctypes") / run.per_op(
         "metrics-snapshot-4", way="unsafe"
+    )
+    pages["startup"] = startup_table(
+        run, {way: WAYS[way] for way in ("ctypes", "ctypes-lock", "queue", "manager")}
     )
     pages["goals"] = goals_table(
         [

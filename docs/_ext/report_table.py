@@ -19,6 +19,7 @@ from reportparts import (
     peers_part,
     processes,
     shared_cores,
+    startup_table,
     summary_rows,
 )
 
@@ -212,11 +213,7 @@ def pages(run: Run) -> dict[str, str]:
         + _unfinished_sentence(run)
     )
 
-    method = run.get("table-startup", way="ctypes")["extra"]["method"]
-    pages["startup"] = table(
-        ["create + close", f"start method `{method}`"],
-        [[WAYS[way], fmt_time(run.per_op("table-startup", way=way))] for way in CORE],
-    )
+    pages["startup"] = startup_table(run, {way: WAYS[way] for way in CORE})
 
     get_ratio = _latency(run, "manager", "get") / _latency(run, "ctypes", "get")
     naive = _latency(run, "manager-dict", "update") / _latency(run, "manager", "update")

@@ -19,6 +19,7 @@ from benchreport import Run, fmt_ratio, fmt_time, goal, table
 from reportparts import (
     goals_table,
     legend_below,
+    startup_table,
     summary_rows,
     throughput_plot,
     throughput_table,
@@ -116,6 +117,7 @@ def pages(run: Run) -> dict[str, str]:
     get = ratio("get", "mp-value-read") ** -1
     set_ = ratio("set", "mp-value-write") ** -1
     update = ratio("update", "mp-value-rmw") ** -1
+    pages["startup"] = startup_table(run, {way: WAYS[way] for way in CORE})
     pages["goals"] = goals_table(
         [
             goal(get, "`CtypesValue.get` costs at most 3x a locked `Value.value` read", get <= 3),

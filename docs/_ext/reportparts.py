@@ -229,6 +229,29 @@ def has_way(run: Run, group: str, way: str) -> bool:
     return run.find(group, way=way) is not None
 
 
+def startup_table(run: Run, labels: Mapping[str, str]) -> str:
+    """Seconds to create and close each way of ``labels`` that ``<run>-startup`` timed.
+
+    The run times start-up under its own start method, named in the column.
+    A run stored before it timed start-up says so instead of a table, so the
+    page builds with it.
+    """
+    group = f"{run.name}-startup"
+    timed = [b for b in run.data["benchmarks"] if b["group"] == group]
+    if not timed:
+        return (
+            "Not in this stored run, made before the runs timed start-up "
+            f"(`nox -s bench -- {run.name}` times it).\n"
+        )
+    method = timed[0]["extra"]["method"]
+    rows = [
+        [label, fmt_time(run.per_op(group, way=way, method=method))]
+        for way, label in labels.items()
+        if run.find(group, way=way, method=method) is not None
+    ]
+    return table(["create + close", f"start method `{method}`"], rows)
+
+
 def peers_part(run: Run, intros: Mapping[str, str]) -> str:
     """One line per peer: its name, the version this run measured, what it is."""
     lines = []
