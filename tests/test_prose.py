@@ -11,6 +11,7 @@ table showed 99 % (issue 11).
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +81,30 @@ def test_slot_counter_scales_with_writers(run: Callable[[str], Any]) -> None:
     assert counter.machine["cores"] >= 2, "a run on one core cannot show scaling"
     one, two = (counter.rate(f"counter-throughput-{p}", way="slots") for p in (1, 2))
     assert two >= 1.3 * one
+
+
+def test_batching_makes_the_queue_counter_competitive(run: Callable[[str], Any]) -> None:
+    says(
+        "counter.md",
+        "Batching is what makes message passing competitive for small updates "
+        "(see the tables below)",
+    )
+    counter = run("counter")
+    batched, single, ctypes = (
+        counter.per_op("counter-add", way=w) for w in ("queue-batched", "queue", "ctypes")
+    )
+    # Competitive: within twice the shared-memory add, which one message per add is not.
+    assert batched <= 2 * ctypes < single
+
+
+def test_the_manager_value_and_lock_pattern_pays_its_round_trips(
+    run: Callable[[str], Any],
+) -> None:
+    says("counter.md", "makes four round trips per add (acquire, read, write, release)")
+    says("counter.md", "pattern: it does four round trips where one suffices")
+    counter = run("counter")
+    naive, manager = (counter.per_op("counter-add", way=w) for w in ("naive-manager", "manager"))
+    assert naive >= 3 * manager
 
 
 # ---------------------------------------------------------------- value
@@ -221,6 +246,51 @@ def test_a_lock_allows_one_acquisition_per_time_held(
             assert locks.rate("locks-hold", way=way, hold=hold) * hold <= 1.05, (way, hold)
 
 
+def test_shared_memory_contention_is_cheap(
+    ext: dict[str, ModuleType], run: Callable[[str], Any]
+) -> None:
+    says("locks.md", "which keeps contention cheap but can make a waiter wait")
+    locks = run("locks")
+    for primitive in ext["report_locks"].CLASSES:
+        if not locks.find("locks-handoff", primitive=primitive, way="ctypes"):
+            continue
+        times = {
+            way: locks.per_op("locks-handoff", primitive=primitive, way=way)
+            for way in ("ctypes", "queue", "manager")
+        }
+        assert times["ctypes"] * 10 <= min(times["queue"], times["manager"]), primitive
+
+
+def test_without_a_lock_each_process_adds_as_many_again(
+    ext: dict[str, ModuleType], run: Callable[[str], Any]
+) -> None:
+    says(
+        "locks.md",
+        "while without a lock each process with a core of its own adds up to as many again",
+    )
+    locks = run("locks")
+    processes = locks.get("locks-hold", way="none", hold=0.0)["extra"]["processes"]
+    assert locks.machine["cores"] >= processes, "a core each, or the sentence does not apply"
+    for hold in [h for h in ext["report_locks"].HOLDS if h]:
+        # Two processes in parallel: near two sections per time held (20 % for the clock).
+        assert locks.rate("locks-hold", way="none", hold=hold) * hold >= 0.8 * processes, hold
+
+
+def test_the_cost_of_the_lock_matters_only_for_short_sections(
+    ext: dict[str, ModuleType], run: Callable[[str], Any]
+) -> None:
+    says("locks.md", "The cost of the lock itself only matters for short sections")
+    locks, holds = run("locks"), ext["report_locks"].HOLDS
+    longest, shortest = max(holds), min(holds)
+    ways = ("ctypes", "queue", "manager")
+    for way in ways:
+        # At the longest hold every way reaches the bound of one acquisition per time held.
+        assert locks.rate("locks-hold", way=way, hold=longest) * longest >= 0.9, way
+    # With empty sections the lock is all there is, and the ways differ by far.
+    rates = {way: locks.rate("locks-hold", way=way, hold=shortest) for way in ways}
+    assert max(rates["queue"], rates["manager"]) * 10 <= rates["ctypes"], rates
+
+
 # ---------------------------------------------------------------- table
 
 
@@ -299,3 +369,24 @@ def test_queue_channel_pays_a_round_trip_the_bare_queue_does_not(
     channel, report = run("channel"), ext["report_channel"]
     smallest = min(report.SIZES)
     assert report.rate(channel, "queue", smallest) < report.rate(channel, "mp-queue", smallest)
+
+
+# ---------------------------------------------------------------- examples
+
+
+def test_the_articles_clock_is_mostly_start_up_under_spawn(run: Callable[[str], Any]) -> None:
+    says(
+        "examples.md",
+        "for the shared-memory way under spawn, more than nine tenths of the time from "
+        "`start()` to `join()` goes to starting and ending the child process",
+    )
+    # The script's own figures: how many sets its child makes between start() and join().
+    spec = importlib.util.spec_from_file_location(
+        "queue_vs_value", DOCS / "examples" / "queue_vs_value.py"
+    )
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # only definitions: the script has a main guard
+    start_up = run("counter").per_op("counter-startup", way="process", method="spawn")
+    sets = example.ROUNDS * example.SETS * run("value").per_op("value-set", way="ctypes")
+    assert start_up / (start_up + sets) > 0.9, (start_up, sets)

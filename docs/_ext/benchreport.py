@@ -176,12 +176,12 @@ class Run:
         return b
 
     def per_op(self, group: str, **extra: Any) -> float:
-        """Median seconds per operation."""
+        """Seconds per operation in the round the pages show (STAT: the fastest)."""
         b = self.get(group, **extra)
         return float(b["stats"][STAT]) / b["extra"]["ops"]
 
     def rate(self, group: str, **extra: Any) -> float:
-        """Operations per second at the median round."""
+        """Operations per second in the round the pages show (STAT: the fastest)."""
         return 1.0 / self.per_op(group, **extra)
 
 
