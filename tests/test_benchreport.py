@@ -350,7 +350,7 @@ def test_the_allocator_sentence_follows_the_run(benchreport: ModuleType) -> None
     if "lose nothing against single calls" in text:
         pytest.fail("the stored run has 1 MiB batches no slower than single calls: rewrite this")
     assert "All of what 1 MiB batches lose against single calls" in text
-    assert "which is 1x to 1x its single calls' rate" in text
+    assert "which is 1.0x to 1.0x its single calls' rate" in text
     assert "`MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=134217728`" in text
     assert "holds on to up to 128 MiB of freed memory" in text
     assert "faster-fifo's raw bytes under the same settings" in text
@@ -360,7 +360,7 @@ def test_the_allocator_sentence_follows_the_run(benchreport: ModuleType) -> None
     benchreport.render(["channel"], plots=False)
     text = page.read_text()
     assert "The allocator is not what slows large batches here" in text
-    assert "move 1x with 1x1 and 1x with 2x2" in text
+    assert "move 1.0x with 1x1 and 1.0x with 2x2" in text
     assert "faster-fifo" not in text
 
     # A run without the tuned rows (another C library) says so.

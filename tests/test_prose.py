@@ -64,7 +64,7 @@ def test_ctypes_ways_are_the_fastest(
     for name, report in benchreport.reports().items():
         if name not in PAGES:  # hosts.json: a page of its own, not in the index's summary
             continue
-        fastest = [row[1] for row in report.summary(run(name)) if row[3] == "1x"]
+        fastest = [row[1] for row in report.summary(run(name)) if row[3] == "1.0x"]
         assert fastest, name
         assert all(re.match(r"`(Ctypes|Slot|Robust)", way) for way in fastest), (name, fastest)
 
