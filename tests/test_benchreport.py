@@ -411,3 +411,50 @@ def test_the_startup_table_follows_the_run(benchreport: ModuleType, primitive: s
     assert f"start method `{method}`" in text
     rows = [line.split(" | ")[-1].rstrip(" |") for line in text.splitlines()[3:]]
     assert rows == [f"{s * 1e3:.3g} ms" for s in timed.values()]
+
+
+# ---------------------------------------------------------------- arrays: a Queue.put's parts
+
+
+def _copy_way(path: Path, group: str, way: str, to: str, factor: float) -> None:
+    """Add ``to`` to the run: ``way``'s benchmarks in ``group``, ``factor`` times as long."""
+    run = json.loads(path.read_text())
+    for b in [b for b in run["benchmarks"] if b["group"] == group and b["extra"]["way"] == way]:
+        stats = {k: v * factor if k != "rounds" else v for k, v in b["stats"].items()}
+        extra = {**b["extra"], "way": to}
+        run["benchmarks"].append(
+            {**b, "name": b["name"].replace(way, to), "extra": extra, "stats": stats}
+        )
+    path.write_text(json.dumps(run))
+
+
+def _cells(page: Path) -> list[list[str]]:
+    lines = [line for line in page.read_text().splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_the_put_parts_table_follows_the_run(benchreport: ModuleType) -> None:
+    stored = benchreport.STORED / "arrays.json"
+    parts = {"pickle-dumps": 0.5, "transmit": 0.25, "pickle-loads": 0.25}
+    for way in parts:
+        _drop_way(stored, way)
+    benchreport.render(["arrays"], plots=False)
+    page = benchreport.GENERATED / "arrays-put-parts.md"
+    assert "Not in this run" in page.read_text()
+    assert "`nox -s bench -- arrays`" in page.read_text()
+
+    # The parts a half and two quarters of the stored pickle round trip: their sum is it.
+    for way, share in parts.items():
+        _copy_way(stored, "arrays-reference", "pickle", way, share)
+    benchreport.render(["arrays"], plots=False)
+    header, *rows = _cells(page)
+    assert (header[1], header[3]) == ("`pickle.dumps`", "`pickle.loads`")
+    assert "pipe" in header[2]
+    references = _cells(benchreport.GENERATED / "arrays-round-trip-references.md")
+    pickle = references[0].index("pickle `dumps` + `loads`, numpy array")
+    trips = _cells(benchreport.GENERATED / "arrays-round-trip.md")
+    queue = trips[0].index("`Queue.put` / `get` of the numpy array")
+    assert [r[0] for r in rows] == [r[0] for r in references[1:]]
+    assert [r[4] for r in rows] == [r[pickle] for r in references[1:]]
+    assert [r[5] for r in rows] == [r[queue] for r in trips[1:]]
+    assert all(r[1] != r[2] for r in rows)  # each part its own figure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -190,3 +191,71 @@ def test_changing_a_run_changes_the_verdict_on_every_page(docs: ModuleType) -> N
     for name in ("counter", "metrics", "value", "channel"):
         cells = [row[-1] for row in _table(docs.GENERATED / f"{name}-claims.md")]
         assert after["5-20x"] in cells, name
+
+
+#: A `Queue.put` / `get`'s three parts, timed apart in the arrays run's `arrays-reference`.
+PUT_PARTS = ("pickle-dumps", "transmit", "pickle-loads")
+
+
+def _time_put_parts(path: Path, shares: dict[str, float]) -> None:
+    """Give the stored arrays run the put's parts, each a share of its `pickle` way's times.
+
+    Any parts the run has go first; with no shares it is a run made before
+    the parts were timed apart.
+    """
+    run = json.loads(path.read_text())
+    kept = [
+        b
+        for b in run["benchmarks"]
+        if not (b["group"] == "arrays-reference" and b["extra"]["way"] in PUT_PARTS)
+    ]
+    pickles = [
+        b for b in kept if b["group"] == "arrays-reference" and b["extra"]["way"] == "pickle"
+    ]
+    assert pickles
+    for b in pickles:
+        for way, share in shares.items():
+            part = copy.deepcopy(b)
+            part["name"] = b["name"].replace("pickle", way)
+            part["extra"]["way"] = way
+            for key in ("min", "median", "mean", "max", "stddev"):
+                part["stats"][key] *= share
+            kept.append(part)
+    run["benchmarks"] = kept
+    path.write_text(json.dumps(run))
+
+
+def test_put_50_50ms_is_judged_once_the_run_times_dumps_and_loads_apart(
+    docs: ModuleType,
+) -> None:
+    path = docs.STORED / "arrays.json"
+    _time_put_parts(path, {})
+    verdicts = {cid: said for cid, _, said in _rows(docs)}
+    assert verdicts["put-50-50ms"] == "**Not measured yet**"
+    docs.render(plots=False)
+    assert "`put-50-50ms`" in (docs.GENERATED / "claims-missing.md").read_text()
+
+    # dumps 1.5 times loads: "the same time", read as within 2x of each other.
+    _time_put_parts(path, {"pickle-dumps": 0.6, "transmit": 0.5, "pickle-loads": 0.4})
+    verdicts = {cid: said for cid, _, said in _rows(docs)}
+    assert verdicts["put-50-50ms"] == (
+        '**Confirmed**: at most 1.5x from the claimed value, within the factor of 2 an "about" '
+        "allows"
+    )
+    docs.render(plots=False)
+    assert "`put-50-50ms`" not in (docs.GENERATED / "claims-missing.md").read_text()
+    row = next(r for r in _table(docs.GENERATED / "claims.md") if r[0] == "`put-50-50ms`")
+    assert row[-1] == verdicts["put-50-50ms"]
+    figures = row[2].split("<br>")
+    assert len(figures) == 2
+    assert all("`dumps`" in f and "`loads`" in f and "(1.5x)" in f for f in figures), figures
+    assert all("the pipe between them" in f for f in figures), figures
+
+    # dumps 3 times loads: not the same time.
+    _time_put_parts(path, {"pickle-dumps": 0.75, "transmit": 0.5, "pickle-loads": 0.25})
+    verdicts = {cid: said for cid, _, said in _rows(docs)}
+    assert verdicts["put-50-50ms"] == "**Not confirmed**: 3.0x above the claim"
+    # loads 4 times dumps: as far off, on the other side.
+    _time_put_parts(path, {"pickle-dumps": 0.2, "transmit": 0.5, "pickle-loads": 0.8})
+    verdicts = {cid: said for cid, _, said in _rows(docs)}
+    assert verdicts["put-50-50ms"] == "**Not confirmed**: 4.0x below the claim"

@@ -350,6 +350,32 @@ def queue_put_pipe(runs: Runs) -> list[Figure]:
     return figures
 
 
+def dumps_and_loads(runs: Runs) -> list[Figure]:
+    """The article's 50 + 10 + 50 ms, part by part: `dumps`, the pipe, `loads`.
+
+    Judged on `dumps` / `loads` (the claim's "the same time"); the pipe is
+    shown beside them, and put-pipe-10ms judges its share.
+    """
+    run = runs["arrays"]
+    figures = []
+    for n in _sizes(runs)[-2:]:
+        dumps, loads, pipe = (
+            run.per_op("arrays-reference", way=way, bytes=n)
+            for way in ("pickle-dumps", "pickle-loads", "transmit")
+        )
+        pair = _pair(
+            "arrays",
+            ["arrays-reference"],
+            size_label(n),
+            size_label(n),
+            ("`dumps`", dumps),
+            ("`loads`", loads),
+        )
+        shown = f"{pair.shown}; the pipe between them {fmt_time(pipe)}"
+        figures.append(pair._replace(shown=shown))
+    return figures
+
+
 #: The sizes the article's table gives, in bytes (c_long: on 64-bit).
 ARTICLE_SIZES = {"c_int": 4, "c_long": 8, "c_float": 4, "c_double": 8, "c_bool": 1, "c_char": 1}
 

@@ -32,6 +32,9 @@ WAYS = {
     "memcpy-fresh": "memcpy into fresh memory (`numpy.copy`)",
     "pickle": "pickle `dumps` + `loads`, numpy array",
     "pickle-list": "pickle `dumps` + `loads`, list of floats",
+    "pickle-dumps": "`pickle.dumps`",
+    "transmit": "the pipe (`send_bytes` to `recv_bytes`, answered)",
+    "pickle-loads": "`pickle.loads`",
     "raw-array": "hand-written `RawArray[i]` (no lock)",
     "synchronized-array": "hand-written `multiprocessing.Array[i]` (locked)",
     "numpy-view": "`view[i]` on `as_numpy()`",
@@ -52,6 +55,8 @@ PEER_INTROS = {
 }
 TRANSFERS = ["ctypes", "ctypes-read", "queue", "manager", "queue-plain"]
 REFERENCES = ["memcpy", "memcpy-fresh", "pickle", "pickle-list"]
+#: A `Queue.put` / `get`'s three parts, each timed alone (in `arrays-reference` too).
+PUT_PARTS = ["pickle-dumps", "transmit", "pickle-loads"]
 #: A way's colour, marker and line in every round-trip plot, so it reads the same in each.
 STYLES = {
     "ctypes": "C0o-",
@@ -146,7 +151,7 @@ def fmt_bandwidth(bytes_per_second: float) -> str:
 
 
 def _trip(run: Run, way: str, nbytes: int) -> float:
-    group = "arrays-reference" if way in REFERENCES else "arrays-round-trip"
+    group = "arrays-reference" if way in REFERENCES or way in PUT_PARTS else "arrays-round-trip"
     return run.per_op(group, way=way, bytes=nbytes)
 
 
@@ -168,6 +173,8 @@ def pages(run: Run) -> dict[str, str]:
     for part, ways in sides:
         rows = [[size_label(n), *(fmt_time(_trip(run, w, n)) for w in ways)] for n in sizes]
         pages[part] = table(["size", *(WAYS[w] for w in ways)], rows)
+
+    pages["put-parts"] = _put_parts(run, sizes)
 
     largest = sizes[-1]
     ctypes, read = _trip(run, "ctypes", largest), _trip(run, "ctypes-read", largest)
@@ -277,6 +284,24 @@ def pages(run: Run) -> dict[str, str]:
         ],
     )
     return pages
+
+
+def _put_parts(run: Run, sizes: list[int]) -> str:
+    """A `Queue.put` / `get` part by part, beside the whole round trip it makes up."""
+    if not has_way(run, "arrays-reference", "pickle-loads"):
+        return (
+            "Not in this run: it was made before the benchmarks timed the parts apart "
+            "(`nox -s bench -- arrays` measures them).\n"
+        )
+    rows = []
+    for n in sizes:
+        parts = [_trip(run, way, n) for way in PUT_PARTS]
+        whole = _trip(run, "queue-plain", n)
+        rows.append([size_label(n), *map(fmt_time, parts), fmt_time(sum(parts)), fmt_time(whole)])
+    return table(
+        ["size", *(WAYS[w] for w in PUT_PARTS), "the three together", "`Queue.put` / `get`"],
+        rows,
+    )
 
 
 def _peer_goals(run: Run, largest: int) -> list[list[str]]:

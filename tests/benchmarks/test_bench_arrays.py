@@ -10,6 +10,7 @@ examples do.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import statistics
@@ -166,9 +167,15 @@ def _pickle_round_trip(obj: Any) -> Any:
 
 
 @pytest.mark.parametrize("nbytes", SIZES, ids=label)
-@pytest.mark.parametrize("way", ["memcpy", "memcpy-fresh", "pickle", "pickle-list"])
+@pytest.mark.parametrize(
+    "way", ["memcpy", "memcpy-fresh", "pickle", "pickle-list", "pickle-dumps", "pickle-loads"]
+)
 def test_reference(benchmark: Any, way: str, nbytes: int) -> None:
-    """What one process pays: a copy (into reused or fresh memory), a pickle round trip."""
+    """What one process pays: a copy (into reused or fresh memory), a pickle round trip.
+
+    ``pickle-dumps`` and ``pickle-loads`` time the round trip's halves apart:
+    with ``transmit`` (test_transmit), the three parts of a ``Queue.put`` / ``get``.
+    """
     nbytes = size(benchmark, nbytes, min(nbytes, 4 * KiB))
     data = np.arange(nbytes // 8, dtype=np.float64)
     benchmark.group = "arrays-reference"
@@ -180,6 +187,12 @@ def test_reference(benchmark: Any, way: str, nbytes: int) -> None:
         work = np.copy
     elif way == "pickle":
         work = _pickle_round_trip
+    elif way == "pickle-dumps":
+        # The two halves of "pickle", as a Queue's feeder thread and its get() run them.
+        work = pickle.dumps
+    elif way == "pickle-loads":
+        data = pickle.dumps(data)  # made once: only the loads is timed
+        work = pickle.loads
     else:
         data = data.tolist()
         work = _pickle_round_trip
@@ -189,6 +202,71 @@ def test_reference(benchmark: Any, way: str, nbytes: int) -> None:
         rounds=size(benchmark, rounds_for(nbytes), 1),
         warmup_rounds=size(benchmark, 1, 0),
     )
+
+
+def take_pickled(reader: Any, ack: Any) -> None:
+    """Receiver of the transmit alone: take the pickled bytes whole, answer with their length."""
+    while reader.poll(BARRIER_TIMEOUT):
+        got = reader.recv_bytes()
+        if not got:  # the sender's empty message: the rounds are over
+            break
+        ack.send(len(got))
+    reader.close()
+    ack.close()
+
+
+@pytest.mark.parametrize("nbytes", SIZES, ids=label)
+def test_transmit(benchmark: Any, nbytes: int) -> None:
+    """The middle part of a ``Queue.put`` / ``get``: the pickled array through a pipe, alone.
+
+    A ``multiprocessing.Queue`` moves what its feeder thread pickled with one
+    ``send_bytes`` into a one-way ``Pipe(duplex=False)`` (an OS pipe on POSIX),
+    and its ``get`` takes it out with one ``recv_bytes`` before unpickling.
+    This times exactly those two calls, on the same kind of pipe, with bytes
+    pickled once outside the timing. The sender cannot see the bytes arrive, so
+    the receiver answers with their length through a second pipe, as the
+    ``queue-plain`` round trip's consumer answers with the last item: the
+    answer (a few µs) is in both, and ``pickle-dumps`` + ``transmit`` +
+    ``pickle-loads`` add up to that round trip's parts.
+    """
+    nbytes = size(benchmark, nbytes, min(nbytes, 4 * KiB))
+    payload = pickle.dumps(np.arange(nbytes // 8, dtype=np.float64))
+    benchmark.group = "arrays-reference"
+    benchmark.extra_info.update(
+        way="transmit", bytes=nbytes, ops=1, processes=2, pickled_bytes=len(payload)
+    )
+    reader, writer = CTX.Pipe(duplex=False)
+    ack_reader, ack_writer = CTX.Pipe(duplex=False)
+    receiver = CTX.Process(target=take_pickled, args=(reader, ack_writer))
+    receiver.start()
+    # The receiver's ends are its own now: with the parent's copies closed, a
+    # receiver that dies breaks the pipe (send_bytes raises) instead of blocking it.
+    reader.close()
+    ack_writer.close()
+    got: list[int] = []
+
+    def transmit() -> None:
+        writer.send_bytes(payload)
+        got.append(_answer(ack_reader))
+
+    try:
+        benchmark.pedantic(
+            transmit,
+            rounds=size(benchmark, rounds_for(nbytes), 1),
+            warmup_rounds=size(benchmark, 1, 0),
+        )
+    finally:
+        # An OSError: the receiver is gone already, and its exit code says how.
+        with contextlib.suppress(OSError):
+            writer.send_bytes(b"")
+        receiver.join(BARRIER_TIMEOUT)
+        if receiver.exitcode is None:
+            receiver.terminate()
+            receiver.join(BARRIER_TIMEOUT)
+        writer.close()
+        ack_reader.close()
+    assert receiver.exitcode == 0
+    assert got and all(n == len(payload) for n in got)
 
 
 # ---------------------------------------------------------------- per item
