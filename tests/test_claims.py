@@ -234,6 +234,8 @@ def test_put_50_50ms_is_judged_once_the_run_times_dumps_and_loads_apart(
     assert verdicts["put-50-50ms"] == "**Not measured yet**"
     docs.render(plots=False)
     assert "`put-50-50ms`" in (docs.GENERATED / "claims-missing.md").read_text()
+    pipe = next(r for r in _table(docs.GENERATED / "claims.md") if r[0] == "`put-pipe-10ms`")
+    assert "is the pipe and the memory it fills" in pipe[2]
 
     # dumps 1.5 times loads: "the same time", read as within 2x of each other.
     _time_put_parts(path, {"pickle-dumps": 0.6, "transmit": 0.5, "pickle-loads": 0.4})
@@ -250,6 +252,12 @@ def test_put_50_50ms_is_judged_once_the_run_times_dumps_and_loads_apart(
     assert len(figures) == 2
     assert all("`dumps`" in f and "`loads`" in f and "(1.5x)" in f for f in figures), figures
     assert all("the pipe between them" in f for f in figures), figures
+    # The pipe's share of the round trip (put-pipe-10ms) is now the pipe timed alone.
+    pipe = next(r for r in _table(docs.GENERATED / "claims.md") if r[0] == "`put-pipe-10ms`")
+    assert all("the pipe alone" in f for f in pipe[2].split("<br>")), pipe[2]
+    before = verdicts["put-pipe-10ms"]
+    _time_put_parts(path, {"pickle-dumps": 0.6, "transmit": 0.005, "pickle-loads": 0.4})
+    assert {cid: said for cid, _, said in _rows(docs)}["put-pipe-10ms"] != before
 
     # dumps 3 times loads: not the same time.
     _time_put_parts(path, {"pickle-dumps": 0.75, "transmit": 0.5, "pickle-loads": 0.25})
