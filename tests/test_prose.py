@@ -215,7 +215,7 @@ def test_a_lock_allows_one_acquisition_per_time_held(
 ) -> None:
     says("locks.md", "cannot exceed one per time held, however many processes there are")
     locks = run("locks")
-    for hold in [h for h in ext["report_locks"].HOLDS if h]:
+    for hold in [h for h in ext["report_locks"].holds(locks) if h]:
         for way in ("ctypes", "queue", "manager"):
             # 5 % for the clock: a round's first acquisition starts before it.
             assert locks.rate("locks-hold", way=way, hold=hold) * hold <= 1.05, (way, hold)
