@@ -247,10 +247,7 @@ def _semaphore_name(way: str) -> str:
 def _handoff_threads(run: Run) -> str:
     """Two threads of one process taking turns: `threading.Lock` and the bare lock."""
     if not threads_measured(run):
-        return (
-            "This run has no hand-off between threads; `nox -s bench -- locks` measures it "
-            "since it was added.\n"
-        )
+        return "The stored run is older than this measurement; `nox -s bench -- locks` makes it.\n"
     rows = []
     for way in THREAD_WAYS:
         t = run.per_op("locks-handoff", primitive="lock", way=way)
