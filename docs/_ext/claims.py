@@ -48,18 +48,12 @@ class Missing(NamedTuple):
     #: What is not measured, in a few words.
     what: str
     benchmark: str
-    #: The (group, way) of that run which measures it, where the benchmarks have it: a
-    #: stored run made before them lacks it, and the claim is not measured until the
-    #: next run; from then on it is measured whole. None: no benchmark measures it yet.
-    measured_by: tuple[str, str] | None = None
+    #: Whether the stored runs hold it after all (a run made since the benchmark
+    #: was added): then nothing is missing. None: no run has it yet.
+    stored: Callable[[Runs], bool] | None = None
 
-
-def lacks(runs: Runs, missing: Missing) -> bool:
-    """Whether the stored runs still lack what ``missing`` names."""
-    if missing.measured_by is None:
-        return True
-    group, way = missing.measured_by
-    return runs[missing.primitive].find(group, way=way) is None
+    def lacking(self, runs: Runs) -> bool:
+        return self.stored is None or not self.stored(runs)
 
 
 @dataclass(frozen=True)
@@ -82,7 +76,7 @@ class Row(NamedTuple):
     claim: Claim
     figures: list[Figure]
     verdict: str
-    #: What the stored runs lack for it (its claim's ``missing``, until a run has it).
+    #: What the stored runs lack for the claim (claim.missing, unless they have it).
     missing: Missing | None = None
 
 
@@ -142,7 +136,7 @@ CLAIMS = [
             "arrays",
             "`dumps` and `loads` apart",
             "`pickle.dumps` and `pickle.loads` timed apart in `arrays-reference`",
-            measured_by=("arrays-reference", "pickle-loads"),
+            measure.put_parts_stored,
         ),
     ),
     Claim(
@@ -218,7 +212,12 @@ CLAIMS = [
         "FAQ: the cost of a Lock",
         measure.short_holds,
         Claimed(low=0.9),
-        missing=Missing("locks", "holds of 1 to 10 µs", "holds of 1 and 10 µs in `locks-hold`"),
+        missing=Missing(
+            "locks",
+            "holds of 1 to 10 µs",
+            "holds of 1 and 10 µs in `locks-hold`",
+            measure.micro_holds_stored,
+        ),
     ),
     Claim(
         "lock-ms-linear",
@@ -240,13 +239,18 @@ CLAIMS = [
     ),
     Claim(
         "threading-lock",
-        "Threads of one process should use `threading.Lock`, not `multiprocessing.Lock`",
+        "Threads of one process should use `threading.Lock`, not `multiprocessing.Lock` "
+        "(read: `multiprocessing.Lock` costs them at least 2x what `threading.Lock` does, "
+        "uncontended and handed off between two threads)",
         "FAQ: threads within a process",
+        measure.thread_locks,
+        Claimed(low=2),
         missing=Missing(
             "locks",
             "`threading.Lock`",
             "a `threading.Lock` way in `locks-uncontended` and in `locks-handoff` "
             "between two threads, beside `multiprocessing.Lock`",
+            measure.thread_locks_stored,
         ),
     ),
     Claim(
@@ -268,23 +272,16 @@ def evaluate(runs: Runs) -> list[Row]:
     """Every claim with its figures and its one verdict, in the article's order."""
     rows = []
     for claim in CLAIMS:
-        missing = claim.missing
         try:
-            if missing is not None and not lacks(runs, missing):
-                missing = None
-            if missing is not None and missing.measured_by is not None:
-                # Its figures come from the benchmark the run lacks: none to read yet.
-                rows.append(Row(claim, [], "**Not measured yet**", missing))
-                continue
             figures = claim.measure(runs)
-        except NotStored as absent:
+        except NotStored as missing:
             rows.append(
                 Row(
                     claim,
                     [],
-                    f"**Not measured yet**: no stored run of `{absent}` "
-                    f"(`nox -s bench -- {absent}`)",
-                    missing,
+                    f"**Not measured yet**: no stored run of `{missing}` "
+                    f"(`nox -s bench -- {missing}`)",
+                    claim.missing,
                 )
             )
             continue
@@ -295,9 +292,10 @@ def evaluate(runs: Runs) -> list[Row]:
         else:
             assert claim.claimed is not None, claim.id
             said = verdict(claim.claimed, figures)
-        if figures and missing is not None:
-            said += f"; {missing.what}: not measured yet"
-        rows.append(Row(claim, figures, said, missing))
+        lacking = claim.missing if claim.missing and claim.missing.lacking(runs) else None
+        if figures and lacking is not None:
+            said += f"; {lacking.what}: not measured yet"
+        rows.append(Row(claim, figures, said, lacking))
     return rows
 
 

@@ -50,6 +50,19 @@ class Runs:
         return list(self._runs.values())
 
 
+def _has(runs: Runs, page: str, group: str, *wanted: dict[str, Any]) -> bool:
+    """Whether the stored run of ``page`` has a ``group`` benchmark with each of ``wanted``.
+
+    For a claim that runs stored before a benchmark was added cannot measure:
+    it stays "not measured yet" (claims.Missing) on them, and measured on newer ones.
+    """
+    try:
+        run = runs[page]
+    except NotStored:
+        return False
+    return all(run.find(group, **extra) is not None for extra in wanted)
+
+
 def _src(run: str, *groups: str) -> str:
     return f"`{run}.json`: " + ", ".join(f"`{g}`" for g in groups)
 
@@ -361,12 +374,20 @@ def queue_put_pipe(runs: Runs) -> list[Figure]:
     return figures
 
 
+def put_parts_stored(runs: Runs) -> bool:
+    """Whether the arrays run times a Queue.put's parts apart: `dumps`, the pipe, `loads`."""
+    wanted = [{"way": w} for w in ("pickle-dumps", "transmit", "pickle-loads")]
+    return _has(runs, "arrays", "arrays-reference", *wanted)
+
+
 def dumps_and_loads(runs: Runs) -> list[Figure]:
     """The article's 50 + 10 + 50 ms, part by part: `dumps`, the pipe, `loads`.
 
     Judged on `dumps` / `loads` (the claim's "the same time"); the pipe is
     shown beside them, and put-pipe-10ms judges its share.
     """
+    if not put_parts_stored(runs):
+        return []
     run = runs["arrays"]
     figures = []
     for n in _sizes(runs)[-2:]:
@@ -522,6 +543,16 @@ def lock_cost(runs: Runs) -> list[Figure]:
     return figures
 
 
+#: The holds of a few microseconds in the locks run (in runs since they were added).
+MICRO_HOLDS = (1e-6, 1e-5)
+
+
+def micro_holds_stored(runs: Runs) -> bool:
+    """Whether the locks run has `CtypesLock` and no lock held 1 and 10 µs."""
+    wanted = [{"way": w, "hold": h} for w in ("ctypes", "none") for h in MICRO_HOLDS]
+    return _has(runs, "locks", "locks-hold", *wanted)
+
+
 def short_holds(runs: Runs) -> list[Figure]:
     locks, counter = runs["locks"], runs["counter"]
 
@@ -529,17 +560,27 @@ def short_holds(runs: Runs) -> list[Figure]:
         two = counter.rate("counter-throughput-2", way=way)
         return two / counter.rate("counter-throughput-1", way=way)
 
-    locked, free = scaling("ctypes"), scaling("slots")
-    return [
-        _pair(
+    def held(hold: float, label: str) -> Figure:
+        # The same sections (a busy loop of ``hold``) with the lock and without.
+        return _pair(
             "locks",
             ["locks-hold"],
-            "empty sections",
-            "2 processes, empty sections",
-            ("`CtypesLock`", locks.rate("locks-hold", way="ctypes", hold=0.0)),
-            ("no lock", locks.rate("locks-hold", way="none", hold=0.0)),
+            label,
+            f"2 processes, {label}",
+            ("`CtypesLock`", locks.rate("locks-hold", way="ctypes", hold=hold)),
+            ("no lock", locks.rate("locks-hold", way="none", hold=hold)),
             fmt_rate,
-        ),
+        )
+
+    locked, free = scaling("ctypes"), scaling("slots")
+    micro = (
+        [held(hold, f"sections of {fmt_time(hold)}") for hold in MICRO_HOLDS]
+        if micro_holds_stored(runs)
+        else []
+    )
+    return [
+        held(0.0, "empty sections"),
+        *micro,
         Figure(
             "counter",
             _src("counter", "counter-throughput-1", "counter-throughput-2"),
@@ -549,6 +590,55 @@ def short_holds(runs: Runs) -> list[Figure]:
             locked / free,
         ),
     ]
+
+
+def thread_locks_stored(runs: Runs) -> bool:
+    """Whether the locks run has `threading.Lock`, and the bare lock between two threads."""
+    return _has(runs, "locks", "locks-uncontended", {"way": "threading"}) and _has(
+        runs, "locks", "locks-handoff", {"way": "threading"}, {"way": "stdlib-threads"}
+    )
+
+
+def thread_locks(runs: Runs) -> list[Figure]:
+    """`multiprocessing.Lock` over `threading.Lock`, as threads of one process use them.
+
+    None from a run stored before the threads' ways were added: the claim
+    stays "not measured yet" there.
+    """
+    if not thread_locks_stored(runs):
+        return []
+    locks = runs["locks"]
+    figures = []
+    for style, what in (("calls", "`acquire()` + `release()`"), ("with", "`with lock: pass`")):
+        times = [
+            locks.per_op("locks-uncontended", primitive="lock", way=way, style=style)
+            for way in ("stdlib", "threading")
+        ]
+        figures.append(
+            _pair(
+                "locks",
+                ["locks-uncontended"],
+                f"{what}, one thread",
+                f"{what}, one thread",
+                ("`multiprocessing.Lock`", times[0]),
+                ("`threading.Lock`", times[1]),
+            )
+        )
+    handoff = [
+        locks.per_op("locks-handoff", primitive="lock", way=way)
+        for way in ("stdlib-threads", "threading")
+    ]
+    figures.append(
+        _pair(
+            "locks",
+            ["locks-handoff"],
+            "2 threads taking turns",
+            "2 threads of one process taking turns, per acquisition",
+            ("`multiprocessing.Lock`", handoff[0]),
+            ("`threading.Lock`", handoff[1]),
+        )
+    )
+    return figures
 
 
 def long_holds(runs: Runs) -> list[Figure]:

@@ -39,7 +39,13 @@ WAYS = {
     "stdlib": "bare `multiprocessing` object (baseline)",
     "none": "no lock (baseline)",
     "posix-ipc": "peer: posix_ipc",
+    # Threads of one process, for the article's advice to them (claims.py, threading-lock).
+    "threading": "`threading.Lock` (threads of one process only)",
+    "stdlib-threads": "bare `multiprocessing.Lock` taken by threads of one process",
 }
+#: The ways threads of one process use, for the article's advice to them; only
+#: runs since they were added have them.
+THREAD_WAYS = ["threading", "stdlib-threads"]
 PEER_INTROS = {
     "posix-ipc": (
         "a C extension over POSIX IPC: named semaphores (`sem_open`), shared memory and "
@@ -49,7 +55,29 @@ PEER_INTROS = {
     ),
 }
 ORDER = ["ctypes", "robust", "queue", "manager"]
-HOLDS = [0.0, 1e-4, 1e-3, 1e-2]
+
+
+#: The ways of the hold benchmarks, as the table and the plot show them.
+HOLD_WAYS = ["ctypes", "queue", "manager", "none"]
+
+
+def holds(run: Run) -> list[float]:
+    """The times held that every hold way was measured at, shortest first.
+
+    Runs since they were added have 1 and 10 µs among them.
+    """
+    measured: dict[float, set[str]] = {}
+    for b in run.data["benchmarks"]:
+        if b["group"] == "locks-hold":
+            measured.setdefault(b["extra"]["hold"], set()).add(b["extra"]["way"])
+    return sorted(hold for hold, ways in measured.items() if ways >= set(HOLD_WAYS))
+
+
+def threads_measured(run: Run) -> bool:
+    """Whether the run has the locks of threads of one process (runs since they were added)."""
+    return has_way(run, "locks-uncontended", "threading") and all(
+        has_way(run, "locks-handoff", way) for way in THREAD_WAYS
+    )
 
 
 def peers(run: Run) -> list[str]:
@@ -64,6 +92,10 @@ def label(primitive: str, way: str) -> str:
         return f"bare `{STDLIB[primitive]}`"
     if way == "none":
         return "no lock"
+    if way == "threading":
+        return "`threading.Lock`"
+    if way == "stdlib-threads":
+        return f"bare `{STDLIB[primitive]}`"
     return f"`{CLASSES[primitive][way]}`"
 
 
@@ -83,12 +115,13 @@ def pages(run: Run) -> dict[str, str]:
         base = _uncontended(run, primitive, "stdlib", "with")
         mine = [w for w in ORDER if w in CLASSES[primitive]]
         others = ["stdlib"] + [w for w in peers(run) if primitive != "rlock"]
-        for way in [*mine, *others]:
+        # threading.Lock last: a lock for threads only, beside the ones processes share.
+        threads = ["threading"] if primitive == "lock" and threads_measured(run) else []
+        for way in [*mine, *others, *threads]:
             calls = _uncontended(run, primitive, way, "calls")
             block = _uncontended(run, primitive, way, "with")
-            rows.append(
-                [label(primitive, way), fmt_time(calls), fmt_time(block), fmt_ratio(block / base)]
-            )
+            name = label(primitive, way) + (" (threads only)" if way in THREAD_WAYS else "")
+            rows.append([name, fmt_time(calls), fmt_time(block), fmt_ratio(block / base)])
     pages["uncontended"] = table(
         ["primitive", "`acquire()` + `release()`", "`with` block", "`with` vs bare"], rows
     )
@@ -102,6 +135,7 @@ def pages(run: Run) -> dict[str, str]:
             t = run.per_op("locks-handoff", primitive=primitive, way=way)
             rows.append([label(primitive, way), fmt_time(t), fmt_rate(1 / t)])
     pages["handoff"] = table(["primitive", "per acquisition", "acquisitions, 2 processes"], rows)
+    pages["handoff-threads"] = _handoff_threads(run)
 
     rows = []
     for way in ORDER:
@@ -130,9 +164,8 @@ def pages(run: Run) -> dict[str, str]:
     ) + shared_cores(run.machine["cores"], [processes])
 
     rows = []
-    for hold in HOLDS:
-        rates = [run.rate("locks-hold", way=way, hold=hold) for way in ("ctypes", "queue")]
-        rates += [run.rate("locks-hold", way=way, hold=hold) for way in ("manager", "none")]
+    for hold in holds(run):
+        rates = [run.rate("locks-hold", way=way, hold=hold) for way in HOLD_WAYS]
         ideal = fmt_rate(1 / hold) if hold else "-"
         rows.append([fmt_hold(hold), *map(fmt_rate, rates), ideal])
     pages["hold"] = table(
@@ -215,12 +248,27 @@ def _semaphore_name(way: str) -> str:
     return "peer: `posix_ipc.Semaphore` (value 2)"
 
 
+def _handoff_threads(run: Run) -> str:
+    """Two threads of one process taking turns: `threading.Lock` and the bare lock."""
+    if not threads_measured(run):
+        return "The stored run is older than this measurement; `nox -s bench -- locks` makes it.\n"
+    rows = []
+    for way in THREAD_WAYS:
+        t = run.per_op("locks-handoff", primitive="lock", way=way)
+        rows.append([label("lock", way), fmt_time(t), fmt_rate(1 / t)])
+    return table(["lock", "per acquisition", "acquisitions, 2 threads of one process"], rows)
+
+
 def _uncontended_sentence(run: Run) -> str:
     """Which lock's `with` block is fastest in the uncontended plot, and the others against it."""
+    # The locks processes share: threading.Lock is no choice for them.
     ways = [*ORDER, "stdlib", *peers(run)]
     times = {way: _uncontended(run, "lock", way, "with") for way in ways}
     fastest = min(times, key=times.__getitem__)
-    text = f"Among the locks, {label('lock', fastest)} has the fastest `with` block"
+    text = (
+        f"Among the locks that processes share, {label('lock', fastest)} has the fastest "
+        "`with` block"
+    )
     others = [w for w in ("ctypes", "stdlib", *peers(run)) if w != fastest]
     text += "; " + ", ".join(
         f"{label('lock', w).removeprefix('peer: ')} takes {fmt_ratio(times[w] / times[fastest])}"
@@ -245,12 +293,15 @@ def _uncontended_bars(run: Run) -> list[tuple[str, float, bool]]:
     bars.append((label("lock", "stdlib"), _uncontended(run, "lock", "stdlib", "with"), False))
     for way in peers(run):
         bars.append((label("lock", way), _uncontended(run, "lock", way, "with"), True))
+    if threads_measured(run):
+        t = _uncontended(run, "lock", "threading", "with")
+        bars.append((label("lock", "threading") + " (threads only)", t, False))
     return bars
 
 
 def _serialised(run: Run) -> str:
     """Acquisitions per time held by the locks and by no lock, at the shortest and longest hold."""
-    held = [h for h in HOLDS if h]
+    held = [h for h in holds(run) if h]
     processes = run.get("locks-hold", way="none", hold=held[-1])["extra"]["processes"]
 
     def per_hold(way: str, hold: float) -> float:
@@ -269,11 +320,11 @@ def _serialised(run: Run) -> str:
 
 
 def plots(run: Run) -> dict[str, Callable[[Any], None]]:
-    held = [h for h in HOLDS if h]
+    held = [h for h in holds(run) if h]
     ms = [h * 1e3 for h in held]
     lines = [
         Line(label("lock", way), [run.rate("locks-hold", way=way, hold=h) for h in held])
-        for way in ("ctypes", "queue", "manager", "none")
+        for way in HOLD_WAYS
     ]
     lines += [
         Line("1 / time held (one holder at a time)", [1 / h for h in held], "k--"),

@@ -3,8 +3,12 @@
 ``nox -s bench -- locks`` measures and stores docs/bench/locks.json; the test
 suite runs each benchmark once, small (see timing.py). The report that turns
 the stored run into tables and verdicts is docs/_ext/report_locks.py; the
-``extra_info`` keys set here (way, primitive, style, processes, hold, ops)
-are what it reads. One operation is one acquire and one release.
+``extra_info`` keys set here (way, primitive, style, processes, threads,
+hold, ops) are what it reads. One operation is one acquire and one release.
+Two ways are threads of one process, for the article's advice that threads
+use ``threading.Lock`` rather than ``multiprocessing.Lock`` (docs/_ext/claims.py,
+``threading-lock``): "threading", a ``threading.Lock``, and, in the hand-off,
+"stdlib-threads", the bare ``multiprocessing.Lock`` taken by two threads.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import itertools
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +38,7 @@ from shmref.locks import (
 
 from .peers import describe, posix_semaphore
 from .startup import time_startup
-from .timing import WorkerGroup, size, time_groups
+from .timing import BARRIER_TIMEOUT, WorkerGroup, size, time_groups
 
 CTX = multiprocessing.get_context()
 
@@ -45,6 +50,8 @@ MAKERS: dict[tuple[str, str], Callable[[Any, int], Any]] = {
     ("lock", "manager"): lambda ctx, n: ManagerLock(ctx=ctx),
     ("lock", "robust"): lambda ctx, n: RobustLock(ctx=ctx),
     ("lock", "stdlib"): lambda ctx, n: ctx.Lock(),
+    # Not for processes: the lock threads of one process would use instead.
+    ("lock", "threading"): lambda ctx, n: threading.Lock(),
     ("rlock", "ctypes"): lambda ctx, n: CtypesRLock(ctx=ctx),
     ("rlock", "queue"): lambda ctx, n: QueueRLock(ctx=ctx),
     ("rlock", "manager"): lambda ctx, n: ManagerRLock(ctx=ctx),
@@ -63,11 +70,16 @@ WAYS = ["ctypes", "queue", "manager"]
 
 # Operations per timed round, sized so a round lasts roughly 10-50 ms.
 UNCONTENDED_OPS = {"ctypes": 50_000, "robust": 50_000, "stdlib": 50_000, "queue": 1_000}
+UNCONTENDED_OPS["threading"] = 50_000
 UNCONTENDED_OPS["posix-ipc"] = 50_000
 UNCONTENDED_OPS["manager"] = 500
 # Operations per process in the contended runs (roughly 0.1-0.3 s a round).
 CONTENDED_OPS = {"ctypes": 20_000, "robust": 20_000, "queue": 1_000, "manager": 500}
 CONTENDED_OPS.update({"stdlib": 20_000, "posix-ipc": 20_000})
+# Threads hand the GIL over every 5 ms (sys.getswitchinterval()), and a lock
+# changes threads mostly then: 100,000 sections each (about 50 ms a round)
+# span several switches.
+CONTENDED_OPS.update({"threading": 100_000, "stdlib-threads": 100_000})
 
 
 @pytest.fixture
@@ -183,6 +195,53 @@ def test_handoff(benchmark: Any, make: Callable[..., Any], primitive: str, way: 
     time_sections(benchmark, lock, 2, ops, 0.0)
 
 
+class ThreadGroup(WorkerGroup):
+    """Threads of this process, not processes, running section_worker on one lock."""
+
+    def __init__(self, lock: Any, ops: int, threads: int) -> None:
+        self.barrier = threading.Barrier(threads + 1)
+        self.failed: list[BaseException] = []
+        self.threads = [
+            threading.Thread(target=self._work, args=(lock, ops), daemon=True)
+            for _ in range(threads)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _work(self, lock: Any, ops: int) -> None:
+        try:
+            section_worker(lock, ops, 0.0, self.barrier, BARRIER_TIMEOUT)
+        except BaseException as error:  # handed to join(), in the test's thread
+            self.failed.append(error)
+            self.barrier.abort()  # the timed run() then fails at once instead of waiting
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(BARRIER_TIMEOUT)
+            if t.is_alive():
+                raise RuntimeError(f"{t.name} still running after {BARRIER_TIMEOUT} s")
+        if self.failed:
+            raise self.failed[0]
+
+
+#: The hand-off between two threads of one process: way -> the lock's maker in MAKERS.
+THREAD_HANDOFF = {"threading": "threading", "stdlib-threads": "stdlib"}
+
+
+@pytest.mark.parametrize("way", list(THREAD_HANDOFF))
+def test_handoff_threads(benchmark: Any, make: Callable[..., Any], way: str) -> None:
+    """Two threads of one process take the lock in turn, empty sections.
+
+    ``multiprocessing.Lock`` is measured here too, so the article's advice is
+    weighed like with like: threads using either lock.
+    """
+    lock = make("lock", THREAD_HANDOFF[way])
+    ops = size(benchmark, CONTENDED_OPS[way], 20)
+    benchmark.group = "locks-handoff"
+    benchmark.extra_info.update(way=way, primitive="lock", ops=2 * ops, processes=1, threads=2)
+    time_groups(benchmark, lambda: ThreadGroup(lock, ops, 2), rounds=size(benchmark, 5, 1))
+
+
 def turn_worker(
     lock: Any, log: Any, me: int, ops: int, barrier: Any = None, timeout: float = 60.0
 ) -> None:
@@ -247,7 +306,13 @@ def test_semaphore(benchmark: Any, make: Callable[..., Any], way: str) -> None:
 
 
 #: Seconds a holder works inside the section, for the throughput-vs-hold curve.
-HOLDS = [0.0, 1e-4, 1e-3, 1e-2]
+#: 1 and 10 µs check the article's "a lock held for microseconds sees negligible
+#: contention". busy() waits on perf_counter for them: time.sleep cannot (on
+#: Linux it sleeps some 50 µs at the least, the timer slack), and a sleeping
+#: holder would leave its core to the other process. A check of the clock takes
+#: about 0.1 µs, so a 1 µs hold works some 1.2 µs; the "none" baseline runs the
+#: same busy() and overshoots as much.
+HOLDS = [0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2]
 #: Sections per process: about 0.1 s of held time per round (at least 5).
 #: Empty sections: as many as the hand-off runs (20,000 without a lock).
 HOLD_OPS = {hold: max(5, int(0.05 / hold)) if hold else 20_000 for hold in HOLDS}
