@@ -903,9 +903,11 @@ class ManagerArray(_Remote, ManagerHandle):
         authkey: bytes | None = None,
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
-        seconds(timeout)
+        timeout = seconds(timeout)
         items = _items(self._typecode, self._length, initial)
-        self._link = self._serve(ArrayManager, "Array", (items,), manager, ctx, address, authkey)
+        self._link = self._serve(
+            ArrayManager, "Array", (items,), manager, ctx, address, authkey, timeout
+        )
         self._publish()
 
     @property

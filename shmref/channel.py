@@ -1123,9 +1123,8 @@ class ManagerChannel(_Handle, ManagerHandle):
     ) -> None:
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
-        seconds(timeout)
         self._server = self._serve(
-            ChannelManager, "Channel", (capacity,), None, ctx, address, authkey
+            ChannelManager, "Channel", (capacity,), None, ctx, address, authkey, seconds(timeout)
         )
         self._publish()
 

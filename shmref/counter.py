@@ -541,9 +541,8 @@ class ManagerCounter(ManagerHandle):
         authkey: bytes | None = None,
     ) -> None:
         value = _initial(value)
-        seconds(timeout)
         self._server = self._serve(
-            CounterManager, "Counter", (value,), manager, ctx, address, authkey
+            CounterManager, "Counter", (value,), manager, ctx, address, authkey, seconds(timeout)
         )
         self._publish()
 

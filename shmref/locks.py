@@ -708,7 +708,9 @@ class _ManagerPrimitive(_Primitive, ManagerHandle):
     ) -> None:
         self._timeout = seconds(timeout)
         state = (self._kind, type(self).__name__, value)
-        self._server = self._serve(LockManager, "Lock", state, manager, ctx, address, authkey)
+        self._server = self._serve(
+            LockManager, "Lock", state, manager, ctx, address, authkey, self._timeout
+        )
         self._publish()
 
     def __getstate__(self) -> dict[str, Any]:

@@ -688,10 +688,17 @@ class ManagerMetrics(_Board, ManagerHandle):
         authkey: bytes | None = None,
     ) -> None:
         self.workers, self.fields = _shape(workers, fields)
-        seconds(timeout)
+        timeout = seconds(timeout)
         self._columns = {name: column for column, name in enumerate(self.fields)}
         self._server = self._serve(
-            MetricsManager, "Board", (self.workers, self.fields), manager, ctx, address, authkey
+            MetricsManager,
+            "Board",
+            (self.workers, self.fields),
+            manager,
+            ctx,
+            address,
+            authkey,
+            timeout,
         )
         self._publish()
 

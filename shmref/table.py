@@ -1182,7 +1182,7 @@ class ManagerDict(_Remote, ManagerHandle):
         timeout = seconds(timeout)
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         args = (capacity, value_size, timeout)
-        server = self._serve(DictManager, "Table", args, manager, ctx, address, authkey)
+        server = self._serve(DictManager, "Table", args, manager, ctx, address, authkey, timeout)
         super().__init__(server, key_size, value_size)
         self._publish()
 

@@ -612,7 +612,14 @@ class ManagerValue(ManagerHandle, Generic[T]):
         self.ctype = ctype
         self._check = _checker_for(ctype)
         self._server = self._serve(
-            ValueManager, "Value", (ctype, initial, timeout), manager, ctx, address, authkey
+            ValueManager,
+            "Value",
+            (ctype, initial, timeout),
+            manager,
+            ctx,
+            address,
+            authkey,
+            timeout,
         )
         self._publish()
 
