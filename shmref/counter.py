@@ -520,8 +520,8 @@ class ManagerCounter(ManagerHandle):
     started :class:`CounterManager` as ``manager`` to share one server
     between counters; otherwise each counter starts its own. A dead server
     makes calls raise :class:`~shmref.lifecycle.OwnerGone` at once rather
-    than hang. ``timeout`` is accepted for the same signature as the other
-    ways; nothing here waits on a lock.
+    than hang; a server alive but not answering (stopped, hung), a
+    ``TimeoutError`` after ``timeout`` seconds. Nothing here waits on a lock.
 
     >>> from shmref.counter import ManagerCounter
     >>> with ManagerCounter(5) as c:
