@@ -878,9 +878,9 @@ class ManagerArray(_Remote, ManagerHandle):
     otherwise each array starts its own. A dead server makes calls raise
     :class:`~shmref.lifecycle.OwnerGone` at once. Every item crosses a
     socket pickled, twice for a round trip from a writer to a reader.
-    ``timeout`` is checked like the other ways' and bounds nothing: the
-    server holds its lock only for a copy, so no call waits on a holder
-    that could die.
+    ``timeout`` bounds the wait for the server's reply (a server stopped or
+    hung: ``TimeoutError``); the server holds its lock only for a copy, so
+    no call waits on a holder that could die.
 
     Part of the contract it cannot keep: ``as_numpy()`` (nothing is shared).
 
@@ -903,9 +903,11 @@ class ManagerArray(_Remote, ManagerHandle):
         authkey: bytes | None = None,
     ) -> None:
         self._typecode, self._length, initial = _spec(typecode, size_or_initializer)
-        seconds(timeout)
+        timeout = seconds(timeout)
         items = _items(self._typecode, self._length, initial)
-        self._link = self._serve(ArrayManager, "Array", (items,), manager, ctx, address, authkey)
+        self._link = self._serve(
+            ArrayManager, "Array", (items,), manager, ctx, address, authkey, timeout
+        )
         self._publish()
 
     @property

@@ -1092,9 +1092,10 @@ class ManagerChannel(_Handle, ManagerHandle):
     A call waits in the server for a slice of its timeout at most, and asks
     again until its timeout ends, so that a call waiting in a process whose
     handle another thread closes wakes with :class:`ChannelClosed`; a call
-    that waits long makes a round trip per slice. ``timeout`` is accepted
-    for the signature every way shares; nothing else here waits (the
-    server's lock is held for one append or pop).
+    that waits long makes a round trip per slice. ``timeout`` bounds the
+    wait for each reply beyond its slice (a server stopped or hung:
+    ``TimeoutError``); nothing else here waits (the server's lock is held
+    for one append or pop).
 
     ``close()`` in the creating process stops the server. Waiting getters
     and putters, in any process, wake with :class:`ChannelClosed` (the
@@ -1123,9 +1124,8 @@ class ManagerChannel(_Handle, ManagerHandle):
     ) -> None:
         capacity, max_size = _sizes(capacity, max_size)
         self._capacity, self._max_size = capacity, max_size
-        seconds(timeout)
         self._server = self._serve(
-            ChannelManager, "Channel", (capacity,), None, ctx, address, authkey
+            ChannelManager, "Channel", (capacity,), None, ctx, address, authkey, seconds(timeout)
         )
         self._publish()
 

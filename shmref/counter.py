@@ -520,8 +520,8 @@ class ManagerCounter(ManagerHandle):
     started :class:`CounterManager` as ``manager`` to share one server
     between counters; otherwise each counter starts its own. A dead server
     makes calls raise :class:`~shmref.lifecycle.OwnerGone` at once rather
-    than hang. ``timeout`` is accepted for the same signature as the other
-    ways; nothing here waits on a lock.
+    than hang; a server alive but not answering (stopped, hung), a
+    ``TimeoutError`` after ``timeout`` seconds. Nothing here waits on a lock.
 
     >>> from shmref.counter import ManagerCounter
     >>> with ManagerCounter(5) as c:
@@ -541,9 +541,8 @@ class ManagerCounter(ManagerHandle):
         authkey: bytes | None = None,
     ) -> None:
         value = _initial(value)
-        seconds(timeout)
         self._server = self._serve(
-            CounterManager, "Counter", (value,), manager, ctx, address, authkey
+            CounterManager, "Counter", (value,), manager, ctx, address, authkey, seconds(timeout)
         )
         self._publish()
 

@@ -708,7 +708,9 @@ class _ManagerPrimitive(_Primitive, ManagerHandle):
     ) -> None:
         self._timeout = seconds(timeout)
         state = (self._kind, type(self).__name__, value)
-        self._server = self._serve(LockManager, "Lock", state, manager, ctx, address, authkey)
+        self._server = self._serve(
+            LockManager, "Lock", state, manager, ctx, address, authkey, self._timeout
+        )
         self._publish()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -743,9 +745,11 @@ class ManagerLock(_ManagerPrimitive):
     in the server, in slices of 0.1 s, one round trip each: a waiter that
     dies may still take the lock in the server during its last slice, and
     then holds it for good. A stopped or dead server makes every call, and
-    every wait under way, raise :class:`~shmref.lifecycle.OwnerGone`. The
-    constructor's ``timeout`` bounds a ``with`` block, as for every way
-    here. With ``address=(host, port)`` the server serves over TCP, and
+    every wait under way, raise :class:`~shmref.lifecycle.OwnerGone`; one
+    alive but not answering (SIGSTOP, a hang), ``TimeoutError`` once a round
+    trip has waited the constructor's ``timeout`` past its slice, a wait
+    with ``timeout=None`` too. That ``timeout`` also bounds a ``with`` block,
+    as for every way here. With ``address=(host, port)`` the server serves over TCP, and
     ``connect()`` reaches it from other hosts.
     """
 

@@ -664,9 +664,9 @@ class ManagerMetrics(_Board, ManagerHandle):
     :class:`MetricsManager` as ``manager`` to share one server; otherwise
     each board starts its own. A dead server makes calls raise
     :class:`~shmref.lifecycle.OwnerGone` at once rather than hang.
-    ``timeout`` is accepted for the same signature as the other ways: the
-    server holds its lock for one row's update or one copy of the rows, and
-    nothing else waits.
+    ``timeout`` bounds the wait for the server's reply (a server stopped or
+    hung: ``TimeoutError``): the server holds its lock for one row's update
+    or one copy of the rows, and nothing else waits.
 
     >>> from shmref.metrics import ManagerMetrics
     >>> with ManagerMetrics(workers=1, fields=("ok", "failed")) as board:
@@ -688,10 +688,17 @@ class ManagerMetrics(_Board, ManagerHandle):
         authkey: bytes | None = None,
     ) -> None:
         self.workers, self.fields = _shape(workers, fields)
-        seconds(timeout)
+        timeout = seconds(timeout)
         self._columns = {name: column for column, name in enumerate(self.fields)}
         self._server = self._serve(
-            MetricsManager, "Board", (self.workers, self.fields), manager, ctx, address, authkey
+            MetricsManager,
+            "Board",
+            (self.workers, self.fields),
+            manager,
+            ctx,
+            address,
+            authkey,
+            timeout,
         )
         self._publish()
 

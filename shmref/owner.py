@@ -113,8 +113,9 @@ class Later(Exception):
     again after every change, in the order the requests came, until it
     answers; once the wait is over, it calls it with a wait of 0, and then
     the method must answer (``queue.Empty``, say). The caller waits for that
-    answer as long as the owner lives (:meth:`Owner.call_waiting`): an
-    answer the caller gave up on could be a lock granted to nobody.
+    answer as long as the owner lives and answers within the handle's
+    timeout after it (:meth:`Owner.call_waiting`): an answer the caller gave
+    up on could be a lock granted to nobody.
     """
 
 
@@ -793,7 +794,7 @@ class Owner:
             raise self._gone()
         if deadline.expired:
             raise TimeoutError(
-                f"no {what} from the owner process of {self.what} within {self.timeout} s"
+                f"no {what} from the owner process of {self.what} within {deadline.timeout} s"
             )
 
     def send(self, method: str, *args: Any) -> None:
@@ -817,11 +818,17 @@ class Owner:
 
         Its last argument is how long the owner may park it (None: as long
         as it takes): the owner always answers by then, so the caller waits
-        for that answer, however long, as long as the owner lives and the
-        handle is open.
+        for that answer that long and the handle's timeout more, while the
+        owner lives and the handle is open. Past that the owner is alive but
+        stopped or hung: ``TimeoutError``, as for any call, and the request
+        may still be answered once it goes on (a lock then granted to this
+        thread, as for an acquire cut by Ctrl-C). With no end to the wait,
+        nothing tells a stopped owner from a long wait: the caller waits.
         """
         token = next(self._tokens)
-        ok, result = self._exchange(_request((token, method, args)), token, None, waiting=True)
+        wait = args[-1]
+        budget = None if wait is None or self.timeout is None else wait + self.timeout
+        ok, result = self._exchange(_request((token, method, args)), token, budget, waiting=True)
         if not ok:
             raise result
         return result

@@ -6,7 +6,9 @@ every public method of the state is a request. :meth:`Server.call` sends one
 and reads the reply itself, on the proxy's connection, so that it can tell
 the server's answer (a result, or the state's own exception, raised here)
 from the transport failing (the request cannot be pickled: ``TypeError``;
-the server is gone: one named error, :class:`~shmref.lifecycle.OwnerGone`).
+the server is gone: one named error, :class:`~shmref.lifecycle.OwnerGone`;
+the server alive but silent, stopped or hung: ``TimeoutError``, as from an
+owner process, once the handle's ``timeout`` is over).
 
 The server thread that runs a request catches ``Exception`` only: a
 ``SystemExit`` raised by a user's function would end that thread and leave
@@ -31,15 +33,17 @@ import os
 import pickle
 import secrets
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing import managers
+from multiprocessing import current_process, managers
 from multiprocessing.managers import BaseManager, RebuildProxy  # type: ignore[attr-defined]
 from typing import Any, Protocol, TypeVar
 
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
+    SLICE,
     Closable,
     Lifeline,
     OwnerGone,
@@ -124,6 +128,44 @@ def _send_at_once(connection: Any) -> None:
             sock.detach()  # the connection keeps its descriptor
 
 
+def _answers_within(connection: Any, timeout: float | None) -> None:
+    """Make a read or a write of ``connection`` that waits longer than the call's budget fail.
+
+    The budget is the handle's ``timeout`` plus one :data:`SLICE`: no
+    request waits longer in the server (the waits of a lock's acquire and
+    of a channel's get and put are made of slices, one request each). Past
+    it, ``os.read`` or ``os.write`` fails with ``BlockingIOError`` (EAGAIN),
+    and :meth:`Server.call` says ``TimeoutError``: the server is alive (a
+    dead one closes the connection) but stopped or hung. Set once per
+    connection, by the kernel: no system call per request.
+    """
+    if timeout is None:
+        return  # as long as it takes: a dead server still ends the wait (end of file)
+    whole, part = divmod(timeout + SLICE, 1.0)
+    limit = struct.pack("@ll", int(whole), int(part * 1_000_000))
+    with socket.socket(fileno=connection.fileno()) as sock:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        finally:
+            sock.detach()  # the connection keeps its descriptor
+
+
+def _accepted(proxy: Any, name: str) -> Any:
+    """A new connection to ``proxy``'s server, accepted as ``name``'s (``BaseProxy._connect``).
+
+    Written out so that it can run in another thread (:func:`_within`):
+    the proxy keeps its connection in a thread-local, set by the caller.
+    """
+    conn = proxy._Client(proxy._token.address, authkey=proxy._authkey)
+    try:
+        managers.dispatch(conn, None, "accept_connection", (name,))  # type: ignore[attr-defined]
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class _Server(managers.Server):
     """The standard Manager server, whose TCP connections send at once.
 
@@ -177,18 +219,16 @@ def _reach(address: tuple[str, int], timeout: float | None, what: str) -> None:
         raise OwnerGone(f"no Manager server of {what} at {address!r}: {error}") from None
 
 
-def _within(
-    wait: float | None,
-    connect: Callable[[], tuple[Server, type[Any], dict[str, Any]]],
-    gone: str,
-) -> tuple[Server, type[Any], dict[str, Any]]:
-    """``connect()``, or :class:`OwnerGone` saying ``gone`` if it takes longer than ``wait``.
+def _within(wait: float | None, connect: Callable[[], Any], late: Exception) -> Any:
+    """``connect()``, or ``late`` raised if it takes longer than ``wait``.
 
     The standard library's client waits for the server's challenge, and for
     each answer after it, with no timeout: a server that took the connection
     and then stopped (SIGSTOP, a hang, not a Manager at all) would hold the
     caller for ever. The handshakes run in a thread of their own, which the
-    caller stops waiting for; a link it makes after that is closed there.
+    caller stops waiting for; a link it makes after that (whatever
+    ``connect()`` returns, or the first item of the tuple it returns) is
+    closed there.
     """
     if wait is None:
         return connect()
@@ -206,7 +246,7 @@ def _within(
                 outcome.append(result)
                 return
         if not isinstance(result, BaseException):
-            result[0].close()
+            (result[0] if isinstance(result, tuple) else result).close()
 
     thread = threading.Thread(target=run, name="shmref-connect", daemon=True)
     thread.start()
@@ -216,10 +256,10 @@ def _within(
         with decided:
             given_up[0] = not outcome
     if not outcome:
-        raise OwnerGone(gone)
+        raise late
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
-    return outcome[0]  # type: ignore[no-any-return]
+    return outcome[0]
 
 
 class _LinkPlaceholder:
@@ -303,7 +343,9 @@ class Server:
     TCP, port 0 for a free one) with ``authkey`` (None: 32 random bytes),
     and stopped by its creator's ``close()``; a started manager passed in is
     shared and left running. ``typeid`` is the name the state class is
-    registered under, ``args`` its constructor's arguments. A link pickles
+    registered under, ``args`` its constructor's arguments. ``timeout`` is
+    the handle's: a request the server leaves unanswered that long (beyond
+    the slice it may wait there) raises ``TimeoutError``. A link pickles
     with its key: whoever unpickles it may use the server.
     """
 
@@ -319,6 +361,7 @@ class Server:
         closed_error: type[ValueError] = ValueError,
         address: object = None,
         authkey: object = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         started = None
         if manager is None:
@@ -328,12 +371,20 @@ class Server:
             manager.start(_exit_with_creator, (lifeline(),))
         elif address is not None or authkey is not None:
             raise ValueError(f"{what}: address and authkey belong to the manager passed in")
-        self._attach(getattr(manager, typeid)(*args), what, closed_error, started)
+        self._attach(getattr(manager, typeid)(*args), what, closed_error, timeout, started)
 
     def _attach(
-        self, proxy: Any, what: str, closed_error: type[ValueError], started: Any = None
+        self,
+        proxy: Any,
+        what: str,
+        closed_error: type[ValueError],
+        timeout: float | None,
+        started: Any = None,
     ) -> None:
         self.what = what
+        #: How long a request may go unanswered, beyond its own wait in the
+        #: server (see _answers_within): the handle's timeout.
+        self.timeout = timeout
         self.closed_error = closed_error
         self.closed = False
         self.proxy: Any = proxy
@@ -368,10 +419,12 @@ class Server:
         began = time.monotonic()
         if isinstance(address, tuple):
             _reach(address, wait, what)
-        return _within(
+        return _within(  # type: ignore[no-any-return]
             None if wait is None else max(0.0, wait - (time.monotonic() - began)),
             lambda: cls._connect(address, key, what, closed_error),
-            f"the Manager server of {what} at {address!r} did not answer within {wait} s",
+            OwnerGone(
+                f"the Manager server of {what} at {address!r} did not answer within {wait} s"
+            ),
         )
 
     @classmethod
@@ -381,12 +434,14 @@ class Server:
         client = _Client(address=address, authkey=key)
         client.connect()
         link = cls.__new__(cls)
-        link._attach(getattr(client, ROOT)(), what, closed_error)
+        # Within connect()'s own timeout (run by _within), then the creator's.
+        link._attach(getattr(client, ROOT)(), what, closed_error, None)
         try:
-            handle_type, described = pickle.loads(link.answer("handle"))
+            handle_type, described, timeout = pickle.loads(link.answer("handle"))
         except BaseException:
             link.close()
             raise
+        link.timeout = timeout  # this thread's connection goes with it: the next is bounded
         state = {
             key: link if value is _LinkPlaceholder else value for key, value in described.items()
         }
@@ -406,7 +461,7 @@ class Server:
         }
         if _LinkPlaceholder not in described.values():
             raise RuntimeError(f"{self.what}: the handle's state does not hold its link")
-        self.call("publish", pickle.dumps((type(handle), described)))
+        self.call("publish", pickle.dumps((type(handle), described, self.timeout)))
 
     def make(self, typeid: str, *args: Any) -> Any:
         """Another proxy, from the server this handle started (creator only)."""
@@ -422,17 +477,25 @@ class Server:
         return {
             "what": self.what,
             "closed_error": self.closed_error,
+            "timeout": self.timeout,
             "proxy": (proxy_type, token, serializer, {**kwds, "authkey": self.authkey}),
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._attach(RebuildProxy(*state["proxy"]), state["what"], state["closed_error"])
+        self._attach(
+            RebuildProxy(*state["proxy"]), state["what"], state["closed_error"], state["timeout"]
+        )
 
     def call(self, method: str, *args: Any) -> Any:
         """``method(*args)`` run by the server: its result, or its exception raised here.
 
         What ``BaseProxy._callmethod`` does, written out so that a failure of
-        the transport is told from an exception the server sends back.
+        the transport is told from an exception the server sends back, and
+        so that a server that stops answering (SIGSTOP, a hang) raises
+        ``TimeoutError`` after the handle's timeout, as an owner process
+        does: then the connection is closed, never read again (the reply may
+        still come), and the next call opens another. The request may have
+        run, or may run once the server goes on.
         """
         proxy = self.proxy
         if proxy is None:  # dropped by close(), perhaps in another thread
@@ -441,14 +504,14 @@ class Server:
         # original's traceback holds the connection's receive buffer (a
         # BytesIO with an exported view), which must not outlive this call.
         unsent = gone = None
+        late = False
         try:
             conn = proxy._tls.connection
         except AttributeError:  # this thread's first call: it gets a connection of its own
             try:
-                proxy._connect()
-                conn = proxy._tls.connection
-                if isinstance(self.address, tuple):
-                    _send_at_once(conn)
+                conn = self._open(proxy)
+            except TimeoutError:  # the server took no connection in time: not gone
+                raise
             except (EOFError, OSError) as error:
                 gone = type(error).__name__
         if gone is None:
@@ -459,6 +522,9 @@ class Server:
                 # A multiprocessing Lock raises RuntimeError. The Queue ways
                 # give TypeError for all of these too.
                 unsent = f"{type(error).__name__}: {error}"
+            except BlockingIOError:  # no room within the budget: see _answers_within
+                late = True
+                _drop(proxy)
             except OSError as error:
                 gone = type(error).__name__
             except BaseException:
@@ -466,9 +532,12 @@ class Server:
                 raise
         if unsent is not None:
             raise TypeError(f"cannot send to the Manager server of {self.what}: {unsent}")
-        if gone is None:
+        if gone is None and not late:
             try:
                 kind, result = conn.recv()
+            except BlockingIOError:  # no reply within the budget: see _answers_within
+                late = True
+                _drop(proxy)
             except (EOFError, OSError) as error:
                 # EOFError, BrokenPipeError or ConnectionResetError, depending
                 # on when the server went away.
@@ -476,9 +545,14 @@ class Server:
             except BaseException:
                 _drop(proxy)
                 raise
-        if gone is not None:
+        if gone is not None or late:
             if self.closed:
                 raise self.closed_error(f"{self.what} is closed")
+            if late:
+                raise TimeoutError(
+                    f"no reply from the Manager server of {self.what} within {self.timeout} s "
+                    "(it is alive: stopped or hung)"
+                )
             raise OwnerGone(f"the Manager server of {self.what} is gone ({gone})")
         if kind == "#RETURN":
             # A server that stops while one of its threads is answering sends
@@ -492,6 +566,29 @@ class Server:
             raise result
         # "#TRACEBACK" or "#UNSERIALIZABLE": the server failed to serve.
         raise OwnerGone(f"the Manager server of {self.what} failed to answer: {result}")
+
+    def _open(self, proxy: Any) -> Any:
+        """This thread's connection to the server, made within the handle's timeout.
+
+        The handshake waits for the server's answers: a stopped server would
+        hold it for ever (see :func:`_within`).
+        """
+        name = current_process().name
+        if threading.current_thread() is not threading.main_thread():
+            name += "|" + threading.current_thread().name
+        conn = _within(
+            self.timeout,
+            lambda: _accepted(proxy, name),
+            TimeoutError(
+                f"the Manager server of {self.what} took no connection within "
+                f"{self.timeout} s (it is alive: stopped or hung)"
+            ),
+        )
+        _answers_within(conn, self.timeout)
+        if isinstance(self.address, tuple):
+            _send_at_once(conn)
+        proxy._tls.connection = conn
+        return conn
 
     def answer(self, method: str, *args: Any) -> Any:
         """:meth:`call` for a request whose result is never None."""
@@ -552,8 +649,12 @@ class ManagerHandle(Closable):
         ctx: Any,
         address: object,
         authkey: object,
+        timeout: float | None,
     ) -> Server:
-        """This handle's :class:`Server`, named after its class, closing with its error."""
+        """This handle's :class:`Server`, named after its class, closing with its error.
+
+        ``timeout``, checked, is how long a request may go unanswered.
+        """
         return Server(
             manager_type,
             typeid,
@@ -564,6 +665,7 @@ class ManagerHandle(Closable):
             closed_error=self._closed_error,
             address=address,
             authkey=authkey,
+            timeout=timeout,
         )
 
     @property

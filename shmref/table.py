@@ -1154,9 +1154,10 @@ class ManagerDict(_Remote, ManagerHandle):
     Pass a started :class:`DictManager` as ``manager`` to share one server
     between tables and other managed objects; otherwise each table starts
     its own. ``timeout`` bounds the server's wait for that lock (a call
-    behind an ``update`` whose ``fn`` runs longer raises ``TimeoutError``);
-    the caller itself waits for nothing else: a dead server makes calls
-    raise :class:`~shmref.lifecycle.OwnerGone` at once.
+    behind an ``update`` whose ``fn`` runs longer raises ``TimeoutError``),
+    and the caller's wait for the reply (a server stopped or hung, or an
+    ``fn`` that runs longer: ``TimeoutError``). A dead server makes calls raise
+    :class:`~shmref.lifecycle.OwnerGone` at once.
 
     >>> from shmref.table import ManagerDict, increment
     >>> with ManagerDict(capacity=8) as table:
@@ -1182,7 +1183,7 @@ class ManagerDict(_Remote, ManagerHandle):
         timeout = seconds(timeout)
         capacity, key_size, value_size = _limits(capacity, key_size, value_size)
         args = (capacity, value_size, timeout)
-        server = self._serve(DictManager, "Table", args, manager, ctx, address, authkey)
+        server = self._serve(DictManager, "Table", args, manager, ctx, address, authkey, timeout)
         super().__init__(server, key_size, value_size)
         self._publish()
 

@@ -583,7 +583,8 @@ class ManagerValue(ManagerHandle, Generic[T]):
     has applied it, so ``get`` sees every ``set`` and ``update`` that has
     returned in any process. ``timeout`` bounds the server's wait for that
     lock, which an ``update`` holds while its ``fn`` runs: past it, ``set``
-    or ``update`` raises ``TimeoutError``. Pass a started
+    or ``update`` raises ``TimeoutError``; so does a call whose reply the
+    server, stopped or hung, does not send within it. Pass a started
     :class:`ValueManager` as ``manager`` to share one server between values;
     otherwise each value starts its own. A dead server makes calls raise
     :class:`~shmref.lifecycle.OwnerGone` at once rather than hang.
@@ -612,7 +613,14 @@ class ManagerValue(ManagerHandle, Generic[T]):
         self.ctype = ctype
         self._check = _checker_for(ctype)
         self._server = self._serve(
-            ValueManager, "Value", (ctype, initial, timeout), manager, ctx, address, authkey
+            ValueManager,
+            "Value",
+            (ctype, initial, timeout),
+            manager,
+            ctx,
+            address,
+            authkey,
+            timeout,
         )
         self._publish()
 

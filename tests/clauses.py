@@ -100,6 +100,13 @@ CLAUSES: dict[str, Clause] = {
         "tests/test_lifecycle.py::test_dead_owner_or_server_gives_a_clear_error",
         has_server,
     ),
+    "stopped_owner": Clause(
+        "owner or server stopped (SIGSTOP)",
+        "a call with an end to its wait raises TimeoutError within that wait and the "
+        "handle's timeout; after SIGCONT the handle's connection answers again; close() is prompt",
+        "tests/test_lifecycle.py::test_stopped_owner_or_server_is_a_timeout",
+        has_peer,
+    ),
     "owner_sigint": Clause(
         "Ctrl-C to the process group",
         "the owner or server lives on, with its state",

@@ -15,7 +15,10 @@ harmless; ``with`` closes and never replaces the exception that ended the
 block; a child's ``close()`` detaches only the child; the creator's
 ``close()`` stops the owner or server (and the leak check sees segments and
 children go); with the owner or server dead, every call ends within its
-timeout, the reading calls with ``OwnerGone``, and ``close()`` is prompt; a
+timeout, the reading calls with ``OwnerGone``, and ``close()`` is prompt;
+with the owner or server stopped (SIGSTOP), every call whose wait has an end
+raises ``TimeoutError`` within that wait and the handle's timeout, and the
+handle's connection answers again after SIGCONT; a
 thread blocked in a call wakes with the closed error when another thread
 closes the handle; an owner or server outlives a SIGINT (Ctrl-C); a
 creator killed with SIGKILL leaves no process behind (owner, server, their
@@ -214,6 +217,70 @@ def test_dead_owner_or_server_gives_a_clear_error(
     finally:
         if server is not None:
             server.stop()
+
+
+#: The handle's timeout in the stopped-owner clause: how long a reply may be late.
+STOPPED_TIMEOUT = 1.0
+#: The longest wait a call of any ways_<primitive>.CALLS asks for (a channel's 10 s).
+LONGEST_CALL = 10.0
+
+
+@lifecycle("stopped_owner")
+def test_stopped_owner_or_server_is_a_timeout(
+    ways: ModuleType, way: str, ctx: BaseContext
+) -> None:
+    # Regression: a Manager server stopped (SIGSTOP) or hung, alive but not
+    # answering, held every call of every Manager way for ever, timeout= or
+    # not; a Queue way's waiting calls (acquire, put, get) too.
+    handle = ways.make(way, ctx, STOPPED_TIMEOUT)
+    try:
+        peer = link(handle)
+        assert peer is not None, "a Queue or Manager way without an owner or server"
+        process = peer._process if isinstance(peer, Owner) else peer._manager._process
+        calls = {n: c for n, c in ways.CALLS.items() if n not in getattr(ways, "ENDLESS", ())}
+        outcomes: dict[str, str] = {}
+
+        def make_call(name: str, call: Callable[[Any], object]) -> None:
+            try:
+                call(handle)
+            except TimeoutError:
+                outcomes[name] = "TimeoutError"
+            except BaseException as error:
+                outcomes[name] = f"{type(error).__name__}: {error}"
+            else:
+                outcomes[name] = "returned"  # a message that needs no reply
+
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            start = time.monotonic()
+            # The first call on this thread's connection, open since make();
+            # the others at once, each in a thread (on a connection of its
+            # own for a Manager way, made while the server is stopped).
+            first, *others = calls.items()
+            threads = [
+                threading.Thread(target=make_call, args=item, daemon=True) for item in others
+            ]
+            for thread in threads:
+                thread.start()
+            make_call(*first)
+            for thread in threads:
+                thread.join(LONGEST_CALL + STOPPED_TIMEOUT + SLACK)
+            took = time.monotonic() - start
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+        assert took < LONGEST_CALL + STOPPED_TIMEOUT + SLACK, f"{took:.1f} s: {outcomes}"
+        assert set(outcomes) == set(calls), f"calls still waiting: {set(calls) - set(outcomes)}"
+        assert set(outcomes.values()) <= {"TimeoutError", "returned"}, outcomes
+        assert "TimeoutError" in outcomes.values(), outcomes
+        # Answered (refused) on this thread's connection: a late reply to a
+        # call that timed out is never read as this one's.
+        with pytest.raises(ValueError, match="unknown request"):
+            peer.call_guarded("_probe")
+        start = time.monotonic()
+        handle.close()
+        assert time.monotonic() - start < STOPPED_TIMEOUT + SLACK
+    finally:
+        handle.close()
 
 
 @lifecycle("owner_sigint")

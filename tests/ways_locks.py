@@ -70,6 +70,13 @@ CALLS: dict[str, Callable[[Any], object]] = {
     "acquire(False)": lambda lock: lock.acquire(False),
 }
 
+#: Calls of :data:`CALLS` whose wait has no end (timeout=None), which the
+#: stopped-owner clause leaves out: nothing tells a Queue way's owner that
+#: is stopped from one that parks the acquire until the lock is free, so the
+#: caller waits; a Manager way's wait is a round trip per slice, and one the
+#: server leaves unanswered for the handle's timeout raises TimeoutError.
+ENDLESS = ("acquire()",)
+
 #: Calls with arguments every way refuses: a closed handle says "closed" first.
 BAD_CALLS: dict[str, Callable[[Any], object]] = {
     "acquire(5)": lambda lock: lock.acquire(5),

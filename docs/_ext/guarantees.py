@@ -26,6 +26,7 @@ COLUMNS = (
     "holder killed",
     "producer killed",
     "dead_owner",
+    "stopped_owner",
     "owner_sigint",
     "creator_killed",
     "creator_close_wakes",
