@@ -47,6 +47,10 @@ LONGEST_WAIT = 86_400.0
 #: its peer is still there and its handle still open.
 SLICE = 0.1
 
+#: Seconds a creator's close() gives its owner process or Manager server to
+#: stop before it kills it: one stopped (SIGSTOP) or hung would never stop.
+STOP_WAIT = 2.0
+
 #: Seconds between an idle owner's checks that its creator is still alive.
 IDLE_CHECK = 1.0
 

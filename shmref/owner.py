@@ -54,6 +54,7 @@ from typing import Any
 from shmref.lifecycle import (
     IDLE_CHECK,
     SLICE,
+    STOP_WAIT,
     Deadline,
     Lifeline,
     OwnerGone,
@@ -68,8 +69,6 @@ _STOP = "stop"
 #: The first message on a client's connection: who opened it, and which
 #: connection of the same handle it replaces (see _Link).
 _HELLO = "hello"
-#: Seconds close() gives a stopped owner to exit before it kills it.
-_STOP_WAIT = 2.0
 #: Rounds of messages (one per client each) the owner applies, at most,
 #: before it answers a request that waits: more than a socket's buffer
 #: (about 200 KiB) holds of the smallest messages (about 40 bytes).
@@ -897,12 +896,12 @@ class Owner:
             stop = _request((0, _STOP, ()))
             try:
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                    sock.settimeout(_STOP_WAIT)
+                    sock.settimeout(STOP_WAIT)
                     sock.connect(self._address)
                     sock.sendall(_HEADER.pack(len(stop)) + stop)
             except OSError:
                 pass  # killed below
-            process.join(_STOP_WAIT)
+            process.join(STOP_WAIT)
         if process.is_alive():
             process.kill()
             process.join()

@@ -44,6 +44,7 @@ from typing import Any, Protocol, TypeVar
 from shmref.lifecycle import (
     DEFAULT_TIMEOUT,
     SLICE,
+    STOP_WAIT,
     Closable,
     Lifeline,
     OwnerGone,
@@ -260,6 +261,22 @@ def _within(wait: float | None, connect: Callable[[], Any], late: Exception) -> 
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
     return outcome[0]
+
+
+def _shut_down(manager: Any) -> None:
+    """``manager.shutdown()``, and the server killed if it has not stopped within STOP_WAIT.
+
+    The standard library's shutdown connects to the server and waits for its
+    handshake with no timeout: a server stopped (SIGSTOP) or hung would hold
+    the creator's close() for ever. Killed, it closes that connection, and
+    the shutdown, which catches the failed handshake, goes on to join it.
+    """
+    stopping = threading.Thread(target=manager.shutdown, name="shmref-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(STOP_WAIT)
+    if stopping.is_alive():
+        manager._process.kill()
+        stopping.join()
 
 
 class _LinkPlaceholder:
@@ -615,7 +632,7 @@ class Server:
         manager, self._manager = self._manager, None
         # A forked child holds a copy of the creator's manager: not its to stop.
         if manager is not None and os.getpid() == self._creator:
-            manager.shutdown()
+            _shut_down(manager)
         del proxy  # after shutdown() its decref is skipped
 
 

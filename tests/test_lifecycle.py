@@ -47,7 +47,7 @@ from typing import Any
 
 import pytest
 
-from shmref.lifecycle import Closable, OwnerGone, run, seconds
+from shmref.lifecycle import STOP_WAIT, Closable, OwnerGone, run, seconds
 from shmref.locks import ReleaseError
 from shmref.owner import Owner
 from shmref.server import Server
@@ -279,6 +279,34 @@ def test_stopped_owner_or_server_is_a_timeout(
         start = time.monotonic()
         handle.close()
         assert time.monotonic() - start < STOPPED_TIMEOUT + SLACK
+    finally:
+        handle.close()
+
+
+@lifecycle("stopped_owner")
+def test_close_kills_an_owner_or_server_left_stopped(
+    ways: ModuleType, way: str, ctx: BaseContext
+) -> None:
+    # Regression: the creator's close() of a Manager way waited for ever on a
+    # stopped server (the standard library's shutdown handshakes with it first).
+    handle = ways.make(way, ctx, STOPPED_TIMEOUT)
+    try:
+        peer = link(handle)
+        assert peer is not None, "a Queue or Manager way without an owner or server"
+        process = peer._process if isinstance(peer, Owner) else peer._manager._process
+        pid = process.pid
+        os.kill(pid, signal.SIGSTOP)
+        start = time.monotonic()
+        closing = threading.Thread(target=handle.close, daemon=True)
+        closing.start()
+        closing.join(STOP_WAIT + SLACK)
+        took = time.monotonic() - start
+        if closing.is_alive():
+            os.kill(pid, signal.SIGCONT)
+            closing.join()
+        assert took < STOP_WAIT + SLACK, f"close() of a stopped peer took {took:.1f} s"
+        with pytest.raises(ProcessLookupError):  # killed and reaped: no process left
+            os.kill(pid, 0)
     finally:
         handle.close()
 
