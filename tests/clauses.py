@@ -103,7 +103,8 @@ CLAUSES: dict[str, Clause] = {
     "stopped_owner": Clause(
         "owner or server stopped (SIGSTOP)",
         "a call with an end to its wait raises TimeoutError within that wait and the "
-        "handle's timeout; after SIGCONT the handle's connection answers again; close() is prompt",
+        "handle's timeout; after SIGCONT the handle's connection answers again; the creator's "
+        "close() of one left stopped kills it within 2 s",
         "tests/test_lifecycle.py::test_stopped_owner_or_server_is_a_timeout",
         has_peer,
     ),
