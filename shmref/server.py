@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing import current_process, managers
+from multiprocessing import connection, current_process, managers
 from multiprocessing.managers import BaseManager, RebuildProxy  # type: ignore[attr-defined]
 from typing import Any, Protocol, TypeVar
 
@@ -129,37 +129,45 @@ def _send_at_once(connection: Any) -> None:
             sock.detach()  # the connection keeps its descriptor
 
 
-def _answers_within(connection: Any, timeout: float | None) -> None:
-    """Make a read or a write of ``connection`` that waits longer than the call's budget fail.
+def _answers_within(sock: socket.socket, timeout: float | None) -> None:
+    """Make a read or a write of ``sock`` that waits longer than the call's budget fail.
 
     The budget is the handle's ``timeout`` plus one :data:`SLICE`: no
     request waits longer in the server (the waits of a lock's acquire and
     of a channel's get and put are made of slices, one request each). Past
-    it, ``os.read`` or ``os.write`` fails with ``BlockingIOError`` (EAGAIN),
-    and :meth:`Server.call` says ``TimeoutError``: the server is alive (a
-    dead one closes the connection) but stopped or hung. Set once per
-    connection, by the kernel: no system call per request.
+    it, ``connect``, ``os.read`` or ``os.write`` fails with
+    ``BlockingIOError`` (EINPROGRESS, EAGAIN), and :meth:`Server.call` says
+    ``TimeoutError``: the server is alive (a dead one closes the connection)
+    but stopped or hung. Set once per connection, by the kernel: no system
+    call per request.
     """
     if timeout is None:
         return  # as long as it takes: a dead server still ends the wait (end of file)
     whole, part = divmod(timeout + SLICE, 1.0)
     limit = struct.pack("@ll", int(whole), int(part * 1_000_000))
-    with socket.socket(fileno=connection.fileno()) as sock:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
-        finally:
-            sock.detach()  # the connection keeps its descriptor
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
 
 
-def _accepted(proxy: Any, name: str) -> Any:
+def _accepted(proxy: Any, name: str, timeout: float | None) -> Any:
     """A new connection to ``proxy``'s server, accepted as ``name``'s (``BaseProxy._connect``).
 
-    Written out so that it can run in another thread (:func:`_within`):
-    the proxy keeps its connection in a thread-local, set by the caller.
+    What ``multiprocessing.connection.Client`` and ``BaseProxy._connect``
+    do, written out so that every step, the connect, the key's handshake and
+    the acceptance, is bounded by ``timeout`` (:func:`_answers_within`): the
+    standard library's waits for a stopped server's answers for ever. No
+    thread: a Ctrl-C that lands here is a KeyboardInterrupt, nothing else,
+    and the half-made connection is closed.
     """
-    conn = proxy._Client(proxy._token.address, authkey=proxy._authkey)
+    address = proxy._token.address
+    family = connection.address_type(address)  # type: ignore[attr-defined]
+    with socket.socket(getattr(socket, family)) as sock:
+        _answers_within(sock, timeout)
+        sock.connect(address)
+        conn = connection.Connection(sock.detach())
     try:
+        connection.answer_challenge(conn, proxy._authkey)
+        connection.deliver_challenge(conn, proxy._authkey)
         managers.dispatch(conn, None, "accept_connection", (name,))  # type: ignore[attr-defined]
     except BaseException:
         conn.close()
@@ -588,20 +596,18 @@ class Server:
         """This thread's connection to the server, made within the handle's timeout.
 
         The handshake waits for the server's answers: a stopped server would
-        hold it for ever (see :func:`_within`).
+        hold it for ever (see :func:`_accepted`).
         """
         name = current_process().name
         if threading.current_thread() is not threading.main_thread():
             name += "|" + threading.current_thread().name
-        conn = _within(
-            self.timeout,
-            lambda: _accepted(proxy, name),
-            TimeoutError(
+        try:
+            conn = _accepted(proxy, name, self.timeout)
+        except BlockingIOError:
+            raise TimeoutError(
                 f"the Manager server of {self.what} took no connection within "
                 f"{self.timeout} s (it is alive: stopped or hung)"
-            ),
-        )
-        _answers_within(conn, self.timeout)
+            ) from None
         if isinstance(self.address, tuple):
             _send_at_once(conn)
         proxy._tls.connection = conn

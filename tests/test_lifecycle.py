@@ -225,6 +225,13 @@ STOPPED_TIMEOUT = 1.0
 LONGEST_CALL = 10.0
 
 
+def _peer_process(handle: Any) -> tuple[Owner | Server, Any]:
+    """The handle's owner client or server handle, and the process it talks to."""
+    peer = link(handle)
+    assert peer is not None, "a Queue or Manager way without an owner or server"
+    return peer, peer._process if isinstance(peer, Owner) else peer._manager._process
+
+
 @lifecycle("stopped_owner")
 def test_stopped_owner_or_server_is_a_timeout(
     ways: ModuleType, way: str, ctx: BaseContext
@@ -234,9 +241,7 @@ def test_stopped_owner_or_server_is_a_timeout(
     # not; a Queue way's waiting calls (acquire, put, get) too.
     handle = ways.make(way, ctx, STOPPED_TIMEOUT)
     try:
-        peer = link(handle)
-        assert peer is not None, "a Queue or Manager way without an owner or server"
-        process = peer._process if isinstance(peer, Owner) else peer._manager._process
+        peer, process = _peer_process(handle)
         calls = {n: c for n, c in ways.CALLS.items() if n not in getattr(ways, "ENDLESS", ())}
         outcomes: dict[str, str] = {}
 
@@ -291,10 +296,7 @@ def test_close_kills_an_owner_or_server_left_stopped(
     # stopped server (the standard library's shutdown handshakes with it first).
     handle = ways.make(way, ctx, STOPPED_TIMEOUT)
     try:
-        peer = link(handle)
-        assert peer is not None, "a Queue or Manager way without an owner or server"
-        process = peer._process if isinstance(peer, Owner) else peer._manager._process
-        pid = process.pid
+        pid = _peer_process(handle)[1].pid
         os.kill(pid, signal.SIGSTOP)
         start = time.monotonic()
         closing = threading.Thread(target=handle.close, daemon=True)

@@ -47,6 +47,16 @@ def rounds_for(nbytes: int) -> int:
     return 7
 
 
+def time_rounds(benchmark: Any, work: Callable[..., Any], nbytes: int, *args: Any) -> None:
+    """Time ``work(*args)``, a transfer of ``nbytes``: rounds_for() rounds, one when quick."""
+    benchmark.pedantic(
+        work,
+        args=args,
+        rounds=size(benchmark, rounds_for(nbytes), 1),
+        warmup_rounds=size(benchmark, 1, 0),
+    )
+
+
 def label(nbytes: int) -> str:
     return f"{nbytes // MiB}MiB" if nbytes >= MiB else f"{nbytes // KiB}KiB"
 
@@ -137,11 +147,7 @@ def test_round_trip(benchmark: Any, way: str, nbytes: int) -> None:
         seen.append((r, _answer(conn)))
 
     try:
-        benchmark.pedantic(
-            round_trip,
-            rounds=size(benchmark, rounds_for(nbytes), 1),
-            warmup_rounds=size(benchmark, 1, 0),
-        )
+        time_rounds(benchmark, round_trip, nbytes)
     finally:
         conn.send(False)
         consumer.join(BARRIER_TIMEOUT)
@@ -196,12 +202,7 @@ def test_reference(benchmark: Any, way: str, nbytes: int) -> None:
     else:
         data = data.tolist()
         work = _pickle_round_trip
-    benchmark.pedantic(
-        work,
-        args=(data,),
-        rounds=size(benchmark, rounds_for(nbytes), 1),
-        warmup_rounds=size(benchmark, 1, 0),
-    )
+    time_rounds(benchmark, work, nbytes, data)
 
 
 def take_pickled(reader: Any, ack: Any) -> None:
@@ -250,11 +251,7 @@ def test_transmit(benchmark: Any, nbytes: int) -> None:
         got.append(_answer(ack_reader))
 
     try:
-        benchmark.pedantic(
-            transmit,
-            rounds=size(benchmark, rounds_for(nbytes), 1),
-            warmup_rounds=size(benchmark, 1, 0),
-        )
+        time_rounds(benchmark, transmit, nbytes)
     finally:
         # An OSError: the receiver is gone already, and its exit code says how.
         with contextlib.suppress(OSError):
