@@ -47,6 +47,21 @@ LONGEST_WAIT = 86_400.0
 #: its peer is still there and its handle still open.
 SLICE = 0.1
 
+
+def reply_within(timeout: float | None, wait: float = 0.0) -> float | None:
+    """How long a caller waits for a reply before it calls its peer stopped or hung.
+
+    The request's own wait in the owner or server (``wait``), the handle's
+    ``timeout``, and as much again, at least a second: a peer that is only
+    slow, on a loaded machine or running a long ``update``, must not be
+    given up on lightly, since a request given up on may still run. None
+    (``timeout=None``): no end.
+    """
+    if timeout is None:
+        return None
+    return wait + timeout + max(1.0, timeout)
+
+
 #: Seconds a creator's close() gives its owner process or Manager server to
 #: stop before it kills it: one stopped (SIGSTOP) or hung would never stop.
 STOP_WAIT = 2.0

@@ -61,6 +61,7 @@ from shmref.lifecycle import (
     acquire,
     lifeline,
     portable,
+    reply_within,
     reset_after_fork,
     run,
 )
@@ -817,16 +818,17 @@ class Owner:
 
         Its last argument is how long the owner may park it (None: as long
         as it takes): the owner always answers by then, so the caller waits
-        for that answer that long and the handle's timeout more, while the
-        owner lives and the handle is open. Past that the owner is alive but
-        stopped or hung: ``TimeoutError``, as for any call, and the request
-        may still be answered once it goes on (a lock then granted to this
-        thread, as for an acquire cut by Ctrl-C). With no end to the wait,
+        for that answer that long and :func:`~shmref.lifecycle.reply_within`
+        the handle's timeout more, while the owner lives and the handle is
+        open. Past that the owner is alive but stopped or hung:
+        ``TimeoutError``, as for any call, and the request may still be
+        answered once it goes on (a lock then granted to this thread, as for
+        an acquire cut by Ctrl-C; a message taken by a get, lost). With no end to the wait,
         nothing tells a stopped owner from a long wait: the caller waits.
         """
         token = next(self._tokens)
         wait = args[-1]
-        budget = None if wait is None or self.timeout is None else wait + self.timeout
+        budget = None if wait is None else reply_within(self.timeout, wait)
         ok, result = self._exchange(_request((token, method, args)), token, budget, waiting=True)
         if not ok:
             raise result

@@ -29,6 +29,7 @@ address and the key: :class:`ManagerHandle` gives every Manager way its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import secrets
@@ -50,6 +51,7 @@ from shmref.lifecycle import (
     OwnerGone,
     context,
     lifeline,
+    reply_within,
     run,
     seconds,
 )
@@ -130,44 +132,56 @@ def _send_at_once(connection: Any) -> None:
 
 
 def _answers_within(sock: socket.socket, timeout: float | None) -> None:
-    """Make a read or a write of ``sock`` that waits longer than the call's budget fail.
+    """Make a connect, read or write of ``sock`` that waits past the reply's budget fail.
 
-    The budget is the handle's ``timeout`` plus one :data:`SLICE`: no
-    request waits longer in the server (the waits of a lock's acquire and
-    of a channel's get and put are made of slices, one request each). Past
-    it, ``connect``, ``os.read`` or ``os.write`` fails with
-    ``BlockingIOError`` (EINPROGRESS, EAGAIN), and :meth:`Server.call` says
-    ``TimeoutError``: the server is alive (a dead one closes the connection)
-    but stopped or hung. Set once per connection, by the kernel: no system
-    call per request.
+    The budget is :func:`~shmref.lifecycle.reply_within` the handle's
+    ``timeout``, for a request that waits one :data:`SLICE` in the server at
+    most (the waits of a lock's acquire and of a channel's get and put are
+    made of slices, one request each). Past it, ``connect``, ``os.read`` or
+    ``os.write`` fails with ``BlockingIOError`` (EINPROGRESS, EAGAIN), and
+    :meth:`Server.call` says ``TimeoutError``: the server is alive (a dead
+    one closes the connection) but stopped or hung, or still running the
+    request. Set once per connection, by the kernel: no system call per
+    request.
     """
-    if timeout is None:
+    budget = reply_within(timeout, SLICE)
+    if budget is None:
         return  # as long as it takes: a dead server still ends the wait (end of file)
-    whole, part = divmod(timeout + SLICE, 1.0)
+    whole, part = divmod(budget, 1.0)
     limit = struct.pack("@ll", int(whole), int(part * 1_000_000))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
 
 
-def _accepted(proxy: Any, name: str, timeout: float | None) -> Any:
-    """A new connection to ``proxy``'s server, accepted as ``name``'s (``BaseProxy._connect``).
+def _client(address: Any, authkey: bytes, timeout: float | None) -> Any:
+    """``multiprocessing.connection.Client(address, authkey=authkey)``, bounded by ``timeout``.
 
-    What ``multiprocessing.connection.Client`` and ``BaseProxy._connect``
-    do, written out so that every step, the connect, the key's handshake and
-    the acceptance, is bounded by ``timeout`` (:func:`_answers_within`): the
-    standard library's waits for a stopped server's answers for ever. No
-    thread: a Ctrl-C that lands here is a KeyboardInterrupt, nothing else,
-    and the half-made connection is closed.
+    Written out so that the connect and the key's handshake are bounded
+    (:func:`_answers_within`): the standard library's wait for a stopped
+    server's answers for ever. No thread: a Ctrl-C that lands here is a
+    KeyboardInterrupt, nothing else, and the half-made connection is closed.
     """
-    address = proxy._token.address
     family = connection.address_type(address)  # type: ignore[attr-defined]
     with socket.socket(getattr(socket, family)) as sock:
+        # Blocking, as the standard library's: a socket.setdefaulttimeout()
+        # of the application's would make it non-blocking.
+        sock.setblocking(True)
         _answers_within(sock, timeout)
         sock.connect(address)
         conn = connection.Connection(sock.detach())
     try:
-        connection.answer_challenge(conn, proxy._authkey)
-        connection.deliver_challenge(conn, proxy._authkey)
+        connection.answer_challenge(conn, authkey)
+        connection.deliver_challenge(conn, authkey)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _accepted(proxy: Any, name: str, timeout: float | None) -> Any:
+    """A new connection to ``proxy``'s server, accepted as ``name``'s (``BaseProxy._connect``)."""
+    conn = _client(proxy._token.address, proxy._authkey, timeout)
+    try:
         managers.dispatch(conn, None, "accept_connection", (name,))  # type: ignore[attr-defined]
     except BaseException:
         conn.close()
@@ -228,16 +242,18 @@ def _reach(address: tuple[str, int], timeout: float | None, what: str) -> None:
         raise OwnerGone(f"no Manager server of {what} at {address!r}: {error}") from None
 
 
-def _within(wait: float | None, connect: Callable[[], Any], late: Exception) -> Any:
-    """``connect()``, or ``late`` raised if it takes longer than ``wait``.
+def _within(
+    wait: float | None,
+    connect: Callable[[], tuple[Server, type[Any], dict[str, Any]]],
+    gone: str,
+) -> tuple[Server, type[Any], dict[str, Any]]:
+    """``connect()``, or :class:`OwnerGone` saying ``gone`` if it takes longer than ``wait``.
 
     The standard library's client waits for the server's challenge, and for
     each answer after it, with no timeout: a server that took the connection
     and then stopped (SIGSTOP, a hang, not a Manager at all) would hold the
     caller for ever. The handshakes run in a thread of their own, which the
-    caller stops waiting for; a link it makes after that (whatever
-    ``connect()`` returns, or the first item of the tuple it returns) is
-    closed there.
+    caller stops waiting for; a link it makes after that is closed there.
     """
     if wait is None:
         return connect()
@@ -255,7 +271,7 @@ def _within(wait: float | None, connect: Callable[[], Any], late: Exception) -> 
                 outcome.append(result)
                 return
         if not isinstance(result, BaseException):
-            (result[0] if isinstance(result, tuple) else result).close()
+            result[0].close()
 
     thread = threading.Thread(target=run, name="shmref-connect", daemon=True)
     thread.start()
@@ -265,26 +281,33 @@ def _within(wait: float | None, connect: Callable[[], Any], late: Exception) -> 
         with decided:
             given_up[0] = not outcome
     if not outcome:
-        raise late
+        raise OwnerGone(gone)
     if isinstance(outcome[0], BaseException):
         raise outcome[0]
-    return outcome[0]
+    return outcome[0]  # type: ignore[no-any-return]
 
 
 def _shut_down(manager: Any) -> None:
-    """``manager.shutdown()``, and the server killed if it has not stopped within STOP_WAIT.
+    """What ``manager.shutdown()`` does, with the server killed if it has not stopped in STOP_WAIT.
 
     The standard library's shutdown connects to the server and waits for its
     handshake with no timeout: a server stopped (SIGSTOP) or hung would hold
-    the creator's close() for ever. Killed, it closes that connection, and
-    the shutdown, which catches the failed handshake, goes on to join it.
+    the creator's close() for ever. This sends the same request on a
+    bounded connection, in this thread, then runs the standard shutdown,
+    which finds the server stopped and only marks the manager so.
     """
-    stopping = threading.Thread(target=manager.shutdown, name="shmref-shutdown", daemon=True)
-    stopping.start()
-    stopping.join(STOP_WAIT)
-    if stopping.is_alive():
-        manager._process.kill()
-        stopping.join()
+    process = manager._process
+    with contextlib.suppress(Exception):  # a server stopped, hung or gone: killed below
+        conn = _client(manager._address, manager._authkey, STOP_WAIT)
+        try:
+            managers.dispatch(conn, None, "shutdown")  # type: ignore[attr-defined]
+        finally:
+            conn.close()
+    process.join(STOP_WAIT)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    manager.shutdown()
 
 
 class _LinkPlaceholder:
@@ -444,12 +467,10 @@ class Server:
         began = time.monotonic()
         if isinstance(address, tuple):
             _reach(address, wait, what)
-        return _within(  # type: ignore[no-any-return]
+        return _within(
             None if wait is None else max(0.0, wait - (time.monotonic() - began)),
             lambda: cls._connect(address, key, what, closed_error),
-            OwnerGone(
-                f"the Manager server of {what} at {address!r} did not answer within {wait} s"
-            ),
+            f"the Manager server of {what} at {address!r} did not answer within {wait} s",
         )
 
     @classmethod
@@ -575,8 +596,9 @@ class Server:
                 raise self.closed_error(f"{self.what} is closed")
             if late:
                 raise TimeoutError(
-                    f"no reply from the Manager server of {self.what} within {self.timeout} s "
-                    "(it is alive: stopped or hung)"
+                    f"no reply from the Manager server of {self.what} within "
+                    f"{reply_within(self.timeout, SLICE)} s: it is stopped or hung, or still "
+                    "running the request, which may then have run"
                 )
             raise OwnerGone(f"the Manager server of {self.what} is gone ({gone})")
         if kind == "#RETURN":
@@ -638,8 +660,37 @@ class Server:
         manager, self._manager = self._manager, None
         # A forked child holds a copy of the creator's manager: not its to stop.
         if manager is not None and os.getpid() == self._creator:
-            _shut_down(manager)
-        del proxy  # after shutdown() its decref is skipped
+            _shut_down(manager)  # then the proxy's decref is skipped
+        elif proxy is not None:
+            self._release(proxy)
+        del proxy
+
+    def _release(self, proxy: Any) -> None:
+        """What ``BaseProxy._decref`` does when the proxy goes, on a bounded connection.
+
+        The standard library's decref connects to the server with no
+        timeout, so closing a handle that did not start the server (a
+        child's, a connected one) waited for ever on a stopped server. The
+        proxy's own finalizer is cancelled and the reference released here
+        within the handle's timeout; a server stopped or gone frees it when
+        it stops.
+        """
+        finalizer = getattr(proxy, "_close", None)
+        if finalizer is None or not finalizer.still_active():
+            return
+        finalizer.cancel()
+        proxy._idset.discard(proxy._id)
+        with contextlib.suppress(Exception):
+            conn = _client(proxy._token.address, proxy._authkey, self.timeout)
+            try:
+                managers.dispatch(conn, None, "decref", (proxy._id,))  # type: ignore[attr-defined]
+            finally:
+                conn.close()
+        # As the decref does: a thread that holds no proxy of this server any
+        # more closes its connection to it.
+        if not proxy._idset and hasattr(proxy._tls, "connection"):
+            proxy._tls.connection.close()
+            del proxy._tls.connection
 
 
 Handle = TypeVar("Handle", bound="ManagerHandle")

@@ -583,8 +583,10 @@ class ManagerValue(ManagerHandle, Generic[T]):
     has applied it, so ``get`` sees every ``set`` and ``update`` that has
     returned in any process. ``timeout`` bounds the server's wait for that
     lock, which an ``update`` holds while its ``fn`` runs: past it, ``set``
-    or ``update`` raises ``TimeoutError``; so does a call whose reply the
-    server, stopped or hung, does not send within it. Pass a started
+    or ``update`` raises ``TimeoutError``, and nothing has changed. So does a
+    call whose reply the server, stopped or hung or still running a long
+    ``fn``, has not sent within it and as much again: that one may still be
+    applied (see :func:`~shmref.lifecycle.reply_within`). Pass a started
     :class:`ValueManager` as ``manager`` to share one server between values;
     otherwise each value starts its own. A dead server makes calls raise
     :class:`~shmref.lifecycle.OwnerGone` at once rather than hang.

@@ -47,12 +47,12 @@ from typing import Any
 
 import pytest
 
-from shmref.lifecycle import STOP_WAIT, Closable, OwnerGone, run, seconds
+from shmref.lifecycle import STOP_WAIT, Closable, OwnerGone, reply_within, run, seconds
 from shmref.locks import ReleaseError
 from shmref.owner import Owner
 from shmref.server import Server
 from tests.clauses import PRIMITIVES, applies, cannot
-from tests.conftest import START_METHODS, run_children
+from tests.conftest import JOIN, START_METHODS, run_children
 from tests.fault_loops import link
 from tests.redis_server import ENV, RedisServer, home
 
@@ -232,6 +232,11 @@ def _peer_process(handle: Any) -> tuple[Owner | Server, Any]:
     return peer, peer._process if isinstance(peer, Owner) else peer._manager._process
 
 
+#: The longest a call of the stopped-owner test waits for a reply: the longest
+#: call's own wait and the handle's timeout, with the margin every call gets.
+STOPPED_BUDGET = reply_within(STOPPED_TIMEOUT, LONGEST_CALL) or 0.0
+
+
 @lifecycle("stopped_owner")
 def test_stopped_owner_or_server_is_a_timeout(
     ways: ModuleType, way: str, ctx: BaseContext
@@ -269,11 +274,11 @@ def test_stopped_owner_or_server_is_a_timeout(
                 thread.start()
             make_call(*first)
             for thread in threads:
-                thread.join(LONGEST_CALL + STOPPED_TIMEOUT + SLACK)
+                thread.join(STOPPED_BUDGET + SLACK)
             took = time.monotonic() - start
         finally:
             os.kill(process.pid, signal.SIGCONT)
-        assert took < LONGEST_CALL + STOPPED_TIMEOUT + SLACK, f"{took:.1f} s: {outcomes}"
+        assert took < STOPPED_BUDGET + SLACK, f"{took:.1f} s: {outcomes}"
         assert set(outcomes) == set(calls), f"calls still waiting: {set(calls) - set(outcomes)}"
         assert set(outcomes.values()) <= {"TimeoutError", "returned"}, outcomes
         assert "TimeoutError" in outcomes.values(), outcomes
@@ -296,8 +301,22 @@ def test_close_kills_an_owner_or_server_left_stopped(
     # stopped server (the standard library's shutdown handshakes with it first).
     handle = ways.make(way, ctx, STOPPED_TIMEOUT)
     try:
-        pid = _peer_process(handle)[1].pid
+        peer, process = _peer_process(handle)
+        pid = process.pid
+        # A Manager way's handle that did not start the server: its close()
+        # releases its reference there, which waited for ever on a stopped one.
+        other = None
+        if isinstance(peer, Server):
+            other = type(handle).connect(handle.address, handle.authkey, timeout=JOIN)
         os.kill(pid, signal.SIGSTOP)
+        if other is not None:
+            start = time.monotonic()
+            closing = threading.Thread(target=other.close, daemon=True)
+            closing.start()
+            closing.join(STOPPED_BUDGET + SLACK)
+            took = time.monotonic() - start
+            assert not closing.is_alive(), "close() of a connected handle waits on"
+            assert took < (reply_within(STOPPED_TIMEOUT) or 0.0) + SLACK, f"{took:.1f} s"
         start = time.monotonic()
         closing = threading.Thread(target=handle.close, daemon=True)
         closing.start()

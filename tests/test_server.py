@@ -253,6 +253,22 @@ def test_default_is_a_unix_socket_that_connect_reaches_too(ctx: BaseContext) -> 
         assert counter.get() == 3
 
 
+def test_an_application_default_socket_timeout_changes_nothing(ctx: BaseContext) -> None:
+    # Regression: shmref made its connections with a socket that
+    # socket.setdefaulttimeout() turned non-blocking, so the first call raised
+    # TimeoutError at once ("took no connection").
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        with ManagerCounter(ctx=ctx) as counter:
+            counter.add(2)
+            with ManagerCounter.connect(counter.address, counter.authkey) as connected:
+                connected.add(3)
+            assert counter.get() == 5
+    finally:
+        socket.setdefaulttimeout(before)
+
+
 def test_a_given_key_is_the_key(ctx: BaseContext) -> None:
     with ManagerCounter(ctx=ctx, address=LOOPBACK, authkey=b"not random") as counter:
         assert counter.authkey == b"not random"

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from benchreport import STAT, Run, fmt_rate, fmt_time
-from report_arrays import size_label
+from report_arrays import put_parts_timed, size_label
 from report_channel import rate
 from report_locks import label as lock_label
+from report_locks import threads_measured
 from verdicts import Figure, times
 
 MiB, MB = 1024 * 1024, 1e6
@@ -50,8 +51,8 @@ class Runs:
         return list(self._runs.values())
 
 
-def _has(runs: Runs, page: str, group: str, *wanted: dict[str, Any]) -> bool:
-    """Whether the stored run of ``page`` has a ``group`` benchmark with each of ``wanted``.
+def _has(runs: Runs, page: str, measured: Callable[[Run], bool]) -> bool:
+    """Whether the stored run of ``page`` has what ``measured`` (its page's own check) asks.
 
     For a claim that runs stored before a benchmark was added cannot measure:
     it stays "not measured yet" (claims.Missing) on them, and measured on newer ones.
@@ -60,7 +61,7 @@ def _has(runs: Runs, page: str, group: str, *wanted: dict[str, Any]) -> bool:
         run = runs[page]
     except NotStored:
         return False
-    return all(run.find(group, **extra) is not None for extra in wanted)
+    return measured(run)
 
 
 def _src(run: str, *groups: str) -> str:
@@ -350,7 +351,7 @@ def queue_put_pipe(runs: Runs) -> list[Figure]:
     run = runs["arrays"]
     # A run that times the pipe alone (way "transmit") gives its share directly;
     # an older one leaves it as what the round trip spends beyond the pickling.
-    timed = run.find("arrays-reference", way="transmit")
+    timed = put_parts_timed(run)
     figures = []
     for n in _sizes(runs)[-2:]:
         trip = _plain_trip(run, n)
@@ -376,8 +377,7 @@ def queue_put_pipe(runs: Runs) -> list[Figure]:
 
 def put_parts_stored(runs: Runs) -> bool:
     """Whether the arrays run times a Queue.put's parts apart: `dumps`, the pipe, `loads`."""
-    wanted = [{"way": w} for w in ("pickle-dumps", "transmit", "pickle-loads")]
-    return _has(runs, "arrays", "arrays-reference", *wanted)
+    return _has(runs, "arrays", put_parts_timed)
 
 
 def dumps_and_loads(runs: Runs) -> list[Figure]:
@@ -549,8 +549,12 @@ MICRO_HOLDS = (1e-6, 1e-5)
 
 def micro_holds_stored(runs: Runs) -> bool:
     """Whether the locks run has `CtypesLock` and no lock held 1 and 10 µs."""
-    wanted = [{"way": w, "hold": h} for w in ("ctypes", "none") for h in MICRO_HOLDS]
-    return _has(runs, "locks", "locks-hold", *wanted)
+    wanted = [(way, hold) for way in ("ctypes", "none") for hold in MICRO_HOLDS]
+    return _has(
+        runs,
+        "locks",
+        lambda run: all(run.find("locks-hold", way=w, hold=h) is not None for w, h in wanted),
+    )
 
 
 def short_holds(runs: Runs) -> list[Figure]:
@@ -594,9 +598,7 @@ def short_holds(runs: Runs) -> list[Figure]:
 
 def thread_locks_stored(runs: Runs) -> bool:
     """Whether the locks run has `threading.Lock`, and the bare lock between two threads."""
-    return _has(runs, "locks", "locks-uncontended", {"way": "threading"}) and _has(
-        runs, "locks", "locks-handoff", {"way": "threading"}, {"way": "stdlib-threads"}
-    )
+    return _has(runs, "locks", threads_measured)
 
 
 def thread_locks(runs: Runs) -> list[Figure]:

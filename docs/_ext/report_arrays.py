@@ -286,9 +286,14 @@ def pages(run: Run) -> dict[str, str]:
     return pages
 
 
+def put_parts_timed(run: Run) -> bool:
+    """Whether the run times a `Queue.put`'s parts apart (runs since they were added)."""
+    return all(has_way(run, "arrays-reference", way) for way in PUT_PARTS)
+
+
 def _put_parts(run: Run, sizes: list[int]) -> str:
     """A `Queue.put` / `get` part by part, beside the whole round trip it makes up."""
-    if not has_way(run, "arrays-reference", "pickle-loads"):
+    if not put_parts_timed(run):
         return (
             "Not in this run: it was made before the benchmarks timed the parts apart "
             "(`nox -s bench -- arrays` measures them).\n"
