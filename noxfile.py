@@ -70,6 +70,8 @@ def tests(session: nox.Session) -> None:
         # Half the random kills of tests/test_faults.py: the pinned
         # interpreter runs all 20 under fork and spawn.
         env["SHMREF_KILLS"] = os.environ.get("SHMREF_KILLS", "10")
+        # The stopped-owner clause on the Counter's ways only (tests/test_lifecycle.py).
+        env["SHMREF_STOPPED"] = os.environ.get("SHMREF_STOPPED", "counter")
     if session.posargs:
         session.run("python", "-m", "pytest", *session.posargs, env=env)
         return

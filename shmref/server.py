@@ -131,20 +131,19 @@ def _send_at_once(connection: Any) -> None:
             sock.detach()  # the connection keeps its descriptor
 
 
-def _answers_within(sock: socket.socket, timeout: float | None) -> None:
-    """Make a connect, read or write of ``sock`` that waits past the reply's budget fail.
+def _answers_within(sock: socket.socket, budget: float | None) -> None:
+    """Make a connect, read or write of ``sock`` that waits longer than ``budget`` seconds fail.
 
-    The budget is :func:`~shmref.lifecycle.reply_within` the handle's
-    ``timeout``, for a request that waits one :data:`SLICE` in the server at
-    most (the waits of a lock's acquire and of a channel's get and put are
-    made of slices, one request each). Past it, ``connect``, ``os.read`` or
-    ``os.write`` fails with ``BlockingIOError`` (EINPROGRESS, EAGAIN), and
-    :meth:`Server.call` says ``TimeoutError``: the server is alive (a dead
-    one closes the connection) but stopped or hung, or still running the
-    request. Set once per connection, by the kernel: no system call per
-    request.
+    For a request, the budget is :func:`~shmref.lifecycle.reply_within` the
+    handle's ``timeout``, for a request that waits one :data:`SLICE` in the
+    server at most (the waits of a lock's acquire and of a channel's get and
+    put are made of slices, one request each): see :func:`_reply_budget`.
+    Past it, ``connect``, ``os.read`` or ``os.write`` fails with
+    ``BlockingIOError`` (EINPROGRESS, EAGAIN), and :meth:`Server.call` says
+    ``TimeoutError``: the server is alive (a dead one closes the connection)
+    but stopped or hung, or still running the request. Set once per
+    connection, by the kernel: no system call per request.
     """
-    budget = reply_within(timeout, SLICE)
     if budget is None:
         return  # as long as it takes: a dead server still ends the wait (end of file)
     whole, part = divmod(budget, 1.0)
@@ -153,8 +152,13 @@ def _answers_within(sock: socket.socket, timeout: float | None) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
 
 
-def _client(address: Any, authkey: bytes, timeout: float | None) -> Any:
-    """``multiprocessing.connection.Client(address, authkey=authkey)``, bounded by ``timeout``.
+def _reply_budget(timeout: float | None) -> float | None:
+    """How long a request of a handle with ``timeout`` may wait for its reply."""
+    return reply_within(timeout, SLICE)
+
+
+def _client(address: Any, authkey: bytes, budget: float | None) -> Any:
+    """``multiprocessing.connection.Client(address, authkey=authkey)``, no wait past ``budget``.
 
     Written out so that the connect and the key's handshake are bounded
     (:func:`_answers_within`): the standard library's wait for a stopped
@@ -166,7 +170,7 @@ def _client(address: Any, authkey: bytes, timeout: float | None) -> Any:
         # Blocking, as the standard library's: a socket.setdefaulttimeout()
         # of the application's would make it non-blocking.
         sock.setblocking(True)
-        _answers_within(sock, timeout)
+        _answers_within(sock, budget)
         sock.connect(address)
         conn = connection.Connection(sock.detach())
     try:
@@ -180,7 +184,7 @@ def _client(address: Any, authkey: bytes, timeout: float | None) -> Any:
 
 def _accepted(proxy: Any, name: str, timeout: float | None) -> Any:
     """A new connection to ``proxy``'s server, accepted as ``name``'s (``BaseProxy._connect``)."""
-    conn = _client(proxy._token.address, proxy._authkey, timeout)
+    conn = _client(proxy._token.address, proxy._authkey, _reply_budget(timeout))
     try:
         managers.dispatch(conn, None, "accept_connection", (name,))  # type: ignore[attr-defined]
     except BaseException:
@@ -297,13 +301,16 @@ def _shut_down(manager: Any) -> None:
     which finds the server stopped and only marks the manager so.
     """
     process = manager._process
+    asked = False
     with contextlib.suppress(Exception):  # a server stopped, hung or gone: killed below
         conn = _client(manager._address, manager._authkey, STOP_WAIT)
         try:
             managers.dispatch(conn, None, "shutdown")  # type: ignore[attr-defined]
+            asked = True
         finally:
             conn.close()
-    process.join(STOP_WAIT)
+    if asked:
+        process.join(STOP_WAIT)
     if process.is_alive():
         process.kill()
         process.join()
@@ -597,7 +604,7 @@ class Server:
             if late:
                 raise TimeoutError(
                     f"no reply from the Manager server of {self.what} within "
-                    f"{reply_within(self.timeout, SLICE)} s: it is stopped or hung, or still "
+                    f"{_reply_budget(self.timeout)} s: it is stopped or hung, or still "
                     "running the request, which may then have run"
                 )
             raise OwnerGone(f"the Manager server of {self.what} is gone ({gone})")
@@ -681,7 +688,7 @@ class Server:
         finalizer.cancel()
         proxy._idset.discard(proxy._id)
         with contextlib.suppress(Exception):
-            conn = _client(proxy._token.address, proxy._authkey, self.timeout)
+            conn = _client(proxy._token.address, proxy._authkey, _reply_budget(self.timeout))
             try:
                 managers.dispatch(conn, None, "decref", (proxy._id,))  # type: ignore[attr-defined]
             finally:
