@@ -305,6 +305,15 @@ def test_stopped_owner_or_server_is_a_timeout(
         handle.close()
 
 
+def _close_in_thread(handle: Any, wait: float) -> tuple[threading.Thread, float]:
+    """``handle.close()`` in a thread waited for up to ``wait``: the thread, and the time taken."""
+    start = time.monotonic()
+    closing = threading.Thread(target=handle.close, daemon=True)
+    closing.start()
+    closing.join(wait)
+    return closing, time.monotonic() - start
+
+
 @lifecycle("stopped_owner")
 def test_close_kills_an_owner_or_server_left_stopped(
     ways: ModuleType, way: str, ctx: BaseContext
@@ -322,18 +331,10 @@ def test_close_kills_an_owner_or_server_left_stopped(
             other = type(handle).connect(handle.address, handle.authkey, timeout=JOIN)
         os.kill(pid, signal.SIGSTOP)
         if other is not None:
-            start = time.monotonic()
-            closing = threading.Thread(target=other.close, daemon=True)
-            closing.start()
-            closing.join(STOPPED_BUDGET + SLACK)
-            took = time.monotonic() - start
+            closing, took = _close_in_thread(other, STOPPED_BUDGET + SLACK)
             assert not closing.is_alive(), "close() of a connected handle waits on"
             assert took < (reply_within(STOPPED_TIMEOUT) or 0.0) + SLACK, f"{took:.1f} s"
-        start = time.monotonic()
-        closing = threading.Thread(target=handle.close, daemon=True)
-        closing.start()
-        closing.join(STOP_WAIT + SLACK)
-        took = time.monotonic() - start
+        closing, took = _close_in_thread(handle, STOP_WAIT + SLACK)
         if closing.is_alive():
             os.kill(pid, signal.SIGCONT)
             closing.join()
